@@ -1,0 +1,7 @@
+"""labelclean: find and fix wrong labels in image classification data with DivideMix."""
+
+from .api import Run, fit
+from .config import FitConfig
+from .errors import LabelcleanError
+
+__all__ = ["FitConfig", "LabelcleanError", "Run", "fit"]

@@ -1,0 +1,370 @@
+"""The Python API: ``fit`` trains DivideMix on an image folder + labels CSV and returns a ``Run``.
+
+Examples
+--------
+>>> import labelclean                                                  # doctest: +SKIP
+>>> run = labelclean.fit("images/", "labels.csv", out="run", epochs=30, warmup=5)
+>>> suspects = run.export(threshold=0.5, only_noisy=True, sort="clean_prob")
+>>> run.predict(["new_images/"]).head()
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from datetime import datetime, timezone
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from . import run as rundir
+from .augment import Augment, crop_padding
+from .config import FitConfig
+from .data import LabeledImages, channel_stats, decode_images, list_images, median_side, read_labels
+from .dividemix import EpochReport, TrainingData, TrainingState, evaluate, make_optimizer, predict_logits, train
+from .errors import LabelcleanError
+from .export import review_table, select_rows
+from .models import build_model, default_arch, load_initial_weights
+
+log = logging.getLogger("labelclean")
+
+Progress = Callable[[str, int, int], None]  # (task, done, total)
+CPU_MAX_IMAGE_SIZE = 64  # default cap on CPU: larger images cost time and rarely change which labels are wrong
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise LabelcleanError("--device cuda was asked for but PyTorch sees no CUDA GPU; use --device cpu.")
+    return torch.device(name)
+
+
+def _place_images(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Keep the uint8 cache on the GPU when it takes under half of the free memory, else pinned on CPU."""
+    if device.type != "cuda":
+        return images
+    free, _ = torch.cuda.mem_get_info(device)
+    if images.numel() < free // 2:
+        return images.to(device)
+    log.info("Images (%.1f GB) stay in CPU memory; batches are copied to the GPU.", images.numel() / 1e9)
+    return images.pin_memory()
+
+
+def _decode(labeled: LabeledImages, size: int, channels: int | None, skip_bad: bool,
+            labels_csv: Path, progress: Progress | None) -> tuple[torch.Tensor, LabeledImages]:
+    """Decode the images; refuse unreadable ones (or drop them with ``skip_bad``)."""
+    images, bad = decode_images(labeled.files, size, channels,
+                                progress=(lambda d, t: progress("decode", d, t)) if progress else None)
+    if bad and not skip_bad:
+        examples = "; ".join(f"'{labeled.paths[i]}': {why}" for i, why in bad[:3])
+        raise LabelcleanError(
+            f"{len(bad):,} image(s) listed in {labels_csv} cannot be read ({examples}). "
+            f"Fix or remove them, or pass --skip-bad to leave them out."
+        )
+    if bad:
+        keep = np.ones(len(labeled.paths), dtype=bool)
+        keep[[i for i, _ in bad]] = False
+        labeled = LabeledImages(
+            paths=[p for p, k in zip(labeled.paths, keep) if k],
+            files=[f for f, k in zip(labeled.files, keep) if k],
+            labels=labeled.labels[keep],
+            classes=labeled.classes,
+            skipped=labeled.skipped + [(labeled.paths[i], why) for i, why in bad],
+        )
+        log.warning("Left out %d unreadable image(s); see skipped.csv in the run directory.", len(bad))
+    return images, labeled
+
+
+def _prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> dict[str, Any] | None:
+    """Check what ``out`` holds; return the saved config when resuming."""
+    config_file = out / rundir.CONFIG
+    if not config_file.exists():
+        if resume:
+            raise LabelcleanError(f"Nothing to resume: {out} holds no labelclean run. Drop --resume.")
+        return None
+    saved = rundir.read_json(config_file)
+    if resume:
+        if saved.get("status") == "complete":
+            raise LabelcleanError(f"The run in {out} is already complete; nothing to resume.")
+        if not (out / rundir.CHECKPOINT).exists():
+            raise LabelcleanError(f"{out} has no checkpoint to resume from; start again with --overwrite.")
+        return saved
+    if not overwrite:
+        state = "a finished run" if saved.get("status") == "complete" else "an unfinished run (add --resume to continue it)"
+        raise LabelcleanError(f"{out} already holds {state}; pass --overwrite to replace it or choose another --out.")
+    for name in (rundir.CONFIG, rundir.HISTORY, rundir.SAMPLES, rundir.PROBS, rundir.CHECKPOINT,
+                 rundir.MODEL, rundir.SKIPPED):
+        (out / name).unlink(missing_ok=True)
+    return None
+
+
+def fit(
+    images_dir: str | Path,
+    labels_csv: str | Path,
+    out: str | Path = "labelclean-run",
+    *,
+    config: FitConfig | None = None,
+    path_column: str | None = None,
+    label_column: str | None = None,
+    keep_model: bool = True,
+    resume: bool = False,
+    overwrite: bool = False,
+    skip_missing: bool = False,
+    skip_bad: bool = False,
+    init_weights: str | Path | None = None,
+    on_epoch: Callable[[EpochReport], None] | None = None,
+    on_progress: Progress | None = None,
+    **options: Any,
+) -> Run:
+    """Train DivideMix on ``images_dir`` + ``labels_csv`` and write a run directory ``out``.
+
+    Parameters
+    ----------
+    images_dir : folder the CSV's paths are relative to
+    labels_csv : CSV with a path and a label column (auto-detected, or named)
+    out : run directory to create
+    config : all hyper-parameters; ``**options`` override single fields (e.g. ``epochs=30``)
+    keep_model : keep both networks so that ``Run.predict`` works
+    resume : continue the unfinished run in ``out`` from its last checkpoint, with its saved settings
+    overwrite : replace a run that ``out`` already holds
+    skip_missing, skip_bad : leave out rows whose image is missing / unreadable (listed in skipped.csv)
+    init_weights : a local state-dict file to start both networks from (matching layers only)
+    on_epoch : called with an :class:`EpochReport` after every epoch
+    on_progress : called as ``(task, done, total)`` during long non-epoch work (image decoding)
+
+    Returns
+    -------
+    Run
+    """
+    started = time.perf_counter()
+    out = Path(out)
+    saved = _prepare_run_dir(out, resume, overwrite)
+    if saved is not None:
+        cfg = FitConfig.from_dict(saved["fit"]).validate()
+        images_dir, labels_csv = saved["data"]["images_dir"], saved["data"]["labels_csv"]
+        path_column, label_column = saved["data"]["path_column"], saved["data"]["label_column"]
+        skip_missing, skip_bad, keep_model = saved["data"]["skip_missing"], saved["data"]["skip_bad"], saved["keep_model"]
+    else:
+        cfg = replace(config or FitConfig(), **options).validate()
+    images_dir, labels_csv = Path(images_dir), Path(labels_csv)
+    device = resolve_device(cfg.device)
+
+    labeled = read_labels(images_dir, labels_csv, path_column=path_column, label_column=label_column,
+                          skip_missing=skip_missing)
+    if labeled.skipped:
+        log.warning("Left out %d row(s) whose image is missing; see skipped.csv in the run directory.",
+                    len(labeled.skipped))
+    size = cfg.image_size or min(median_side(labeled.files, seed=cfg.seed),
+                                 224 if device.type == "cuda" else CPU_MAX_IMAGE_SIZE)
+    channels = saved["preprocessing"]["channels"] if saved else None
+    images, labeled = _decode(labeled, size, channels, skip_bad, labels_csv, on_progress)
+    if len(labeled.paths) < 2 * cfg.batch_size and cfg.batch_size > 1:
+        raise LabelcleanError(
+            f"{labels_csv} has {len(labeled.paths)} usable images, fewer than two batches of "
+            f"{cfg.batch_size}; lower --batch-size (e.g. {max(1, len(labeled.paths) // 4)})."
+        )
+    mean, std = channel_stats(images)
+    cfg = replace(cfg, image_size=size, arch=cfg.arch if cfg.arch != "auto" else default_arch(device, size))
+
+    torch.manual_seed(cfg.seed)
+    nets = [build_model(cfg.arch, images.shape[1], len(labeled.classes), size) for _ in range(2)]
+    if init_weights is not None:
+        loaded = [load_initial_weights(net, Path(init_weights)) for net in nets][0]
+        log.info("Loaded %d tensors from %s into both networks.", loaded, init_weights)
+    nets = [net.to(device, memory_format=torch.channels_last if device.type == "cuda" else torch.preserve_format)
+            for net in nets]
+    optimizers = [make_optimizer(net, cfg) for net in nets]
+    augment = Augment(torch.tensor(mean, device=device).view(1, -1, 1, 1),
+                      torch.tensor(std, device=device).view(1, -1, 1, 1), crop_padding(size), cfg.flip)
+    data = TrainingData(_place_images(images, device), torch.as_tensor(labeled.labels, device=device),
+                        len(labeled.classes), augment, device)
+
+    run_config = saved or {
+        "labelclean_version": version("labelclean"),
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "method": "dividemix",
+        "status": "training",
+        "fit": cfg.to_dict(),
+        "data": {"images_dir": str(images_dir.resolve()), "labels_csv": str(labels_csv.resolve()),
+                 "path_column": path_column, "label_column": label_column, "skip_missing": skip_missing,
+                 "skip_bad": skip_bad, "n_samples": len(labeled.paths), "n_skipped": len(labeled.skipped)},
+        "classes": labeled.classes,
+        "preprocessing": {"image_size": size, "channels": int(images.shape[1]), "mean": mean, "std": std},
+        "keep_model": keep_model,
+    }
+    run_config["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    rundir.write_json(out / rundir.CONFIG, run_config)
+    rundir.write_skipped(out / rundir.SKIPPED, labeled.skipped)
+
+    state = TrainingState()
+    if saved is not None:
+        state = _restore(out / rundir.CHECKPOINT, nets, optimizers, device)
+        log.info("Resuming %s after epoch %d of %d.", out, state.epoch, cfg.epochs)
+
+    def save_checkpoint(state: TrainingState) -> None:
+        rundir.save_torch(out / rundir.CHECKPOINT, {
+            "epoch": state.epoch,
+            "nets": [net.state_dict() for net in nets],
+            "optimizers": [opt.state_dict() for opt in optimizers],
+            "loss_history": state.loss_history,
+            "history": state.history,
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        })
+        rundir.write_jsonl(out / rundir.HISTORY, state.history)
+
+    train(nets, optimizers, data, cfg, state, on_epoch or (lambda report: None), save_checkpoint)
+
+    result = evaluate(nets, data, cfg)
+    samples = pd.DataFrame({
+        "path": labeled.paths,
+        "given_label": np.asarray(labeled.classes, dtype=object)[labeled.labels],
+        "clean_prob_net1": result.clean_prob[0],
+        "clean_prob_net2": result.clean_prob[1],
+        "loss_net1": result.loss[0],
+        "loss_net2": result.loss[1],
+    })
+    rundir.write_text(out / rundir.SAMPLES, samples.to_csv(index=False))
+    rundir.write_npy(out / rundir.PROBS, result.probs.astype(np.float32))
+    if keep_model:
+        rundir.save_torch(out / rundir.MODEL, {"nets": [net.state_dict() for net in nets]})
+    run_config.update(status="complete", fit_seconds=round(time.perf_counter() - started, 2))
+    rundir.write_json(out / rundir.CONFIG, run_config)
+    (out / rundir.CHECKPOINT).unlink(missing_ok=True)
+    return Run(out)
+
+
+def _restore(checkpoint: Path, nets: list[nn.Module], optimizers: list[torch.optim.Optimizer],
+             device: torch.device) -> TrainingState:
+    saved = rundir.load_torch(checkpoint)
+    for net, opt, net_state, opt_state in zip(nets, optimizers, saved["nets"], saved["optimizers"]):
+        net.load_state_dict(net_state)
+        opt.load_state_dict(opt_state)
+    torch.set_rng_state(saved["rng_cpu"])
+    if device.type == "cuda" and saved["rng_cuda"] is not None:
+        torch.cuda.set_rng_state(saved["rng_cuda"], device)
+    return TrainingState(saved["epoch"], saved["loss_history"], saved["history"])
+
+
+class Run:
+    """A finished fit, read back from its run directory.
+
+    Attributes
+    ----------
+    directory : Path
+    config : dict, the saved ``config.json``
+    classes : list of str
+    """
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+        if not self.directory.is_dir():
+            raise LabelcleanError(f"Run directory {self.directory} does not exist; run 'labelclean fit' first "
+                                  f"or pass the --out folder of an earlier fit.")
+        self.config: dict[str, Any] = rundir.read_json(self.directory / rundir.CONFIG)
+        if self.config.get("status") != "complete":
+            raise LabelcleanError(
+                f"The run in {self.directory} did not finish; continue it with 'labelclean fit ... "
+                f"--out {self.directory} --resume'."
+            )
+        self.classes: list[str] = self.config["classes"]
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Run:
+        return cls(directory)
+
+    @property
+    def fit_config(self) -> FitConfig:
+        return FitConfig.from_dict(self.config["fit"])
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """Per-epoch figures (see ``dividemix.EpochReport``)."""
+        return rundir.read_jsonl(self.directory / rundir.HISTORY)
+
+    def samples(self) -> pd.DataFrame:
+        """The raw per-sample results of the final evaluation, in input order."""
+        try:
+            return pd.read_csv(self.directory / rundir.SAMPLES, dtype={"path": str, "given_label": str},
+                               keep_default_na=False)
+        except FileNotFoundError:
+            raise LabelcleanError(f"{self.directory} lacks {rundir.SAMPLES}; re-run 'labelclean fit'.") from None
+
+    def probs(self) -> np.ndarray:
+        """(n_samples, n_classes) mean softmax of the two networks."""
+        try:
+            return np.load(self.directory / rundir.PROBS, allow_pickle=False)
+        except FileNotFoundError:
+            raise LabelcleanError(f"{self.directory} lacks {rundir.PROBS}; re-run 'labelclean fit'.") from None
+
+    def export(self, threshold: float = 0.5, *, only_noisy: bool = False, sort: str | None = None) -> pd.DataFrame:
+        """The per-sample review table (see :mod:`labelclean.export` for its columns)."""
+        samples = self.samples()
+        index = {c: k for k, c in enumerate(self.classes)}
+        given = samples["given_label"].map(index).to_numpy(dtype=np.int64)
+        clean = samples[["clean_prob_net1", "clean_prob_net2"]].to_numpy().T
+        table = review_table(samples["path"].tolist(), given, self.classes, clean, self.probs(), threshold)
+        return select_rows(table, only_noisy, sort)
+
+    def load_networks(self, device: torch.device) -> list[nn.Module]:
+        """Both trained networks, in eval mode, from ``model.pt`` (loaded with ``weights_only=True``)."""
+        model_file = self.directory / rundir.MODEL
+        if not model_file.exists():
+            raise LabelcleanError(f"{self.directory} has no kept model (it was fitted with --no-keep-model); "
+                                  f"fit again with --keep-model to predict.")
+        saved = rundir.load_torch(model_file)
+        prep, cfg = self.config["preprocessing"], self.fit_config
+        nets = []
+        for state in saved["nets"]:
+            net = build_model(cfg.arch, prep["channels"], len(self.classes), prep["image_size"])
+            net.load_state_dict(state)
+            nets.append(net.to(device).eval())
+        return nets
+
+    def predict(self, inputs: Sequence[str | Path], *, top_k: int = 1, images_dir: str | Path | None = None,
+                device: str = "auto", batch_size: int = 512, on_progress: Progress | None = None) -> pd.DataFrame:
+        """Classify new images with the two-network ensemble (sum of logits, as the official code).
+
+        Parameters
+        ----------
+        inputs : image files, folders (searched recursively) or CSVs with a path column
+        top_k : how many classes to report per image, best first
+
+        Returns
+        -------
+        DataFrame with ``path``, ``predicted_label``, ``confidence`` (and ``label_2``,
+        ``confidence_2``, ... up to ``top_k``).
+        """
+        if not 1 <= top_k <= len(self.classes):
+            raise LabelcleanError(f"The 'top_k' option must be in [1, {len(self.classes)}]. Got {top_k}.")
+        shown, files = list_images([Path(p) for p in inputs], Path(images_dir) if images_dir else None)
+        prep = self.config["preprocessing"]
+        images, bad = decode_images(files, prep["image_size"], prep["channels"],
+                                    progress=(lambda d, t: on_progress("decode", d, t)) if on_progress else None)
+        if bad:
+            examples = "; ".join(f"'{shown[i]}': {why}" for i, why in bad[:3])
+            raise LabelcleanError(f"{len(bad)} input image(s) cannot be read ({examples}); fix or remove them.")
+        dev = resolve_device(device)
+        augment = Augment(torch.tensor(prep["mean"], device=dev).view(1, -1, 1, 1),
+                          torch.tensor(prep["std"], device=dev).view(1, -1, 1, 1), 0, False)
+        data = TrainingData(images, None, len(self.classes), augment, dev)
+        logits = sum(predict_logits(net, data, batch_size) for net in self.load_networks(dev))
+        confidence, label = torch.softmax(logits, dim=1).topk(top_k, dim=1)
+        names = np.asarray(self.classes, dtype=object)
+        table = pd.DataFrame({"path": shown, "predicted_label": names[label[:, 0].cpu().numpy()],
+                              "confidence": confidence[:, 0].cpu().numpy()})
+        for k in range(1, top_k):
+            table[f"label_{k + 1}"] = names[label[:, k].cpu().numpy()]
+            table[f"confidence_{k + 1}"] = confidence[:, k].cpu().numpy()
+        return table

@@ -1,0 +1,352 @@
+"""Reading the user's data: the labels CSV, the image folder, and the decoded-image cache.
+
+Images are decoded and resized **once** into a ``uint8`` tensor of shape
+``(n_samples, channels, size, size)``; every epoch after that only indexes it.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import LabelcleanError
+
+PATH_COLUMNS = ("path", "file", "filename", "file_name", "filepath", "image", "image_path", "img")
+LABEL_COLUMNS = ("label", "class", "target", "category", "y")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+MAX_LISTED = 3  # how many offending files an error message names
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class LabeledImages:
+    """The rows of a labels CSV that point at readable images.
+
+    Attributes
+    ----------
+    paths : list of str, (n_samples,)
+        Image paths exactly as written in the CSV (relative to the image folder).
+    files : list of Path, (n_samples,)
+        The resolved files, all inside the image folder.
+    labels : ndarray of int64, (n_samples,)
+        Index of each row's given label in ``classes``.
+    classes : list of str
+        Class names as written in the CSV, numerically sorted when they are all integers.
+    skipped : list of (path, reason)
+        Rows dropped by ``skip_missing``.
+    """
+
+    paths: list[str]
+    files: list[Path]
+    labels: np.ndarray
+    classes: list[str]
+    skipped: list[tuple[str, str]]
+
+
+def _detect_column(columns: Sequence[str], wanted: str | None, candidates: Sequence[str], role: str,
+                   csv_path: Path) -> str:
+    if wanted is not None:
+        if wanted not in columns:
+            raise LabelcleanError(
+                f"{csv_path} has no column '{wanted}' (columns: {', '.join(columns)}). "
+                f"Check the --{role}-column option."
+            )
+        return wanted
+    by_lower = {c.strip().lower(): c for c in columns}
+    for name in candidates:
+        if name in by_lower:
+            return by_lower[name]
+    raise LabelcleanError(
+        f"{csv_path} has no {role} column (looked for {', '.join(candidates)}; found "
+        f"{', '.join(columns)}). Name it with --{role}-column."
+    )
+
+
+def read_csv_table(csv_path: Path) -> pd.DataFrame:
+    """Read a CSV as strings, exactly as written (no NaN conversion, BOM stripped, delimiter sniffed)."""
+    if not csv_path.is_file():
+        raise LabelcleanError(f"Labels file {csv_path} does not exist.")
+    try:
+        with open(csv_path, encoding="utf-8-sig", newline="") as f:
+            head = f.read(64 * 1024)
+    except UnicodeDecodeError:
+        raise LabelcleanError(f"{csv_path} is not UTF-8 text; re-save it as UTF-8 CSV.") from None
+    if not head.strip():
+        raise LabelcleanError(f"{csv_path} is empty; it needs a header row and one row per image.")
+    try:
+        delimiter = csv.Sniffer().sniff(head.splitlines()[0], delimiters=",;\t|").delimiter
+    except csv.Error:
+        delimiter = ","
+    try:
+        table = pd.read_csv(csv_path, sep=delimiter, dtype=str, keep_default_na=False,
+                            encoding="utf-8-sig", skipinitialspace=True)
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
+        raise LabelcleanError(f"{csv_path} is not a readable CSV: {str(e).strip().splitlines()[-1]}") from None
+    if table.empty:
+        raise LabelcleanError(f"{csv_path} has a header but no rows; add one row per image.")
+    return table
+
+
+def resolve_inside(root: Path, relative: str) -> Path:
+    """Resolve ``relative`` under ``root``, refusing absolute paths, ``..`` and symlinks that escape it."""
+    candidate = Path(relative)
+    if candidate.is_absolute():
+        raise ValueError("absolute paths are not allowed; make it relative to the image folder")
+    resolved = (root / candidate).resolve()
+    if not resolved.is_relative_to(root.resolve()):
+        raise ValueError("it points outside the image folder")
+    return resolved
+
+
+def sort_classes(names: Sequence[str]) -> list[str]:
+    """Unique class names; integers sort as numbers ('2' before '10'), anything else as text."""
+    unique = sorted(set(names))
+    try:
+        return sorted(unique, key=int)
+    except ValueError:
+        return unique
+
+
+def read_labels(
+    images_dir: Path,
+    labels_csv: Path,
+    *,
+    path_column: str | None = None,
+    label_column: str | None = None,
+    skip_missing: bool = False,
+) -> LabeledImages:
+    """Read and validate a labels CSV against its image folder.
+
+    Raises
+    ------
+    LabelcleanError
+        With the row number and the fix, for anything a user has to correct.
+    """
+    images_dir = Path(images_dir)
+    labels_csv = Path(labels_csv)
+    if not images_dir.is_dir():
+        raise LabelcleanError(f"Image folder {images_dir} does not exist or is not a folder.")
+    table = read_csv_table(labels_csv)
+    path_col = _detect_column(list(table.columns), path_column, PATH_COLUMNS, "path", labels_csv)
+    label_col = _detect_column(list(table.columns), label_column, LABEL_COLUMNS, "label", labels_csv)
+    paths = table[path_col].str.strip().tolist()
+    labels = table[label_col].str.strip().tolist()
+
+    def row(i: int) -> int:  # 1-based line number in the file, header = line 1
+        return i + 2
+
+    for i, (p, y) in enumerate(zip(paths, labels)):
+        if not p:
+            raise LabelcleanError(f"{labels_csv} row {row(i)} has an empty path; fill it in or delete the row.")
+        if not y:
+            raise LabelcleanError(
+                f"{labels_csv} row {row(i)} ('{p}') has an empty label; fill it in or delete the row."
+            )
+    duplicated = pd.Series(paths).duplicated(keep="first")
+    if duplicated.any():
+        first = int(np.flatnonzero(duplicated.to_numpy())[0])
+        raise LabelcleanError(
+            f"{labels_csv} lists {int(duplicated.sum())} path(s) more than once (e.g. '{paths[first]}' "
+            f"again on row {row(first)}); keep one row per image."
+        )
+
+    files: list[Path] = []
+    kept: list[int] = []
+    missing: list[tuple[str, str]] = []
+    for i, p in enumerate(paths):
+        try:
+            f = resolve_inside(images_dir, p)
+        except ValueError as e:
+            raise LabelcleanError(f"{labels_csv} row {row(i)}: path '{p}' is refused: {e}.") from None
+        if f.is_file():
+            files.append(f)
+            kept.append(i)
+        else:
+            missing.append((p, "file not found"))
+    if missing and not skip_missing:
+        examples = ", ".join(f"'{p}'" for p, _ in missing[:MAX_LISTED])
+        raise LabelcleanError(
+            f"{labels_csv} has {len(paths):,} rows but {len(missing):,} path(s) do not exist under "
+            f"{images_dir} (e.g. {examples}). Fix the paths or pass --skip-missing."
+        )
+    kept_labels = [labels[i] for i in kept]
+    classes = sort_classes(kept_labels)
+    if len(classes) < 2:
+        raise LabelcleanError(
+            f"{labels_csv} has only one class ('{classes[0] if classes else ''}'); label cleaning "
+            f"needs at least two."
+        )
+    index = {c: k for k, c in enumerate(classes)}
+    return LabeledImages(
+        paths=[paths[i] for i in kept],
+        files=files,
+        labels=np.array([index[y] for y in kept_labels], dtype=np.int64),
+        classes=classes,
+        skipped=missing,
+    )
+
+
+def _to_uint8_array(image: Image.Image) -> Image.Image:
+    """Bring any Pillow mode to 8-bit RGB; transparency is composited onto white."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        scale = 257.0 if array.max() > 255 else 1.0
+        image = Image.fromarray(np.clip(array / scale, 0, 255).astype(np.uint8), mode="L")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, image.convert("RGBA"))
+    return image.convert("RGB")
+
+
+def decode_image(file: Path, size: int) -> np.ndarray:
+    """Decode one image into an RGB ``uint8`` array of shape ``(3, size, size)``.
+
+    EXIF rotation is applied; JPEGs are downscaled while decoding (``draft``) so large
+    photos are never loaded at full size. Pillow's decompression-bomb limit is an error.
+    """
+    with Image.open(file) as image:
+        pixels = image.width * image.height
+        if Image.MAX_IMAGE_PIXELS is not None and pixels > Image.MAX_IMAGE_PIXELS:
+            raise ValueError(f"{image.width}x{image.height} pixels is over Pillow's decompression-bomb "
+                             f"limit of {Image.MAX_IMAGE_PIXELS:,}; shrink the file")
+        image.draft("RGB", (size, size))
+        image = ImageOps.exif_transpose(image)
+        image = _to_uint8_array(image)
+        image = image.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    return np.asarray(image).transpose(2, 0, 1)
+
+
+def image_side(file: Path) -> int:
+    """Shorter side of an image, read from its header only."""
+    with Image.open(file) as image:
+        return min(image.size)
+
+
+def median_side(files: Sequence[Path], sample: int = 1000, seed: int = 0) -> int:
+    """Median shorter side over (a sample of) the images; unreadable headers are ignored here."""
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(len(files), size=min(sample, len(files)), replace=False)
+    sides = []
+    for i in chosen:
+        try:
+            sides.append(image_side(files[i]))
+        except (OSError, UnidentifiedImageError, Image.DecompressionBombError, ValueError):
+            continue
+    if not sides:
+        raise LabelcleanError(f"None of the images could be read (e.g. '{files[0]}'); check the image folder.")
+    return int(np.median(sides))
+
+
+def decode_images(
+    files: Sequence[Path],
+    size: int,
+    channels: int | None = None,
+    progress: Progress | None = None,
+) -> tuple[torch.Tensor, list[tuple[int, str]]]:
+    """Decode and resize every image once, in parallel threads (Pillow releases the GIL).
+
+    Parameters
+    ----------
+    files : sequence of Path, (n_samples,)
+    size : int
+        Output height and width.
+    channels : {1, 3} or None
+        1 converts to grayscale, 3 to RGB; None picks 1 when every image is grayscale.
+    progress : callable(done, total), optional
+
+    Returns
+    -------
+    images : uint8 Tensor, (n_readable, channels, size, size)
+    bad : list of (index, reason)
+        Files that could not be decoded; they are left out of ``images``.
+    """
+    n = len(files)
+    cache = np.zeros((n, 3, size, size), dtype=np.uint8)
+    ok = np.zeros(n, dtype=bool)
+    bad: list[tuple[int, str]] = []
+
+    def load(i: int) -> None:
+        try:
+            cache[i] = decode_image(files[i], size)
+            ok[i] = True
+        except Image.DecompressionBombError:
+            bad.append((i, "over Pillow's decompression-bomb limit"))
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
+            bad.append((i, str(e).splitlines()[0] if str(e) else type(e).__name__))
+
+    workers = min(32, os.cpu_count() or 1)
+    with warnings.catch_warnings(), ThreadPoolExecutor(max_workers=workers) as pool:
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # decode_image checks the limit
+        for done, _ in enumerate(pool.map(load, range(n)), start=1):
+            if progress is not None:
+                progress(done, n)
+    cache = cache[ok]
+    gray = bool((cache[:, 0] == cache[:, 1]).all() and (cache[:, 1] == cache[:, 2]).all())
+    if channels is None:
+        channels = 1 if gray else 3
+    if channels == 1:
+        rgb_to_luma = np.array([0.299, 0.587, 0.114], dtype=np.float32)[None, :, None, None]
+        cache = cache[:, :1] if gray else np.rint((cache * rgb_to_luma).sum(1, keepdims=True)).astype(np.uint8)
+    return torch.from_numpy(np.ascontiguousarray(cache)), sorted(bad)
+
+
+def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of a uint8 image tensor, on the 0–1 scale, computed in chunks."""
+    total = torch.zeros(images.shape[1], dtype=torch.float64)
+    squares = torch.zeros_like(total)
+    for start in range(0, len(images), chunk):
+        x = images[start:start + chunk].to(torch.float64) / 255
+        total += x.sum(dim=(0, 2, 3))
+        squares += (x * x).sum(dim=(0, 2, 3))
+    count = images.shape[0] * images.shape[2] * images.shape[3]
+    mean = total / count
+    std = (squares / count - mean * mean).clamp_min(1e-12).sqrt().clamp_min(1e-3)
+    return mean.tolist(), std.tolist()
+
+
+def list_images(inputs: Sequence[Path], images_dir: Path | None = None,
+                path_column: str | None = None) -> tuple[list[str], list[Path]]:
+    """Expand prediction inputs (image files, folders, or CSVs with a path column) into files.
+
+    Returns the paths as the user will see them in the output, and the files to read.
+    CSV paths are resolved inside ``images_dir`` (default: the CSV's own folder).
+    """
+    shown: list[str] = []
+    files: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found = sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            shown += [str(p) for p in found]
+            files += found
+        elif item.suffix.lower() == ".csv":
+            table = read_csv_table(item)
+            column = _detect_column(list(table.columns), path_column, PATH_COLUMNS, "path", item)
+            root = Path(images_dir) if images_dir is not None else item.parent
+            for i, p in enumerate(table[column].str.strip()):
+                try:
+                    files.append(resolve_inside(root, p))
+                except ValueError as e:
+                    raise LabelcleanError(f"{item} row {i + 2}: path '{p}' is refused: {e}.") from None
+                shown.append(p)
+        elif item.is_file():
+            shown.append(str(item))
+            files.append(item)
+        else:
+            raise LabelcleanError(f"Input {item} does not exist; pass image files, folders or a CSV.")
+    if not files:
+        raise LabelcleanError(f"No images found in {', '.join(map(str, inputs))} "
+                              f"(looked for {', '.join(IMAGE_SUFFIXES)}).")
+    return shown, files

@@ -1,0 +1,117 @@
+"""Per-sample review table and the file formats it is written in.
+
+One row per input row, in input order (unless sorted), with these columns:
+
+=====================  =============================================================================
+path                   image path as written in the labels CSV
+given_label            the label in the CSV
+clean_prob             mean of the two networks' GMM clean probabilities, in [0, 1]; **lower = more
+                       likely mislabeled** — sort ascending to review the worst first
+clean_prob_net1/2      each network's clean probability
+refined_label          argmax of the co-refined label ``w·onehot(given) + (1−w)·p``, with
+                       ``w = clean_prob`` and ``p`` the two networks' mean softmax
+refined_confidence     max of the co-refined label, in [0, 1]
+predicted_label        the two-network ensemble's prediction, ignoring the given label
+predicted_confidence   its probability, in [0, 1]
+is_noisy               ``clean_prob < threshold``
+=====================  =============================================================================
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+import pandas as pd
+
+from .errors import LabelcleanError
+from .run import atomic_write
+
+COLUMNS = ["path", "given_label", "clean_prob", "clean_prob_net1", "clean_prob_net2", "refined_label",
+           "refined_confidence", "predicted_label", "predicted_confidence", "is_noisy"]
+FORMATS = ("csv", "jsonl", "parquet")
+SORT_KEYS = ("clean_prob", "refined_confidence", "predicted_confidence")
+
+
+def review_table(paths: list[str], given: np.ndarray, classes: list[str], clean_prob: np.ndarray,
+                 probs: np.ndarray, threshold: float) -> pd.DataFrame:
+    """Build the review table.
+
+    Parameters
+    ----------
+    paths : (n,) image paths as in the CSV
+    given : (n,) int, index of the given label in ``classes``
+    clean_prob : (2, n) per-network clean probability
+    probs : (n, k) two-network mean softmax
+    threshold : samples with mean clean probability below it are flagged ``is_noisy``
+    """
+    if not 0 <= threshold <= 1:
+        raise LabelcleanError(f"The 'threshold' option must be in [0, 1]. Got {threshold}.")
+    names = np.asarray(classes, dtype=object)
+    w = clean_prob.mean(0)
+    onehot = np.eye(len(classes))[given]
+    refined = w[:, None] * onehot + (1 - w[:, None]) * probs
+    return pd.DataFrame({
+        "path": paths,
+        "given_label": names[given],
+        "clean_prob": w,
+        "clean_prob_net1": clean_prob[0],
+        "clean_prob_net2": clean_prob[1],
+        "refined_label": names[refined.argmax(1)],
+        "refined_confidence": refined.max(1),
+        "predicted_label": names[probs.argmax(1)],
+        "predicted_confidence": probs.max(1),
+        "is_noisy": w < threshold,
+    }, columns=COLUMNS)
+
+
+def select_rows(table: pd.DataFrame, only_noisy: bool = False, sort: str | None = None) -> pd.DataFrame:
+    """Keep the flagged rows only and/or sort ascending by a score (worst first for clean_prob)."""
+    if sort is not None and sort not in SORT_KEYS:
+        raise LabelcleanError(f"The 'sort' option must be one of {', '.join(SORT_KEYS)}. Got '{sort}'.")
+    if only_noisy:
+        table = table[table["is_noisy"]]
+    if sort is not None:
+        table = table.sort_values(sort, kind="stable")
+    return table.reset_index(drop=True)
+
+
+def _encode(table: pd.DataFrame, fmt: str, stream: IO[bytes]) -> None:
+    if fmt == "csv":
+        stream.write(table.to_csv(index=False).encode("utf-8"))
+    elif fmt == "jsonl":
+        stream.write(table.to_json(orient="records", lines=True, force_ascii=False).encode("utf-8"))
+    elif fmt == "parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise LabelcleanError("Parquet output needs pyarrow: pip install 'labelclean[parquet]'.") from None
+        table.to_parquet(stream, engine="pyarrow", index=False)
+    else:
+        raise LabelcleanError(f"The 'format' option must be one of {', '.join(FORMATS)}. Got '{fmt}'.")
+
+
+def write_table(table: pd.DataFrame, fmt: str, out: Path | None) -> None:
+    """Write to ``out`` atomically, or to stdout when ``out`` is None (text formats only)."""
+    if out is None:
+        if fmt == "parquet":
+            raise LabelcleanError("Parquet is binary: give a file with -o/--output.")
+        buffer = io.BytesIO()
+        _encode(table, fmt, buffer)
+        sys.stdout.buffer.write(buffer.getvalue())
+        sys.stdout.flush()
+    else:
+        buffer = io.BytesIO()
+        _encode(table, fmt, buffer)  # encode fully first: a failure leaves any old file untouched
+        atomic_write(Path(out), lambda f: f.write(buffer.getvalue()))
+
+
+def format_from_suffix(out: Path | None, fmt: str | None) -> str:
+    """The explicit format, else the one the output file's suffix names, else CSV."""
+    if fmt is not None:
+        return fmt
+    suffix = out.suffix.lower().lstrip(".") if out is not None else ""
+    return {"json": "jsonl", "jsonl": "jsonl", "parquet": "parquet", "pq": "parquet"}.get(suffix, "csv")

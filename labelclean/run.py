@@ -1,0 +1,116 @@
+"""The run directory: where a fit leaves its config, history, per-sample results and model.
+
+Every file is written atomically (temp file in the same directory, then ``os.replace``),
+so an interrupted process never leaves a half-written output behind.
+
+Layout::
+
+    RUN_DIR/
+      config.json      every option, the class list, preprocessing, versions (JSON, never pickle)
+      history.jsonl    one line of figures per epoch
+      samples.csv      per-sample results of the final evaluation, in input order
+      probs.npy        (n_samples, n_classes) two-network mean softmax of the final evaluation
+      checkpoint.pt    while training: both networks, optimizers, RNG state, loss history
+      model.pt         after training (unless --no-keep-model): both networks' weights
+      skipped.csv      rows left out by --skip-missing / --skip-bad, with the reason
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import LabelcleanError
+
+CONFIG = "config.json"
+HISTORY = "history.jsonl"
+SAMPLES = "samples.csv"
+PROBS = "probs.npy"
+CHECKPOINT = "checkpoint.pt"
+MODEL = "model.pt"
+SKIPPED = "skipped.csv"
+
+
+def atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> None:
+    """Call ``write(file)`` on a temp file next to ``path``, then rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def write_json(path: Path, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def write_npy(path: Path, array: np.ndarray) -> None:
+    atomic_write(path, lambda f: np.save(f, array, allow_pickle=False))
+
+
+def save_torch(path: Path, obj: Any) -> None:
+    atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def load_torch(path: Path) -> Any:
+    """Load a checkpoint without executing code from it (``weights_only=True``)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for corrupt/untrusted files
+        raise LabelcleanError(
+            f"Cannot load {path}: {str(e).splitlines()[0]}. The file is corrupt or was not "
+            f"written by labelclean; re-run 'labelclean fit'."
+        ) from e
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise LabelcleanError(
+            f"{path.parent} is not a labelclean run directory (no {path.name}). "
+            f"Pass the --out directory of a finished 'labelclean fit'."
+        ) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise LabelcleanError(f"{path} is not valid JSON ({e}); re-run 'labelclean fit'.") from None
+
+
+def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
+    write_text(path, "".join(json.dumps(r) + "\n" for r in records))
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def write_skipped(path: Path, skipped: list[tuple[str, str]]) -> None:
+    """List the rows a fit left out; no file when none were."""
+    if not skipped:
+        path.unlink(missing_ok=True)
+        return
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["path", "reason"])
+    writer.writerows(skipped)
+    write_text(path, buffer.getvalue())
