@@ -29,10 +29,11 @@ from . import run as rundir
 from .augment import Augment, crop_padding
 from .config import FitConfig
 from .data import LabeledImages, channel_stats, decode_images, list_images, median_side, read_labels
-from .dividemix import EpochReport, TrainingData, TrainingState, evaluate, make_optimizer, predict_logits, train
+from .dividemix import evaluate, train
 from .errors import LabelcleanError
 from .export import review_table, select_rows
 from .models import build_model, default_arch, load_initial_weights
+from .training import EpochReport, TrainingData, TrainingState, make_optimizer, predict_logits
 
 log = logging.getLogger("labelclean")
 
@@ -108,8 +109,8 @@ def _prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> dict[str, Any]
 
 
 def fit(
-    images_dir: str | Path,
-    labels_csv: str | Path,
+    images_dir: str | Path | None,
+    labels_csv: str | Path | None,
     out: str | Path = "labelclean-run",
     *,
     config: FitConfig | None = None,
@@ -129,8 +130,8 @@ def fit(
 
     Parameters
     ----------
-    images_dir : folder the CSV's paths are relative to
-    labels_csv : CSV with a path and a label column (auto-detected, or named)
+    images_dir : folder the CSV's paths are relative to (None when resuming: the saved one)
+    labels_csv : CSV with a path and a label column, auto-detected or named (None when resuming)
     out : run directory to create
     config : all hyper-parameters; ``**options`` override single fields (e.g. ``epochs=30``)
     keep_model : keep both networks so that ``Run.predict`` works
@@ -150,9 +151,15 @@ def fit(
     saved = _prepare_run_dir(out, resume, overwrite)
     if saved is not None:
         cfg = FitConfig.from_dict(saved["fit"]).validate()
+        for given, name in [(images_dir, "images_dir"), (labels_csv, "labels_csv")]:
+            if given is not None and Path(given).resolve() != Path(saved["data"][name]):
+                raise LabelcleanError(f"--resume continues the run on {saved['data'][name]}, not {given}; "
+                                      f"drop the argument or start a new run with another --out.")
         images_dir, labels_csv = saved["data"]["images_dir"], saved["data"]["labels_csv"]
         path_column, label_column = saved["data"]["path_column"], saved["data"]["label_column"]
         skip_missing, skip_bad, keep_model = saved["data"]["skip_missing"], saved["data"]["skip_bad"], saved["keep_model"]
+    elif images_dir is None or labels_csv is None:
+        raise LabelcleanError("Give the image folder and the labels CSV: labelclean fit IMAGES_DIR LABELS_CSV.")
     else:
         cfg = replace(config or FitConfig(), **options).validate()
     images_dir, labels_csv = Path(images_dir), Path(labels_csv)

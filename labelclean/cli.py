@@ -25,9 +25,9 @@ from rich.table import Table
 from . import api
 from .config import FitConfig
 from .demo import DEMO_SETTINGS, score, write_digits
-from .dividemix import EpochReport
 from .errors import LabelcleanError
 from .export import FORMATS, SORT_KEYS, format_from_suffix, write_table
+from .training import EpochReport
 
 app = typer.Typer(
     help="Find and fix wrong labels in an image classification dataset with DivideMix.\n\n"
@@ -109,16 +109,17 @@ def progress_bars() -> Iterator[tuple[Callable[[EpochReport], None], Callable[[s
         yield on_epoch, on_progress
 
 
-Images = Annotated[Path, typer.Argument(help="Folder the CSV's image paths are relative to.", show_default=False)]
-Labels = Annotated[Path, typer.Argument(help="CSV with one row per image: a path and a label column.",
-                                        show_default=False)]
+Images = Annotated[Optional[Path], typer.Argument(help="Folder the CSV's image paths are relative to "
+                                                     "(optional with --resume).", show_default=False)]
+Labels = Annotated[Optional[Path], typer.Argument(help="CSV with one row per image: a path and a label column "
+                                                       "(optional with --resume).", show_default=False)]
 RunDir = Annotated[Path, typer.Argument(help="Run directory written by 'labelclean fit'.")]
 
 
 @command
 def fit(
-    images_dir: Images,
-    labels_csv: Labels,
+    images_dir: Images = None,
+    labels_csv: Labels = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Run directory to write.")] = Path("labelclean-run"),
     path_column: Annotated[Optional[str], typer.Option(help="CSV column with image paths [default: auto-detect].",
                                                        show_default=False)] = None,

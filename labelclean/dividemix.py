@@ -21,9 +21,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -32,9 +30,18 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 from torch import nn
 
-from .augment import Augment
 from .config import FitConfig
 from .errors import LabelcleanError
+from .training import (
+    EpochReport,
+    TrainingData,
+    TrainingState,
+    autocast,
+    learning_rate,
+    per_sample_loss,
+    predict_logits,
+    set_learning_rate,
+)
 
 # ---------------------------------------------------------------------------------------------
 # The method's math, as pure functions on tensors.
@@ -68,8 +75,7 @@ def co_guess(own_probs: torch.Tensor, peer_probs: torch.Tensor, temperature: flo
     return sharpen(torch.cat([own_probs, peer_probs]).mean(0), temperature)
 
 
-def mixmatch(inputs: torch.Tensor, targets: torch.Tensor, lam: torch.Tensor | float
-             ) -> tuple[torch.Tensor, torch.Tensor]:
+def mixmatch(inputs: torch.Tensor, targets: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Mix every sample with a random partner: ``λ·a + (1−λ)·b``, with ``λ ≥ 0.5`` so each mix
     stays closer to its own sample (and so to its own labeled/unlabeled loss term)."""
     lam = max(lam, 1 - lam)
@@ -156,100 +162,7 @@ def clean_probability(loss: np.ndarray | torch.Tensor, *, max_iter: int = 10, to
 
 
 # ---------------------------------------------------------------------------------------------
-# Data and device plumbing.
-
-
-@dataclass
-class TrainingData:
-    """The decoded images and given labels, placed once for the whole fit.
-
-    ``images`` stays uint8; it lives on the training device when it fits there, else on
-    the CPU, and :meth:`batch` moves only the rows a step needs.
-    """
-
-    images: torch.Tensor  # uint8 (n, c, h, w)
-    labels: torch.Tensor | None  # int64 (n,) given labels on the training device; None to predict
-    num_classes: int
-    augment: Augment
-    device: torch.device
-
-    def batch(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.images[idx.to(self.images.device)].to(self.device, non_blocking=True)
-
-    def views(self, idx: torch.Tensor, count: int = 2) -> list[torch.Tensor]:
-        """``count`` independent augmentations of the same samples."""
-        raw = self.batch(idx)
-        return [self.to_model(self.augment(raw)) for _ in range(count)]
-
-    def to_model(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.device.type == "cuda" else x
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-
-def autocast(device: torch.device) -> AbstractContextManager[Any]:
-    """bf16 autocast on CUDA (fast tensor cores, no loss scaling needed); full precision on CPU."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-
-
-def predict_logits(net: nn.Module, data: TrainingData, batch_size: int) -> torch.Tensor:
-    """Float32 logits (n, k) of the un-augmented images, in eval mode."""
-    images = data.images
-    was_training = net.training
-    net.eval()
-    out = torch.empty(len(images), data.num_classes, device=data.device)
-    with torch.inference_mode(), autocast(data.device):
-        for start in range(0, len(images), batch_size):
-            x = images[start:start + batch_size].to(data.device, non_blocking=True)
-            out[start:start + batch_size] = net(data.to_model(data.augment.plain(x))).float()
-    net.train(was_training)
-    return out
-
-
-def per_sample_loss(net: nn.Module, data: TrainingData, batch_size: int) -> torch.Tensor:
-    """Cross-entropy of every sample against its given label, (n,), on un-augmented images."""
-    return F.cross_entropy(predict_logits(net, data, batch_size), data.labels, reduction="none")
-
-
-# ---------------------------------------------------------------------------------------------
 # Training.
-
-
-@dataclass
-class EpochReport:
-    """Figures of one finished epoch, passed to the ``on_epoch`` callback and saved in history."""
-
-    epoch: int  # 1-based
-    epochs: int
-    phase: str  # 'warm-up' or 'train'
-    lr: float
-    seconds: float
-    loss: list[float]  # per network: warm-up CE, or the labeled (soft CE) loss
-    loss_u: list[float] | None = None  # per network: unlabeled MSE loss
-    labeled: list[int] | None = None  # per network: size of the labeled set it trained on
-    noise_estimate: float | None = None  # fraction of samples the GMMs put in the noisy set
-    lambda_u: float | None = None
-    gmm_converged: bool | None = None
-
-
-@dataclass
-class TrainingState:
-    """Everything needed to continue a fit exactly where it stopped."""
-
-    epoch: int = 0  # epochs finished
-    loss_history: list[list[torch.Tensor]] = field(default_factory=lambda: [[], []])
-    history: list[dict[str, Any]] = field(default_factory=list)
-
-
-def make_optimizer(net: nn.Module, cfg: FitConfig) -> torch.optim.SGD:
-    return torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                           weight_decay=cfg.weight_decay)
-
-
-def learning_rate(epoch: int, cfg: FitConfig) -> float:
-    """The paper's step schedule: ``lr`` for the first half of the epochs, ``lr/10`` after."""
-    return cfg.lr / 10 if epoch >= cfg.epochs // 2 else cfg.lr
 
 
 def warmup_epoch(net: nn.Module, optimizer: torch.optim.Optimizer, data: TrainingData,
@@ -277,7 +190,7 @@ def warmup_epoch(net: nn.Module, optimizer: torch.optim.Optimizer, data: Trainin
 
 def train_step(net: nn.Module, peer: nn.Module, optimizer: torch.optim.Optimizer, data: TrainingData,
                labeled: torch.Tensor, clean_prob: torch.Tensor, unlabeled: torch.Tensor,
-               lam: torch.Tensor, lambda_u: float, cfg: FitConfig) -> tuple[torch.Tensor, torch.Tensor]:
+               lam: float, lambda_u: float, cfg: FitConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """One DivideMix step for ``net``; ``labeled``/``unlabeled`` are index batches from the peer's split.
 
     Either batch may be empty (a split that put every sample on one side): that term is skipped.
@@ -288,11 +201,11 @@ def train_step(net: nn.Module, peer: nn.Module, optimizer: torch.optim.Optimizer
     n_x, n_u = len(labeled), len(unlabeled)
     given = F.one_hot(data.labels[labeled], data.num_classes).float()
     with torch.no_grad(), autocast(data.device):
-        own = torch.softmax(net(torch.cat([x1, u1, x2, u2])).float(), dim=1)
+        own = torch.softmax(net(data.to_model(torch.cat([x1, u1, x2, u2]))).float(), dim=1)
         own = own.view(2, n_x + n_u, data.num_classes)  # (view, sample, class)
         targets_x = co_refine(own[:, :n_x], given, clean_prob, cfg.temperature)
         if n_u:
-            peer_probs = torch.softmax(peer(torch.cat([u1, u2])).float(), dim=1)
+            peer_probs = torch.softmax(peer(data.to_model(torch.cat([u1, u2]))).float(), dim=1)
             targets_u = co_guess(own[:, n_x:], peer_probs.view(2, n_u, data.num_classes), cfg.temperature)
         else:
             targets_u = given[:0]
@@ -361,9 +274,7 @@ def train(nets: list[nn.Module], optimizers: list[torch.optim.Optimizer], data: 
     for epoch in range(state.epoch, cfg.epochs):
         start = time.perf_counter()
         lr = learning_rate(epoch, cfg)
-        for optimizer in optimizers:
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+        set_learning_rate(optimizers, lr)
         if epoch < cfg.warmup:
             losses = [warmup_epoch(net, opt, data, cfg) for net, opt in zip(nets, optimizers)]
             report = EpochReport(epoch + 1, cfg.epochs, "warm-up", lr, 0.0,

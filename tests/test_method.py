@@ -1,0 +1,114 @@
+"""The DivideMix math on tiny CPU tensors: sharpening, co-refinement, co-guessing, MixMatch, GMM split."""
+
+import numpy as np
+import pytest
+import torch
+
+from labelclean.dividemix import (
+    clean_probability,
+    co_guess,
+    co_refine,
+    linear_rampup,
+    mixmatch,
+    negative_entropy,
+    normalized_loss,
+    semi_supervised_loss,
+    sharpen,
+    uniform_prior_penalty,
+)
+from labelclean.errors import LabelcleanError
+
+
+def test_sharpen_lowers_entropy_and_keeps_rows_normalized():
+    p = torch.tensor([[0.6, 0.3, 0.1], [0.2, 0.2, 0.6]])
+    s = sharpen(p, 0.5)
+    torch.testing.assert_close(s.sum(1), torch.ones(2))
+    expected = p**2 / (p**2).sum(1, keepdim=True)
+    torch.testing.assert_close(s, expected)
+    assert (s.max(1).values > p.max(1).values).all()
+    torch.testing.assert_close(sharpen(p, 1.0), p)
+
+
+def test_co_refine_blends_given_label_and_prediction_by_clean_probability():
+    own = torch.tensor([[[0.0, 1.0]], [[0.0, 1.0]]])  # 2 views, 1 sample, 2 classes: network says class 1
+    given = torch.tensor([[1.0, 0.0]])  # given label class 0
+    fully_clean = co_refine(own, given, torch.tensor([1.0]), temperature=1.0)
+    torch.testing.assert_close(fully_clean, given)
+    fully_noisy = co_refine(own, given, torch.tensor([0.0]), temperature=1.0)
+    torch.testing.assert_close(fully_noisy, torch.tensor([[0.0, 1.0]]))
+    half = co_refine(own, given, torch.tensor([0.3]), temperature=1.0)
+    torch.testing.assert_close(half, torch.tensor([[0.3, 0.7]]))
+
+
+def test_co_refine_averages_views():
+    own = torch.tensor([[[0.2, 0.8]], [[0.6, 0.4]]])
+    out = co_refine(own, torch.tensor([[1.0, 0.0]]), torch.tensor([0.0]), temperature=1.0)
+    torch.testing.assert_close(out, torch.tensor([[0.4, 0.6]]))
+
+
+def test_co_guess_averages_both_networks_and_views_then_sharpens():
+    own = torch.tensor([[[1.0, 0.0]], [[0.5, 0.5]]])
+    peer = torch.tensor([[[0.5, 0.5]], [[0.0, 1.0]]])
+    torch.testing.assert_close(co_guess(own, peer, 1.0), torch.tensor([[0.5, 0.5]]))
+    guess = co_guess(own, torch.tensor([[[0.5, 0.5]], [[0.5, 0.5]]]), 0.5)
+    assert guess[0, 0] > 0.625  # mean is 0.625; sharpening pushes it further
+
+
+def test_mixmatch_keeps_lambda_at_least_half_and_mixes_inputs_and_targets_alike():
+    torch.manual_seed(0)
+    x = torch.arange(8.0).view(8, 1)
+    y = torch.eye(8)
+    mixed_x, mixed_y = mixmatch(x, y, 0.2)  # 0.2 → 0.8
+    partner = ((mixed_x - 0.8 * x) / 0.2).round().long().squeeze(1)
+    assert sorted(partner.tolist()) == list(range(8))
+    torch.testing.assert_close(mixed_y, 0.8 * y + 0.2 * y[partner])
+    torch.testing.assert_close(mixed_y.sum(1), torch.ones(8))
+
+
+def test_uniform_prior_penalty_is_zero_for_balanced_predictions_and_positive_for_collapsed():
+    balanced = torch.tensor([[5.0, 0.0], [0.0, 5.0]])
+    assert uniform_prior_penalty(balanced).item() == pytest.approx(0.0, abs=1e-6)
+    collapsed = torch.tensor([[5.0, 0.0], [5.0, 0.0]])
+    assert uniform_prior_penalty(collapsed).item() > 0.5
+
+
+def test_negative_entropy_is_lowest_for_uniform_predictions():
+    assert negative_entropy(torch.zeros(1, 4)).item() == pytest.approx(-np.log(4))
+    assert negative_entropy(torch.tensor([[10.0, 0, 0, 0]])).item() > -0.01
+
+
+def test_semi_supervised_loss_parts():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+    targets = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]])
+    total, loss_x, loss_u = semi_supervised_loss(logits, targets, n_labeled=2, lambda_u=10.0)
+    expected_x = -torch.log_softmax(torch.tensor([2.0, 0.0]), 0)[0]
+    torch.testing.assert_close(loss_x, expected_x)
+    assert loss_u.item() == pytest.approx(0.0, abs=1e-7)
+    torch.testing.assert_close(total, loss_x + uniform_prior_penalty(logits))
+    _, loss_x0, _ = semi_supervised_loss(logits, targets, n_labeled=0, lambda_u=1.0)
+    assert loss_x0.item() == 0.0
+
+
+def test_linear_rampup():
+    assert linear_rampup(5, warmup=5, length=16) == 0.0
+    assert linear_rampup(13, warmup=5, length=16) == 0.5
+    assert linear_rampup(100, warmup=5, length=16) == 1.0
+    assert linear_rampup(3, warmup=5, length=0) == 1.0
+
+
+def test_clean_probability_gives_low_loss_samples_high_probability():
+    rng = np.random.default_rng(0)
+    loss = np.r_[rng.normal(0.1, 0.03, 700), rng.normal(0.8, 0.1, 300)]
+    prob, _ = clean_probability(np.clip(loss, 0, 1))
+    assert prob.shape == (1000,)
+    assert ((prob[:700] > 0.5).mean()) > 0.99
+    assert ((prob[700:] < 0.5).mean()) > 0.99
+    # the component order from sklearn must not matter: reversing the data gives reversed probabilities
+    prob_rev, _ = clean_probability(np.clip(loss, 0, 1)[::-1])
+    np.testing.assert_allclose(prob_rev[::-1], prob, atol=1e-6)
+
+
+def test_normalized_loss_refuses_identical_losses():
+    torch.testing.assert_close(normalized_loss(torch.tensor([1.0, 3.0, 2.0])), torch.tensor([0.0, 1.0, 0.5]))
+    with pytest.raises(LabelcleanError, match="same loss"):
+        normalized_loss(torch.ones(5))

@@ -1,0 +1,93 @@
+"""The run directory: atomic writes, safe loading, overwrite protection, and resuming interrupted fits."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from conftest import TINY
+
+import labelclean
+from labelclean.errors import LabelcleanError
+from labelclean.run import atomic_write, load_torch, write_text
+
+RESUME = dict(TINY, epochs=4, warmup=1)
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
+    target = tmp_path / "out.csv"
+    write_text(target, "old\n")
+
+    def broken(f):
+        f.write(b"half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(target, broken)
+    assert target.read_text() == "old\n"
+    assert os.listdir(tmp_path) == ["out.csv"]
+
+
+class Payload:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_checkpoints_never_execute_pickled_code(tmp_path):
+    torch.save({"x": Payload()}, tmp_path / "evil.pt")
+    with pytest.raises(LabelcleanError, match="Cannot load"):
+        load_torch(tmp_path / "evil.pt")
+
+
+def test_existing_run_is_not_overwritten_without_permission(digits, tiny_run):
+    before = (tiny_run.directory / "samples.csv").read_bytes()
+    with pytest.raises(LabelcleanError, match="--overwrite"):
+        labelclean.fit(digits.images_dir, digits.labels_csv, tiny_run.directory, **TINY)
+    assert (tiny_run.directory / "samples.csv").read_bytes() == before
+
+
+def test_interrupted_fit_resumes_to_the_same_result(digits, tmp_path):
+    reference = labelclean.fit(digits.images_dir, digits.labels_csv, tmp_path / "ref", **RESUME)
+
+    def stop_after_two(report):
+        if report.epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        labelclean.fit(digits.images_dir, digits.labels_csv, tmp_path / "cut", on_epoch=stop_after_two, **RESUME)
+    with pytest.raises(LabelcleanError, match="did not finish"):
+        labelclean.Run(tmp_path / "cut")
+    with pytest.raises(LabelcleanError, match="--resume"):
+        labelclean.fit(digits.images_dir, digits.labels_csv, tmp_path / "cut", **RESUME)
+    epochs_seen = []
+    resumed = labelclean.fit(digits.images_dir, digits.labels_csv, tmp_path / "cut", resume=True,
+                             on_epoch=lambda r: epochs_seen.append(r.epoch))
+    assert epochs_seen == [3, 4]
+    pd.testing.assert_frame_equal(resumed.export(), reference.export(), check_exact=False, atol=1e-5)
+    assert len(resumed.history) == 4
+
+
+def test_fit_killed_with_sigkill_resumes(digits, tmp_path):
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "labelclean", "fit", str(digits.images_dir), str(digits.labels_csv),
+            "--out", str(out), "--epochs", "30", "--warmup", "1", "--batch-size", "32", "--arch", "small_cnn",
+            "--device", "cpu"]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (out / "history.jsonl").exists() or len((out / "history.jsonl").read_text().splitlines()) < 2:
+        assert time.time() < deadline and process.poll() is None, "fit did not reach epoch 2"
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (out / "samples.csv").exists()
+    assert not [p for p in Path(out).iterdir() if p.name.endswith(".tmp")]
+    finished = subprocess.run(args[:4] + ["--out", str(out), "--resume"], capture_output=True, text=True,
+                              timeout=300)
+    assert finished.returncode == 0, finished.stderr
+    run = labelclean.Run(out)
+    assert len(run.export()) == 300 and len(run.history) == 30
