@@ -1,4 +1,4 @@
-"""The Python API: ``fit`` trains DivideMix on an image folder + labels CSV and returns a ``Run``.
+"""The Python API: ``fit`` trains DivideMix or MLNT on an image folder + labels CSV and returns a ``Run``.
 
 Examples
 --------
@@ -25,11 +25,11 @@ import pandas as pd
 import torch
 from torch import nn
 
+from . import dividemix, mlnt
 from . import run as rundir
 from .augment import Augment, crop_padding
 from .config import FitConfig
 from .data import LabeledImages, channel_stats, decode_images, list_images, median_side, read_labels
-from .dividemix import evaluate, train
 from .errors import LabelcleanError
 from .export import review_table, select_rows
 from .models import build_model, default_arch, load_initial_weights
@@ -39,6 +39,9 @@ log = logging.getLogger("labelclean")
 
 Progress = Callable[[str, int, int], None]  # (task, done, total)
 CPU_MAX_IMAGE_SIZE = 64  # default cap on CPU: larger images cost time and rarely change which labels are wrong
+# Each method trains two networks with ``train(nets, optimizers, data, cfg, state, on_epoch, after_epoch)``
+# and returns the per-sample results with ``evaluate(nets, data, cfg)``; MLNT's pair is (student, teacher).
+METHODS = {"dividemix": dividemix, "mlnt": mlnt}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -121,23 +124,25 @@ def fit(
     overwrite: bool = False,
     skip_missing: bool = False,
     skip_bad: bool = False,
+    dedupe: bool = False,
     init_weights: str | Path | None = None,
     on_epoch: Callable[[EpochReport], None] | None = None,
     on_progress: Progress | None = None,
     **options: Any,
 ) -> Run:
-    """Train DivideMix on ``images_dir`` + ``labels_csv`` and write a run directory ``out``.
+    """Train ``config.method`` (DivideMix or MLNT) on ``images_dir`` + ``labels_csv``; write a run directory ``out``.
 
     Parameters
     ----------
     images_dir : folder the CSV's paths are relative to (None when resuming: the saved one)
     labels_csv : CSV with a path and a label column, auto-detected or named (None when resuming)
     out : run directory to create
-    config : all hyper-parameters; ``**options`` override single fields (e.g. ``epochs=30``)
+    config : all hyper-parameters; ``**options`` override single fields (e.g. ``epochs=30, method="mlnt"``)
     keep_model : keep both networks so that ``Run.predict`` works
     resume : continue the unfinished run in ``out`` from its last checkpoint, with its saved settings
     overwrite : replace a run that ``out`` already holds
     skip_missing, skip_bad : leave out rows whose image is missing / unreadable (listed in skipped.csv)
+    dedupe : keep the first of rows that repeat a path (the others are listed in skipped.csv)
     init_weights : a local state-dict file to start both networks from (matching layers only)
     on_epoch : called with an :class:`EpochReport` after every epoch
     on_progress : called as ``(task, done, total)`` during long non-epoch work (image decoding)
@@ -158,6 +163,7 @@ def fit(
         images_dir, labels_csv = saved["data"]["images_dir"], saved["data"]["labels_csv"]
         path_column, label_column = saved["data"]["path_column"], saved["data"]["label_column"]
         skip_missing, skip_bad, keep_model = saved["data"]["skip_missing"], saved["data"]["skip_bad"], saved["keep_model"]
+        dedupe = saved["data"]["dedupe"]
     elif images_dir is None or labels_csv is None:
         raise LabelcleanError("Give the image folder and the labels CSV: labelclean fit IMAGES_DIR LABELS_CSV.")
     else:
@@ -166,19 +172,21 @@ def fit(
     device = resolve_device(cfg.device)
 
     labeled = read_labels(images_dir, labels_csv, path_column=path_column, label_column=label_column,
-                          skip_missing=skip_missing)
+                          skip_missing=skip_missing, dedupe=dedupe)
     if labeled.skipped:
-        log.warning("Left out %d row(s) whose image is missing; see skipped.csv in the run directory.",
-                    len(labeled.skipped))
+        log.warning("Left out %d row(s) (missing images or repeated paths); see skipped.csv in the run "
+                    "directory.", len(labeled.skipped))
     size = cfg.image_size or min(median_side(labeled.files, seed=cfg.seed),
                                  224 if device.type == "cuda" else CPU_MAX_IMAGE_SIZE)
     channels = saved["preprocessing"]["channels"] if saved else None
-    images, labeled = _decode(labeled, size, channels, skip_bad, labels_csv, on_progress)
     if len(labeled.paths) < 2 * cfg.batch_size and cfg.batch_size > 1:
         raise LabelcleanError(
             f"{labels_csv} has {len(labeled.paths)} usable images, fewer than two batches of "
             f"{cfg.batch_size}; lower --batch-size (e.g. {max(1, len(labeled.paths) // 4)})."
         )
+    if init_weights is not None and not Path(init_weights).is_file():
+        raise LabelcleanError(f"Initial weights file {init_weights} does not exist.")
+    images, labeled = _decode(labeled, size, channels, skip_bad, labels_csv, on_progress)
     mean, std = channel_stats(images)
     cfg = replace(cfg, image_size=size, arch=cfg.arch if cfg.arch != "auto" else default_arch(device, size))
 
@@ -200,11 +208,11 @@ def fit(
         "torch_version": torch.__version__,
         "python_version": platform.python_version(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "method": "dividemix",
+        "method": cfg.method,
         "status": "training",
         "fit": cfg.to_dict(),
         "data": {"images_dir": str(images_dir.resolve()), "labels_csv": str(labels_csv.resolve()),
-                 "path_column": path_column, "label_column": label_column, "skip_missing": skip_missing,
+                 "path_column": path_column, "label_column": label_column, "skip_missing": skip_missing, "dedupe": dedupe,
                  "skip_bad": skip_bad, "n_samples": len(labeled.paths), "n_skipped": len(labeled.skipped)},
         "classes": labeled.classes,
         "preprocessing": {"image_size": size, "channels": int(images.shape[1]), "mean": mean, "std": std},
@@ -226,14 +234,16 @@ def fit(
             "optimizers": [opt.state_dict() for opt in optimizers],
             "loss_history": state.loss_history,
             "history": state.history,
+            "extra": state.extra,
             "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
         })
         rundir.write_jsonl(out / rundir.HISTORY, state.history)
 
-    train(nets, optimizers, data, cfg, state, on_epoch or (lambda report: None), save_checkpoint)
+    method = METHODS[cfg.method]
+    method.train(nets, optimizers, data, cfg, state, on_epoch or (lambda report: None), save_checkpoint)
 
-    result = evaluate(nets, data, cfg)
+    result = method.evaluate(nets, data, cfg)
     samples = pd.DataFrame({
         "path": labeled.paths,
         "given_label": np.asarray(labeled.classes, dtype=object)[labeled.labels],
@@ -261,7 +271,7 @@ def _restore(checkpoint: Path, nets: list[nn.Module], optimizers: list[torch.opt
     torch.set_rng_state(saved["rng_cpu"])
     if device.type == "cuda" and saved["rng_cuda"] is not None:
         torch.cuda.set_rng_state(saved["rng_cuda"], device)
-    return TrainingState(saved["epoch"], saved["loss_history"], saved["history"])
+    return TrainingState(saved["epoch"], saved["loss_history"], saved["history"], saved.get("extra", {}))
 
 
 class Run:
@@ -297,7 +307,7 @@ class Run:
 
     @property
     def history(self) -> list[dict[str, Any]]:
-        """Per-epoch figures (see ``dividemix.EpochReport``)."""
+        """Per-epoch figures (see ``training.EpochReport``)."""
         return rundir.read_jsonl(self.directory / rundir.HISTORY)
 
     def samples(self) -> pd.DataFrame:
@@ -341,7 +351,8 @@ class Run:
 
     def predict(self, inputs: Sequence[str | Path], *, top_k: int = 1, images_dir: str | Path | None = None,
                 device: str = "auto", batch_size: int = 512, on_progress: Progress | None = None) -> pd.DataFrame:
-        """Classify new images with the two-network ensemble (sum of logits, as the official code).
+        """Classify new images with the two-network ensemble (sum of logits, as DivideMix's official code;
+        for an MLNT run the two networks are the student and its EMA teacher).
 
         Parameters
         ----------
@@ -355,6 +366,8 @@ class Run:
         """
         if not 1 <= top_k <= len(self.classes):
             raise LabelcleanError(f"The 'top_k' option must be in [1, {len(self.classes)}]. Got {top_k}.")
+        dev = resolve_device(device)
+        nets = self.load_networks(dev)  # before decoding: a run without a model fails fast
         shown, files = list_images([Path(p) for p in inputs], Path(images_dir) if images_dir else None)
         prep = self.config["preprocessing"]
         images, bad = decode_images(files, prep["image_size"], prep["channels"],
@@ -362,11 +375,10 @@ class Run:
         if bad:
             examples = "; ".join(f"'{shown[i]}': {why}" for i, why in bad[:3])
             raise LabelcleanError(f"{len(bad)} input image(s) cannot be read ({examples}); fix or remove them.")
-        dev = resolve_device(device)
         augment = Augment(torch.tensor(prep["mean"], device=dev).view(1, -1, 1, 1),
                           torch.tensor(prep["std"], device=dev).view(1, -1, 1, 1), 0, False)
         data = TrainingData(images, None, len(self.classes), augment, dev)
-        logits = sum(predict_logits(net, data, batch_size) for net in self.load_networks(dev))
+        logits = sum(predict_logits(net, data, batch_size) for net in nets)
         confidence, label = torch.softmax(logits, dim=1).topk(top_k, dim=1)
         names = np.asarray(self.classes, dtype=object)
         table = pd.DataFrame({"path": shown, "predicted_label": names[label[:, 0].cpu().numpy()],

@@ -13,13 +13,16 @@ from typing import Any
 from .errors import LabelcleanError
 from .models import ARCHS
 
+METHODS = ("dividemix", "mlnt")
+MENTOR_FILTERS = ("disagree", "gmm", "none")
 NOISE_MODES = ("sym", "asym")
 DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass
 class FitConfig:
-    """Options of ``labelclean.fit``; the defaults are the DivideMix paper's CIFAR-10 settings.
+    """Options of ``labelclean.fit``; the defaults are the DivideMix paper's CIFAR-10 settings and,
+    for MLNT, those of the MLNT paper and its official code (``LiJunnan1992/MLNT``, ``main.py``).
 
     Examples
     --------
@@ -27,9 +30,11 @@ class FitConfig:
     25.0
     """
 
+    method: str = "dividemix"  # 'dividemix' (dividemix.py) or 'mlnt' (mlnt.py)
+
     # Schedule and optimizer (official code: SGD, momentum 0.9, weight decay 5e-4, lr ÷10 at half).
     epochs: int = 300  # passes over the data, warm-up included
-    warmup: int = 10  # epochs of plain cross-entropy on all samples before the first split
+    warmup: int = 10  # epochs of plain cross-entropy on all samples (DivideMix's warm-up, MLNT's baseline)
     batch_size: int = 64  # labeled and unlabeled samples per step; warm-up uses twice this
     lr: float = 0.02  # SGD learning rate, divided by 10 after half of the epochs
     momentum: float = 0.9
@@ -43,6 +48,24 @@ class FitConfig:
     alpha: float = 4.0  # mixup: lambda ~ Beta(alpha, alpha), then max(lambda, 1 - lambda)
     noise_mode: str = "sym"  # 'asym' adds the confidence penalty during warm-up (class-pair noise)
     loss_window: int = 1  # epochs of normalized losses averaged before the GMM (paper: 5 at 90% noise)
+
+    # MLNT (defaults of the official main.py). Its meta epochs (after the baseline) are split evenly
+    # into `rounds`; each round has its own lr step (÷10 at half), meta-weight ramp and EMA schedule.
+    meta_sets: int = 10  # M synthetic noisy label sets per mini-batch, one fast-weight step each
+    perturb_ratio: float = 0.5  # ρ: fraction of a batch whose label each synthetic set replaces
+    neighbours: int = 10  # k: a replaced label comes from one of the k nearest samples in the batch
+    meta_lr: float = 0.02  # α: step size of the inner SGD step that gives the fast weights
+    meta_weight: float = 1.0  # weight of the consistency (meta) loss once ramped up
+    meta_rampup: float = 5.0  # epochs from a round's start over which the meta weight ramps up as
+    #                           exp(-5(1-t)^2) and the teacher's EMA decay stays at `ema_decay`
+    ema_decay: float = 0.99  # teacher = EMA of the student's weights, per step, during the ramp
+    ema_decay_late: float = 0.999  # EMA decay after the ramp (official code: 0.99 → 0.999)
+    rounds: int = 2  # training rounds; each after the first restarts from the previous teacher (the
+    #                  mentor) and leaves out the samples it considers mislabeled:
+    mentor_filter: str = "disagree"  # 'disagree': it predicts another class than the given label;
+    #   'gmm': its GMM clean probability is ≤ p_threshold (can drop whole classes under class-pair
+    #   noise, see mlnt.py); 'none': keep every sample
+    first_order: bool = False  # ignore second-order terms of the meta-gradient (cheaper, see README)
 
     # Data and network.
     arch: str = "auto"  # see models.ARCHS; 'auto' picks by device and image size
@@ -58,23 +81,34 @@ class FitConfig:
         def bad(name: str, rule: str) -> LabelcleanError:
             return LabelcleanError(f"The '{name}' option must be {rule}. Got {getattr(self, name)!r}.")
 
-        for name in ("epochs", "batch_size", "eval_batch_size", "loss_window"):
+        if self.method not in METHODS:
+            raise bad("method", f"one of {', '.join(METHODS)}")
+        for name in ("epochs", "batch_size", "eval_batch_size", "loss_window", "meta_sets", "neighbours",
+                     "rounds"):
             if getattr(self, name) < 1:
                 raise bad(name, "at least 1")
+        if self.method == "mlnt" and not 1 <= self.warmup <= self.epochs - self.rounds:
+            raise LabelcleanError(
+                f"With --method mlnt the 'warmup' option must be in [1, epochs - rounds]: the baseline "
+                f"model (also the frozen feature model) needs at least one epoch, and every round at "
+                f"least one. Got warmup={self.warmup}, epochs={self.epochs}, rounds={self.rounds}."
+            )
         if not 0 <= self.warmup < self.epochs:
             raise LabelcleanError(
                 f"The 'warmup' option must be in [0, epochs) so that DivideMix trains after warm-up. "
                 f"Got warmup={self.warmup}, epochs={self.epochs}."
             )
-        for name in ("lr", "alpha", "temperature"):
+        for name in ("lr", "alpha", "temperature", "meta_lr"):
             if not getattr(self, name) > 0:
                 raise bad(name, "greater than 0")
-        for name in ("momentum", "p_threshold"):
+        for name in ("momentum", "p_threshold", "perturb_ratio", "ema_decay", "ema_decay_late"):
             if not 0 <= getattr(self, name) <= 1:
                 raise bad(name, "in [0, 1]")
-        for name in ("weight_decay", "lambda_u", "rampup_epochs"):
+        for name in ("weight_decay", "lambda_u", "rampup_epochs", "meta_weight", "meta_rampup"):
             if getattr(self, name) < 0:
                 raise bad(name, "at least 0")
+        if self.mentor_filter not in MENTOR_FILTERS:
+            raise bad("mentor_filter", f"one of {', '.join(MENTOR_FILTERS)}")
         if self.noise_mode not in NOISE_MODES:
             raise bad("noise_mode", f"one of {', '.join(NOISE_MODES)}")
         if self.arch not in ARCHS:

@@ -7,6 +7,7 @@ Images are decoded and resized **once** into a ``uint8`` tensor of shape
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -27,6 +28,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".g
 MAX_LISTED = 3  # how many offending files an error message names
 
 Progress = Callable[[int, int], None]
+log = logging.getLogger("labelclean")
 
 
 @dataclass
@@ -44,7 +46,7 @@ class LabeledImages:
     classes : list of str
         Class names as written in the CSV, numerically sorted when they are all integers.
     skipped : list of (path, reason)
-        Rows dropped by ``skip_missing``.
+        Rows dropped by ``skip_missing`` or ``dedupe``.
     """
 
     paths: list[str]
@@ -54,7 +56,7 @@ class LabeledImages:
     skipped: list[tuple[str, str]]
 
 
-def _detect_column(columns: Sequence[str], wanted: str | None, candidates: Sequence[str], role: str,
+def detect_column(columns: Sequence[str], wanted: str | None, candidates: Sequence[str], role: str,
                    csv_path: Path) -> str:
     if wanted is not None:
         if wanted not in columns:
@@ -95,6 +97,7 @@ def read_csv_table(csv_path: Path) -> pd.DataFrame:
         raise LabelcleanError(f"{csv_path} is not a readable CSV: {str(e).strip().splitlines()[-1]}") from None
     if table.empty:
         raise LabelcleanError(f"{csv_path} has a header but no rows; add one row per image.")
+    table.attrs["delimiter"] = delimiter  # so a cleaned copy can be written the way it was read
     return table
 
 
@@ -125,8 +128,12 @@ def read_labels(
     path_column: str | None = None,
     label_column: str | None = None,
     skip_missing: bool = False,
+    dedupe: bool = False,
 ) -> LabeledImages:
     """Read and validate a labels CSV against its image folder.
+
+    ``skip_missing`` drops rows whose file does not exist and ``dedupe`` keeps only the first
+    row of a repeated path; both record the dropped rows in ``skipped``.
 
     Raises
     ------
@@ -138,8 +145,8 @@ def read_labels(
     if not images_dir.is_dir():
         raise LabelcleanError(f"Image folder {images_dir} does not exist or is not a folder.")
     table = read_csv_table(labels_csv)
-    path_col = _detect_column(list(table.columns), path_column, PATH_COLUMNS, "path", labels_csv)
-    label_col = _detect_column(list(table.columns), label_column, LABEL_COLUMNS, "label", labels_csv)
+    path_col = detect_column(list(table.columns), path_column, PATH_COLUMNS, "path", labels_csv)
+    label_col = detect_column(list(table.columns), label_column, LABEL_COLUMNS, "label", labels_csv)
     paths = table[path_col].str.strip().tolist()
     labels = table[label_col].str.strip().tolist()
 
@@ -153,18 +160,21 @@ def read_labels(
             raise LabelcleanError(
                 f"{labels_csv} row {row(i)} ('{p}') has an empty label; fill it in or delete the row."
             )
-    duplicated = pd.Series(paths).duplicated(keep="first")
-    if duplicated.any():
-        first = int(np.flatnonzero(duplicated.to_numpy())[0])
+    duplicated = pd.Series(paths).duplicated(keep="first").to_numpy()
+    if duplicated.any() and not dedupe:
+        first = int(np.flatnonzero(duplicated)[0])
         raise LabelcleanError(
             f"{labels_csv} lists {int(duplicated.sum())} path(s) more than once (e.g. '{paths[first]}' "
-            f"again on row {row(first)}); keep one row per image."
+            f"again on row {row(first)}); keep one row per image, or pass --dedupe to keep the first."
         )
+    skipped = [(paths[i], "repeated path; the first row was kept") for i in np.flatnonzero(duplicated)]
 
     files: list[Path] = []
     kept: list[int] = []
     missing: list[tuple[str, str]] = []
     for i, p in enumerate(paths):
+        if duplicated[i]:
+            continue
         try:
             f = resolve_inside(images_dir, p)
         except ValueError as e:
@@ -187,17 +197,22 @@ def read_labels(
             f"{labels_csv} has only one class ('{classes[0] if classes else ''}'); label cleaning "
             f"needs at least two."
         )
+    counts = pd.Series(kept_labels).value_counts()
+    singletons = counts.index[counts == 1].tolist()
+    if singletons:
+        log.warning("%d class(es) have a single image (e.g. '%s'); a lone sample cannot be checked "
+                    "against others of its class.", len(singletons), singletons[0])
     index = {c: k for k, c in enumerate(classes)}
     return LabeledImages(
         paths=[paths[i] for i in kept],
         files=files,
         labels=np.array([index[y] for y in kept_labels], dtype=np.int64),
         classes=classes,
-        skipped=missing,
+        skipped=skipped + missing,
     )
 
 
-def _to_uint8_array(image: Image.Image) -> Image.Image:
+def to_rgb(image: Image.Image) -> Image.Image:
     """Bring any Pillow mode to 8-bit RGB; transparency is composited onto white."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         array = np.asarray(image, dtype=np.float64)
@@ -224,7 +239,7 @@ def decode_image(file: Path, size: int) -> np.ndarray:
                              f"limit of {Image.MAX_IMAGE_PIXELS:,}; shrink the file")
         image.draft("RGB", (size, size))
         image = ImageOps.exif_transpose(image)
-        image = _to_uint8_array(image)
+        image = to_rgb(image)
         image = image.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
     return np.asarray(image).transpose(2, 0, 1)
 
@@ -333,7 +348,7 @@ def list_images(inputs: Sequence[Path], images_dir: Path | None = None,
             files += found
         elif item.suffix.lower() == ".csv":
             table = read_csv_table(item)
-            column = _detect_column(list(table.columns), path_column, PATH_COLUMNS, "path", item)
+            column = detect_column(list(table.columns), path_column, PATH_COLUMNS, "path", item)
             root = Path(images_dir) if images_dir is not None else item.parent
             for i, p in enumerate(table[column].str.strip()):
                 try:

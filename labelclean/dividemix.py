@@ -18,10 +18,10 @@ The step is :func:`train_step`; the loop is :func:`train`.
 from __future__ import annotations
 
 import math
-import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -40,6 +40,7 @@ from .training import (
     learning_rate,
     per_sample_loss,
     predict_logits,
+    run_epochs,
     set_learning_rate,
 )
 
@@ -264,6 +265,30 @@ def co_divide(net: nn.Module, data: TrainingData, history: list[torch.Tensor], c
     return torch.as_tensor(prob, dtype=torch.float32, device=data.device), converged
 
 
+def one_epoch(nets: list[nn.Module], optimizers: list[torch.optim.Optimizer], data: TrainingData,
+              cfg: FitConfig, state: TrainingState, epoch: int) -> EpochReport:
+    """Epoch ``epoch`` (0-based) of DivideMix: warm-up of both networks, or co-divide + a train epoch of each."""
+    lr = learning_rate(epoch, cfg)
+    set_learning_rate(optimizers, lr)
+    if epoch < cfg.warmup:
+        losses = [warmup_epoch(net, opt, data, cfg) for net, opt in zip(nets, optimizers)]
+        return EpochReport(epoch + 1, cfg.epochs, "warm-up", lr, 0.0, loss=torch.stack(losses).tolist())
+    divided = [co_divide(net, data, hist, cfg, seed=cfg.seed + epoch)
+               for net, hist in zip(nets, state.loss_history)]
+    results = [train_epoch(nets[k], nets[1 - k], optimizers[k], data, divided[1 - k][0], epoch, cfg)
+               for k in (0, 1)]
+    labeled = [n for _, _, n in results]
+    return EpochReport(
+        epoch + 1, cfg.epochs, "train", lr, 0.0,
+        loss=torch.stack([r[0] for r in results]).tolist(),
+        loss_u=torch.stack([r[1] for r in results]).tolist(),
+        labeled=labeled,
+        noise_estimate=1 - sum(labeled) / (2 * len(data)),
+        lambda_u=cfg.lambda_u * linear_rampup(epoch + 1, cfg.warmup, cfg.rampup_epochs),
+        gmm_converged=all(c for _, c in divided),
+    )
+
+
 def train(nets: list[nn.Module], optimizers: list[torch.optim.Optimizer], data: TrainingData,
           cfg: FitConfig, state: TrainingState, on_epoch: Callable[[EpochReport], None],
           after_epoch: Callable[[TrainingState], None]) -> None:
@@ -271,34 +296,7 @@ def train(nets: list[nn.Module], optimizers: list[torch.optim.Optimizer], data: 
 
     ``after_epoch(state)`` runs at every epoch boundary (the caller checkpoints there).
     """
-    for epoch in range(state.epoch, cfg.epochs):
-        start = time.perf_counter()
-        lr = learning_rate(epoch, cfg)
-        set_learning_rate(optimizers, lr)
-        if epoch < cfg.warmup:
-            losses = [warmup_epoch(net, opt, data, cfg) for net, opt in zip(nets, optimizers)]
-            report = EpochReport(epoch + 1, cfg.epochs, "warm-up", lr, 0.0,
-                                 loss=torch.stack(losses).tolist())
-        else:
-            divided = [co_divide(net, data, hist, cfg, seed=cfg.seed + epoch)
-                       for net, hist in zip(nets, state.loss_history)]
-            results = [train_epoch(nets[k], nets[1 - k], optimizers[k], data, divided[1 - k][0], epoch, cfg)
-                       for k in (0, 1)]
-            labeled = [n for _, _, n in results]
-            report = EpochReport(
-                epoch + 1, cfg.epochs, "train", lr, 0.0,
-                loss=torch.stack([r[0] for r in results]).tolist(),
-                loss_u=torch.stack([r[1] for r in results]).tolist(),
-                labeled=labeled,
-                noise_estimate=1 - sum(labeled) / (2 * len(data)),
-                lambda_u=cfg.lambda_u * linear_rampup(epoch + 1, cfg.warmup, cfg.rampup_epochs),
-                gmm_converged=all(c for _, c in divided),
-            )
-        report.seconds = time.perf_counter() - start
-        state.epoch = epoch + 1
-        state.history.append(report.__dict__.copy())
-        after_epoch(state)
-        on_epoch(report)
+    run_epochs(state, cfg.epochs, partial(one_epoch, nets, optimizers, data, cfg, state), on_epoch, after_epoch)
 
 
 @dataclass

@@ -94,19 +94,22 @@ def _encode(table: pd.DataFrame, fmt: str, stream: IO[bytes]) -> None:
         raise LabelcleanError(f"The 'format' option must be one of {', '.join(FORMATS)}. Got '{fmt}'.")
 
 
-def write_table(table: pd.DataFrame, fmt: str, out: Path | None) -> None:
-    """Write to ``out`` atomically, or to stdout when ``out`` is None (text formats only)."""
+def write_output(data: bytes, out: Path | None) -> None:
+    """Write ``data`` to ``out`` atomically, or to stdout when ``out`` is None (nothing else goes there)."""
     if out is None:
-        if fmt == "parquet":
-            raise LabelcleanError("Parquet is binary: give a file with -o/--output.")
-        buffer = io.BytesIO()
-        _encode(table, fmt, buffer)
-        sys.stdout.buffer.write(buffer.getvalue())
+        sys.stdout.buffer.write(data)
         sys.stdout.flush()
     else:
-        buffer = io.BytesIO()
-        _encode(table, fmt, buffer)  # encode fully first: a failure leaves any old file untouched
-        atomic_write(Path(out), lambda f: f.write(buffer.getvalue()))
+        atomic_write(Path(out), lambda f: f.write(data))
+
+
+def write_table(table: pd.DataFrame, fmt: str, out: Path | None) -> None:
+    """Write to ``out`` atomically, or to stdout when ``out`` is None (text formats only)."""
+    if out is None and fmt == "parquet":
+        raise LabelcleanError("Parquet is binary: give a file with -o/--output.")
+    buffer = io.BytesIO()
+    _encode(table, fmt, buffer)  # encode fully first: a failure leaves any old file untouched
+    write_output(buffer.getvalue(), out)
 
 
 def format_from_suffix(out: Path | None, fmt: str | None) -> str:

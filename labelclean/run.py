@@ -10,7 +10,8 @@ Layout::
       history.jsonl    one line of figures per epoch
       samples.csv      per-sample results of the final evaluation, in input order
       probs.npy        (n_samples, n_classes) two-network mean softmax of the final evaluation
-      checkpoint.pt    while training: both networks, optimizers, RNG state, loss history
+      checkpoint.pt    while training: both networks, optimizers, RNG state, loss history and the
+                       method's extra state (MLNT: frozen feature model, kept-sample mask)
       model.pt         after training (unless --no-keep-model): both networks' weights
       skipped.csv      rows left out by --skip-missing / --skip-bad, with the reason
 """
@@ -49,10 +50,17 @@ def atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> None
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes files owner-only; outputs are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_text(path: Path, text: str) -> None:

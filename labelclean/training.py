@@ -3,6 +3,8 @@ passes, the per-epoch report, the resumable training state and the optimizer sch
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -78,15 +80,18 @@ class EpochReport:
 
     epoch: int  # 1-based
     epochs: int
-    phase: str  # 'warm-up' or 'train'
+    phase: str  # DivideMix: 'warm-up' or 'train'; MLNT: 'baseline' or 'meta'
     lr: float
     seconds: float
-    loss: list[float]  # per network: warm-up CE, or the labeled (soft CE) loss
-    loss_u: list[float] | None = None  # per network: unlabeled MSE loss
-    labeled: list[int] | None = None  # per network: size of the labeled set it trained on
-    noise_estimate: float | None = None  # fraction of samples the GMMs put in the noisy set
+    loss: list[float]  # per trained network: warm-up / baseline CE, or DivideMix's labeled (soft CE) loss
+    loss_u: list[float] | None = None  # DivideMix, per network: unlabeled MSE loss
+    labeled: list[int] | None = None  # DivideMix, per network: size of the labeled set it trained on
+    noise_estimate: float | None = None  # fraction of samples the GMMs put in the noisy set (MLNT: left out)
     lambda_u: float | None = None
     gmm_converged: bool | None = None
+    round: int | None = None  # MLNT: 1-based training round
+    consistency: float | None = None  # MLNT: mean KL(teacher ‖ fast model) over the synthetic label sets
+    meta_weight: float | None = None  # MLNT: weight of the consistency loss at the end of the epoch
 
 
 @dataclass
@@ -96,6 +101,26 @@ class TrainingState:
     epoch: int = 0  # epochs finished
     loss_history: list[list[torch.Tensor]] = field(default_factory=lambda: [[], []])
     history: list[dict[str, Any]] = field(default_factory=list)
+    # Method-specific state beyond the two networks and their optimizers, by name: state dicts or
+    # tensors that ``torch.load(weights_only=True)`` reads back (MLNT: its frozen feature model).
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def run_epochs(state: TrainingState, epochs: int, one_epoch: Callable[[int], EpochReport],
+               on_epoch: Callable[[EpochReport], None], after_epoch: Callable[[TrainingState], None]) -> None:
+    """The loop every method shares: ``one_epoch(epoch)`` (0-based) from ``state.epoch`` to ``epochs``.
+
+    Each epoch is timed and its report appended to ``state.history``; then ``after_epoch(state)``
+    runs (the caller checkpoints there) and ``on_epoch(report)`` (the caller shows progress).
+    """
+    for epoch in range(state.epoch, epochs):
+        start = time.perf_counter()
+        report = one_epoch(epoch)
+        report.seconds = time.perf_counter() - start
+        state.epoch = epoch + 1
+        state.history.append(report.__dict__.copy())
+        after_epoch(state)
+        on_epoch(report)
 
 
 def make_optimizer(net: nn.Module, cfg: FitConfig) -> torch.optim.SGD:
@@ -103,9 +128,14 @@ def make_optimizer(net: nn.Module, cfg: FitConfig) -> torch.optim.SGD:
                            weight_decay=cfg.weight_decay)
 
 
+def step_decay(lr: float, done: int, length: int) -> float:
+    """``lr`` for the first half of a stage of ``length`` epochs, ``lr/10`` after ``done`` reaches half."""
+    return lr / 10 if done >= length // 2 else lr
+
+
 def learning_rate(epoch: int, cfg: FitConfig) -> float:
-    """The paper's step schedule: ``lr`` for the first half of the epochs, ``lr/10`` after."""
-    return cfg.lr / 10 if epoch >= cfg.epochs // 2 else cfg.lr
+    """DivideMix's step schedule: ``lr`` for the first half of the epochs, ``lr/10`` after."""
+    return step_decay(cfg.lr, epoch, cfg.epochs)
 
 
 def set_learning_rate(optimizers: list[torch.optim.Optimizer], lr: float) -> None:

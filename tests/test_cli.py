@@ -89,6 +89,6 @@ def test_no_keep_model_refuses_predict_with_a_hint(digits, tmp_path):
 
 
 def test_help_explains_every_command():
-    for cmd in ["fit", "export", "predict", "demo"]:
+    for cmd in ["fit", "export", "predict", "demo", "report", "apply"]:
         result = invoke(cmd, "--help")
         assert result.exit_code == 0 and "Usage" in result.output

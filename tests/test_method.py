@@ -112,3 +112,34 @@ def test_normalized_loss_refuses_identical_losses():
     torch.testing.assert_close(normalized_loss(torch.tensor([1.0, 3.0, 2.0])), torch.tensor([0.0, 1.0, 0.5]))
     with pytest.raises(LabelcleanError, match="same loss"):
         normalized_loss(torch.ones(5))
+
+
+def tiny_training_data(n: int = 24, classes: int = 3):
+    from labelclean.augment import Augment
+    from labelclean.training import TrainingData
+
+    torch.manual_seed(0)
+    images = torch.randint(0, 255, (n, 1, 8, 8), dtype=torch.uint8)
+    labels = torch.randint(0, classes, (n,))
+    augment = Augment(torch.tensor(0.5).view(1, 1, 1, 1), torch.tensor(0.25).view(1, 1, 1, 1), 1, True)
+    return TrainingData(images, labels, classes, augment, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("clean", ["none", "all", "half"])
+def test_train_epoch_survives_an_empty_labeled_or_unlabeled_set(clean):
+    from labelclean.config import FitConfig
+    from labelclean.dividemix import train_epoch
+    from labelclean.models import build_model
+    from labelclean.training import make_optimizer
+
+    data = tiny_training_data()
+    cfg = FitConfig(epochs=2, warmup=0, batch_size=8)
+    net, peer = build_model("small_cnn", 1, 3, 8), build_model("small_cnn", 1, 3, 8)
+    before = [p.detach().clone() for p in net.parameters()]
+    clean_prob = {"none": torch.zeros(len(data)), "all": torch.ones(len(data)),
+                  "half": torch.arange(len(data)) % 2 * 0.9}[clean]
+    loss_x, loss_u, n_labeled = train_epoch(net, peer, make_optimizer(net, cfg), data, clean_prob, 1, cfg)
+    assert n_labeled == int((clean_prob > cfg.p_threshold).sum())
+    assert torch.isfinite(loss_x) and torch.isfinite(loss_u)
+    assert (loss_x > 0) == (n_labeled > 0)
+    assert any(not torch.equal(a, b) for a, b in zip(before, net.parameters()))  # it trained

@@ -91,3 +91,10 @@ def test_fit_killed_with_sigkill_resumes(digits, tmp_path):
     assert finished.returncode == 0, finished.stderr
     run = labelclean.Run(out)
     assert len(run.export()) == 300 and len(run.history) == 30
+
+
+def test_outputs_get_the_usual_file_mode(tmp_path):
+    write_text(tmp_path / "shared.csv", "x\n")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "shared.csv").stat().st_mode & 0o777 == 0o666 & ~mask

@@ -1,0 +1,263 @@
+"""Annotation review: send the suspects to Label Studio, bring the decisions back as a cleaned CSV.
+
+The loop is find → look → decide → clean labels:
+
+* :func:`label_studio_tasks` and :func:`label_studio_config` — a Label Studio import file
+  (Basic Label Studio JSON: a list of tasks with ``data`` and ``predictions``) whose tasks
+  pre-select the suggested label, and the labeling config its ``from_name``/``to_name`` match;
+* :func:`read_decisions` — a reviewer's decisions, from a reviewed export CSV (an
+  ``accepted_label`` column) or a Label Studio JSON export of completed annotations;
+* :func:`model_decisions` — the decisions of a reviewer who trusts the model;
+* :func:`apply_decisions` — the original labels CSV with the accepted labels written in (or the
+  rejected rows dropped), every other column as it was, plus a change log.
+
+A row is *rejected* when its decision differs from its given label; a decision equal to the given
+label confirms it, and rows without a decision are left alone.
+"""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pandas as pd
+
+from .data import LABEL_COLUMNS, MAX_LISTED, PATH_COLUMNS, detect_column, read_csv_table
+from .errors import LabelcleanError
+from .export import write_output
+from .run import write_text
+
+IMAGE_NAME = "image"  # name of the config's <Image> tag and the task data key holding the image URL
+CHOICES_NAME = "label"  # name of the config's <Choices> tag: the from_name of predictions and annotations
+LOCAL_FILES_PREFIX = "/data/local-files/?d="  # Label Studio serves LOCAL_FILES_DOCUMENT_ROOT/<path> here
+MODEL_VERSION = "labelclean-dividemix"
+ACCEPTED_COLUMN = "accepted_label"
+CHANGE_COLUMNS = ["line", "path", "old_label", "new_label", "action"]
+
+
+def label_studio_tasks(table: pd.DataFrame, image_url_prefix: str = LOCAL_FILES_PREFIX) -> list[dict[str, Any]]:
+    """One Label Studio task per row of a review table, with the refined label pre-selected.
+
+    ``data`` carries what a reviewer sorts and filters by in Label Studio's Data Manager:
+    ``given_label``, ``clean_prob`` (0–1, lower = more likely mislabeled), ``suggested_label``
+    (the refined label) and its ``suggested_confidence``; ``path`` ties the task back to the
+    labels CSV. The prediction's ``score`` is the suggested label's confidence.
+
+    Examples
+    --------
+    >>> row = dict(path="a b.png", given_label="cat", clean_prob=0.1, refined_label="dog",
+    ...            refined_confidence=0.8, predicted_label="dog")
+    >>> task = label_studio_tasks(pd.DataFrame([row]))[0]
+    >>> task["data"]["image"], task["predictions"][0]["result"][0]["value"]
+    ('/data/local-files/?d=a%20b.png', {'choices': ['dog']})
+    """
+    return [{
+        "data": {
+            IMAGE_NAME: image_url_prefix + quote(row.path),
+            "path": row.path,
+            "given_label": row.given_label,
+            "clean_prob": round(float(row.clean_prob), 4),
+            "suggested_label": row.refined_label,
+            "suggested_confidence": round(float(row.refined_confidence), 4),
+            "predicted_label": row.predicted_label,
+            "summary": f"given: {row.given_label}  →  suggested: {row.refined_label}  "
+                       f"(clean_prob {row.clean_prob:.3f})",
+        },
+        "predictions": [{
+            "model_version": MODEL_VERSION,
+            "score": round(float(row.refined_confidence), 4),
+            "result": [{"from_name": CHOICES_NAME, "to_name": IMAGE_NAME, "type": "choices",
+                        "value": {"choices": [row.refined_label]}}],
+        }],
+    } for row in table.itertuples(index=False)]
+
+
+def label_studio_config(classes: list[str]) -> str:
+    """The labeling config the tasks match: a header with the given/suggested labels, the image,
+    and one single-choice list over the run's classes (names escaped by ElementTree)."""
+    view = ET.Element("View")
+    ET.SubElement(view, "Header", value="$summary")
+    ET.SubElement(view, "Image", name=IMAGE_NAME, value=f"${IMAGE_NAME}", zoom="true")
+    choices = ET.SubElement(view, "Choices", name=CHOICES_NAME, toName=IMAGE_NAME, choice="single",
+                            showInLine="true")
+    for name in classes:
+        ET.SubElement(choices, "Choice", value=name)
+    ET.indent(view)
+    return ET.tostring(view, encoding="unicode") + "\n"
+
+
+def write_label_studio(table: pd.DataFrame, classes: list[str], out: Path | None, *,
+                       image_url_prefix: str = LOCAL_FILES_PREFIX, config_file: Path | None = None) -> None:
+    """Write the tasks to ``out`` (stdout when None) and, if asked, the labeling config to ``config_file``."""
+    tasks = label_studio_tasks(table, image_url_prefix)
+    write_output((json.dumps(tasks, ensure_ascii=False, indent=1) + "\n").encode("utf-8"), out)
+    if config_file is not None:
+        write_text(Path(config_file), label_studio_config(classes))
+
+
+def model_decisions(table: pd.DataFrame) -> pd.DataFrame:
+    """Decisions of a reviewer who trusts the model: every flagged row takes its refined label."""
+    flagged = table[table["is_noisy"]]
+    return pd.DataFrame({"path": flagged["path"], "label": flagged["refined_label"]}).reset_index(drop=True)
+
+
+def read_decisions(reviewed: Path) -> pd.DataFrame:
+    """A reviewer's decisions as ``path`` → ``label`` rows, one per reviewed image.
+
+    ``reviewed`` is a Label Studio JSON export (``.json``) or a CSV with ``path`` and
+    ``accepted_label`` columns (empty = not reviewed).
+    """
+    reviewed = Path(reviewed)
+    if not reviewed.is_file():
+        raise LabelcleanError(f"Reviewed file {reviewed} does not exist.")
+    if reviewed.suffix.lower() == ".json":
+        return _label_studio_decisions(reviewed)
+    return _csv_decisions(reviewed)
+
+
+def _csv_decisions(reviewed: Path) -> pd.DataFrame:
+    table = read_csv_table(reviewed)
+    missing = [c for c in ("path", ACCEPTED_COLUMN) if c not in table.columns]
+    if missing:
+        raise LabelcleanError(
+            f"{reviewed} has no {' or '.join(repr(c) for c in missing)} column (columns: "
+            f"{', '.join(table.columns)}). Start from 'labelclean export' and add an '{ACCEPTED_COLUMN}' "
+            f"column: the refined_label to accept a suggestion, the given_label to reject it, empty to skip."
+        )
+    decisions = pd.DataFrame({"path": table["path"].str.strip(), "label": table[ACCEPTED_COLUMN].str.strip()})
+    decisions = decisions[decisions["label"] != ""].reset_index(drop=True)
+    if decisions.empty:
+        raise LabelcleanError(f"The '{ACCEPTED_COLUMN}' column of {reviewed} is empty in every row; "
+                              f"fill it in for the rows you reviewed.")
+    return decisions
+
+
+def _label_studio_decisions(reviewed: Path) -> pd.DataFrame:
+    try:
+        tasks = json.loads(reviewed.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise LabelcleanError(f"{reviewed} is not valid JSON ({e}); export the Label Studio project "
+                              f"with the JSON format.") from None
+    if not isinstance(tasks, list) or not all(isinstance(t, dict) for t in tasks):
+        raise LabelcleanError(f"{reviewed} is not a Label Studio JSON export (a list of tasks); export the "
+                              f"project with the JSON format.")
+    rows = []
+    for number, task in enumerate(tasks, start=1):
+        path = task.get("data", {}).get("path")
+        if not isinstance(path, str):
+            raise LabelcleanError(f"Task {task.get('id', number)} in {reviewed} has no data.path; review tasks "
+                                  f"written by 'labelclean export --format label-studio'.")
+        label = _annotated_choice(task)
+        if label is not None:
+            rows.append((path.strip(), label.strip()))
+    if not rows:
+        raise LabelcleanError(f"{reviewed} holds no completed annotations with a '{CHOICES_NAME}' choice; "
+                              f"finish the review in Label Studio and export the project again.")
+    return pd.DataFrame(rows, columns=["path", "label"])
+
+
+def _annotated_choice(task: dict[str, Any]) -> str | None:
+    """The label chosen in the task's latest annotation that was submitted (not skipped), if any."""
+    submitted = [a for a in task.get("annotations") or [] if not a.get("was_cancelled")]
+    for annotation in sorted(submitted, key=lambda a: a.get("updated_at") or "", reverse=True):
+        for result in annotation.get("result") or []:
+            chosen = result.get("value", {}).get("choices") if result.get("from_name") == CHOICES_NAME else None
+            if chosen:
+                return str(chosen[0])
+    return None
+
+
+@dataclass
+class CleanedLabels:
+    """A labels CSV with decisions applied.
+
+    Attributes
+    ----------
+    table : the CSV's columns and rows in their order; accepted labels written in, or rejected rows left out
+    changes : change log, one row per rejected row: ``line`` (in the original file, header = 1),
+        ``path``, ``old_label``, ``new_label`` (the decision) and ``action`` ('relabel' or 'drop')
+    delimiter : the original file's, so the cleaned copy reads like it
+    """
+
+    table: pd.DataFrame
+    changes: pd.DataFrame
+    delimiter: str
+
+    def write(self, out: Path | None) -> Path | None:
+        """Write the cleaned CSV to ``out`` (stdout when None) and the change log next to it.
+
+        Returns the change log's path (``cleaned.csv`` → ``cleaned.changes.csv``), None on stdout.
+        """
+        write_output(self.table.to_csv(index=False, sep=self.delimiter).encode("utf-8"), out)
+        if out is None:
+            return None
+        log = Path(out).with_suffix(".changes.csv")
+        write_text(log, self.changes.to_csv(index=False))
+        return log
+
+
+def apply_decisions(labels_csv: Path, decisions: pd.DataFrame, *, drop_rejected: bool = False,
+                    path_column: str | None = None, label_column: str | None = None) -> CleanedLabels:
+    """Write reviewed labels into the labels CSV they came from.
+
+    Parameters
+    ----------
+    labels_csv : the CSV given to ``fit``; only its label column changes
+    decisions : ``path`` and ``label`` columns (see :func:`read_decisions`, :func:`model_decisions`)
+    drop_rejected : leave out rejected rows instead of relabeling them
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> csv = Path(tempfile.mkdtemp()) / "labels.csv"
+    >>> _ = csv.write_text("path,label,note\\na.png,cat,x\\nb.png,dog,y\\n")
+    >>> cleaned = apply_decisions(csv, pd.DataFrame({"path": ["a.png"], "label": ["dog"]}))
+    >>> cleaned.table["label"].tolist(), cleaned.changes["action"].tolist()
+    (['dog', 'dog'], ['relabel'])
+    """
+    labels_csv = Path(labels_csv)
+    table = read_csv_table(labels_csv)
+    path_col = detect_column(list(table.columns), path_column, PATH_COLUMNS, "path", labels_csv)
+    label_col = detect_column(list(table.columns), label_column, LABEL_COLUMNS, "label", labels_csv)
+    paths, given = table[path_col].str.strip(), table[label_col].str.strip()
+    decided = _one_label_per_path(decisions)
+    _check_decisions(decided, paths, given, labels_csv)
+
+    new = paths.map(decided)
+    rejected = new.notna() & (new != given)
+    line = pd.Series(table.index + 2, index=table.index)  # as errors count rows: header = line 1
+    changes = pd.DataFrame({"line": line[rejected], "path": paths[rejected],
+                            "old_label": given[rejected], "new_label": new[rejected],
+                            "action": "drop" if drop_rejected else "relabel"}, columns=CHANGE_COLUMNS)
+    cleaned = table[~rejected] if drop_rejected else table.assign(**{label_col: table[label_col].where(~rejected, new)})
+    return CleanedLabels(cleaned.reset_index(drop=True), changes.reset_index(drop=True),
+                         table.attrs.get("delimiter", ","))
+
+
+def _one_label_per_path(decisions: pd.DataFrame) -> pd.Series:
+    unique = decisions.drop_duplicates(["path", "label"])
+    repeated = unique["path"].duplicated(keep=False)
+    if repeated.any():
+        path = unique["path"][repeated].iloc[0]
+        labels = ", ".join(repr(y) for y in unique["label"][unique["path"] == path])
+        raise LabelcleanError(f"The review decides '{path}' more than once with different labels ({labels}); "
+                              f"keep one decision per image.")
+    return unique.set_index("path")["label"]
+
+
+def _check_decisions(decided: pd.Series, paths: pd.Series, given: pd.Series, labels_csv: Path) -> None:
+    """Refuse decisions about images the CSV does not list, and labels it does not use (likely typos)."""
+    unknown_paths = decided.index[~decided.index.isin(paths)]
+    if len(unknown_paths):
+        examples = ", ".join(f"'{p}'" for p in unknown_paths[:MAX_LISTED])
+        raise LabelcleanError(f"{len(unknown_paths):,} reviewed path(s) are not in {labels_csv} (e.g. {examples}); "
+                              f"apply the review to the labels CSV it was exported from.")
+    unknown_labels = sorted(set(decided) - set(given))
+    if unknown_labels:
+        examples = ", ".join(f"'{y}'" for y in unknown_labels[:MAX_LISTED])
+        raise LabelcleanError(f"The review uses {len(unknown_labels)} label(s) that {labels_csv} never uses "
+                              f"(e.g. {examples}); fix the typo or pick one of its labels.")

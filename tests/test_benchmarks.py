@@ -1,0 +1,60 @@
+"""Smoke tests that keep the benchmark scripts from rotting: one seed, two epochs, a few images.
+
+The numbers mean nothing at this size; the tests check that every method runs end to end and
+that the JSON results have the shape the README's tables are built from.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+runner = CliRunner()
+
+
+@pytest.fixture
+def benchmarks(monkeypatch: pytest.MonkeyPatch):
+    """Make the scripts importable as they import each other when run (from their own folder), and
+    restore torch's thread count, which ``--threads 1`` sets for the whole process."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    threads = torch.get_num_threads()
+    yield BENCHMARKS
+    torch.set_num_threads(threads)
+
+
+def test_quality_benchmark_scores_every_method(benchmarks, tmp_path):
+    pytest.importorskip("cleanlab")
+    import quality
+
+    result = runner.invoke(quality.app, [
+        "--setting", "asym:0.4", "--seeds", "1", "--subset", "100", "--set", "epochs=2,warmup=1,batch_size=32",
+        "--variant", "lambda_u=0", "--folds", "2", "--device", "cpu", "--threads", "1", "--results", str(tmp_path),
+    ])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "quality-digits-asym40.json").read_text())
+    assert saved["data"] == {"n_train": 80, "n_test": 20, "split_seed": 0}
+    assert list(saved["summary"]) == ["dividemix", "dividemix +disagree", "dividemix[lambda_u=0]",
+                                      "dividemix[lambda_u=0] +disagree", "plain_ce", "cleanlab"]
+    for figures in saved["summary"].values():
+        assert all(0 <= figures[f]["mean"] <= 1 for f in quality.FIGURES[:-1]), figures
+    assert {run["noise_rate"] for run in saved["runs"]} == {saved["runs"][0]["noise_rate"]}  # same noise for all
+    assert "refined acc." in result.stdout
+
+
+def test_speed_benchmark_projects_an_epoch(benchmarks, tmp_path):
+    import speed
+
+    out = tmp_path / "speed.json"
+    result = runner.invoke(speed.app, [
+        "--samples", "256", "--image-size", "16", "--arch", "small_cnn", "--batch-size", "16", "--steps", "2",
+        "--eval-batch-size", "64", "--eval-batches", "1", "--device", "cpu", "--threads", "1", "--out", str(out),
+    ])
+    assert result.exit_code == 0, result.output
+    saved = json.loads(out.read_text())
+    assert saved["samples"] == 256 and saved["precision"] == "fp32"
+    assert saved["projected"]["run_seconds"] > saved["projected"]["epoch_seconds"] > 0
+    assert saved["memory"]["cpu_peak_rss_mb"] > 0
+    assert "projected run" in result.stdout

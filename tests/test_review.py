@@ -1,0 +1,236 @@
+"""Annotation review: Label Studio export, the HTML report, and applying reviewed labels back."""
+
+import base64
+import io
+import json
+import re
+import shutil
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from sklearn.mixture import GaussianMixture
+from typer.testing import CliRunner
+
+import labelclean
+from labelclean.cli import app
+from labelclean.report import THUMB_SIDE, gmm_components, render_report, thumbnail_uri
+from labelclean.review import label_studio_config
+
+runner = CliRunner()
+NASTY = '<script>alert("x")</script> & co'
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_label_studio_export_follows_the_documented_import_format(tiny_run, tmp_path):
+    config_file = tmp_path / "config.xml"
+    result = invoke("export", tiny_run.directory, "--format", "label-studio", "--only-noisy", "--sort", "clean_prob",
+                    "--ls-config", config_file)
+    assert result.exit_code == 0, result.output
+    tasks = json.loads(result.stdout)  # stdout carries the JSON and nothing else
+    table = tiny_run.export(0.5, only_noisy=True, sort="clean_prob")
+    assert len(tasks) == len(table) > 0
+
+    config = ET.fromstring(config_file.read_text())
+    image, choices = config.find("Image"), config.find("Choices")
+    assert [c.get("value") for c in choices.findall("Choice")] == tiny_run.classes
+    assert choices.get("toName") == image.get("name") and image.get("value") == f"${image.get('name')}"
+    for task, row in zip(tasks, table.itertuples()):
+        assert set(task) == {"data", "predictions"}
+        data = task["data"]
+        assert data[image.get("name")] == f"/data/local-files/?d={row.path}"
+        assert (data["path"], data["given_label"], data["suggested_label"]) == (row.path, row.given_label,
+                                                                               row.refined_label)
+        (prediction,) = task["predictions"]
+        assert 0 <= prediction["score"] <= 1
+        (result_,) = prediction["result"]
+        assert result_["type"] == "choices"
+        assert (result_["from_name"], result_["to_name"]) == (choices.get("name"), image.get("name"))
+        assert result_["value"]["choices"] == [row.refined_label]
+        assert result_["value"]["choices"][0] in tiny_run.classes
+    assert [t["data"]["clean_prob"] for t in tasks] == sorted(t["data"]["clean_prob"] for t in tasks)
+
+    prefixed = json.loads(invoke("export", tiny_run.directory, "--format", "label-studio",
+                                 "--image-url-prefix", "https://bucket/imgs/").stdout)
+    assert len(prefixed) == 300 and prefixed[0]["data"]["image"].startswith("https://bucket/imgs/")
+
+
+def test_label_studio_config_escapes_class_names():
+    config = ET.fromstring(label_studio_config(["cat", NASTY]))
+    assert [c.get("value") for c in config.iter("Choice")] == ["cat", NASTY]
+
+
+def test_jsonl_on_stdout_is_only_data(tiny_run):
+    result = invoke("export", tiny_run.directory, "--format", "jsonl", "--only-noisy")
+    assert result.exit_code == 0
+    assert all(json.loads(line)["is_noisy"] for line in result.stdout.splitlines())
+
+
+@pytest.fixture
+def nasty_run(tiny_run, tmp_path):
+    """A copy of the tiny run whose class '3' is named like an injection and one path is hostile."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run.directory, run_dir)
+    config = json.loads((run_dir / "config.json").read_text())
+    config["classes"] = [NASTY if c == "3" else c for c in config["classes"]]
+    (run_dir / "config.json").write_text(json.dumps(config))
+    samples = pd.read_csv(run_dir / "samples.csv", dtype=str, keep_default_na=False)
+    samples["given_label"] = samples["given_label"].replace("3", NASTY)
+    samples.loc[0, "path"] = '"><img src=x onerror=alert(1)>.png'
+    samples.to_csv(run_dir / "samples.csv", index=False)
+    return labelclean.Run(run_dir)
+
+
+def test_report_is_self_contained_and_escapes_labels_and_paths(nasty_run):
+    page = render_report(nasty_run, threshold=1.0)  # every sample is a suspect
+    assert "<script" not in page and "<img src=x" not in page
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; co" in page
+    assert not re.search(r'(src|href)="(?!data:)', page)  # nothing is fetched: every image is inline
+    assert page.count('<img src="data:image/') == 299  # the hostile path has no file: a placeholder
+    assert page.count("<svg") == 5  # two loss histograms, three training curves
+    assert len(page.encode()) < 2_000_000
+
+
+def test_report_command_writes_a_file_and_caps_the_suspects(tiny_run, tmp_path):
+    out = tmp_path / "report.html"
+    result = invoke("report", tiny_run.directory, "-o", out, "--threshold", "1", "--max-items", "7")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "" and str(out) in result.stderr.replace("\n", "")
+    page = out.read_text()
+    assert page.count("<figure>") == 7 and "Showing the 7 lowest of 300" in page
+
+
+def test_thumbnails_stay_small_so_1000_suspects_fit_in_5_mb(tmp_path):
+    rng = np.random.default_rng(0)
+    photo = tmp_path / "photo.png"
+    Image.fromarray(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)).save(photo)
+    uri = thumbnail_uri(photo)
+    assert uri.startswith("data:image/jpeg;base64,") and len(uri) < 4_000
+    with Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))) as thumb:
+        assert max(thumb.size) == THUMB_SIDE
+
+
+def test_gmm_components_are_recovered_from_the_posteriors():
+    rng = np.random.default_rng(0)
+    loss = np.r_[rng.normal(0.2, 0.05, 700), rng.normal(0.7, 0.1, 300)]
+    gmm = GaussianMixture(2, random_state=0).fit(loss[:, None])
+    clean = gmm.means_.argmin()
+    (weight, mean, std), (_, noisy_mean, _) = gmm_components(loss, gmm.predict_proba(loss[:, None])[:, clean])
+    assert np.allclose([weight, mean, std], [gmm.weights_[clean], gmm.means_[clean, 0],
+                                             np.sqrt(gmm.covariances_[clean].item())], atol=1e-2)
+    assert noisy_mean == pytest.approx(gmm.means_[1 - clean, 0], abs=1e-2)
+
+
+@pytest.fixture
+def labels_with_extras(digits, tmp_path):
+    """The digits labels as a semicolon CSV with extra columns a cleaner must not touch."""
+    labels = pd.read_csv(digits.labels_csv, dtype=str)
+    labels["note"] = ["007", "", "NA"] * 100
+    labels["source"] = "scan; batch 1"
+    path = tmp_path / "labels.csv"
+    labels[["note", "path", "label", "source"]].to_csv(path, sep=";", index=False)
+    return path
+
+
+def simulated_review(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Accept the three worst suggestions that change a label, reject three others; the rest unseen."""
+    changing = table[table["refined_label"] != table["given_label"]].sort_values("clean_prob").head(3)
+    rejected = table.drop(changing.index).sort_values("clean_prob").head(3)
+    return changing, rejected
+
+
+def test_reviewed_csv_round_trip_applies_exactly_the_accepted_changes(tiny_run, labels_with_extras, tmp_path):
+    table = pd.read_csv(io.StringIO(invoke("export", tiny_run.directory, "--threshold", "1").stdout), dtype=str)
+    accepted, rejected = simulated_review(table)
+    assert len(accepted) > 0
+    table["accepted_label"] = ""
+    table.loc[accepted.index, "accepted_label"] = accepted["refined_label"]
+    table.loc[rejected.index, "accepted_label"] = rejected["given_label"]
+    table.to_csv(tmp_path / "reviewed.csv", index=False)
+
+    out = tmp_path / "cleaned.csv"
+    result = invoke("apply", tmp_path / "reviewed.csv", labels_with_extras, "-o", out)
+    assert result.exit_code == 0, result.output
+    assert f"Relabeled {len(accepted)} and dropped 0" in result.stderr
+
+    original = pd.read_csv(labels_with_extras, sep=";", dtype=str, keep_default_na=False)
+    cleaned = pd.read_csv(out, sep=";", dtype=str, keep_default_na=False)
+    expected = original.copy()
+    expected.loc[expected["path"].isin(accepted["path"]), "label"] = expected["path"].map(
+        accepted.set_index("path")["refined_label"])
+    pd.testing.assert_frame_equal(cleaned, expected)
+    log = pd.read_csv(tmp_path / "cleaned.changes.csv", dtype=str)
+    assert sorted(log["path"]) == sorted(accepted["path"]) and set(log["action"]) == {"relabel"}
+
+    dropped = invoke("apply", tmp_path / "reviewed.csv", labels_with_extras, "-o", out, "--drop-rejected")
+    assert dropped.exit_code == 0, dropped.output
+    pd.testing.assert_frame_equal(pd.read_csv(out, sep=";", dtype=str, keep_default_na=False),
+                                  original[~original["path"].isin(accepted["path"])].reset_index(drop=True))
+
+
+def test_label_studio_round_trip_uses_the_latest_submitted_annotation(tiny_run, digits, tmp_path):
+    tasks = json.loads(invoke("export", tiny_run.directory, "--format", "label-studio").stdout)
+    table = tiny_run.export(1.0)
+    accepted, rejected = simulated_review(table)
+
+    def annotate(task, label, **extra):
+        result = [{"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": [label]}}]
+        task.setdefault("annotations", []).append({"result": result, "was_cancelled": False, **extra})
+
+    by_path = {t["data"]["path"]: t for t in tasks}
+    for row in accepted.itertuples():
+        annotate(by_path[row.path], row.given_label, updated_at="2024-01-01T00:00:00Z")  # changed their mind
+        annotate(by_path[row.path], row.refined_label, updated_at="2024-01-02T00:00:00Z")
+    for row in rejected.itertuples():
+        annotate(by_path[row.path], row.given_label)
+        annotate(by_path[row.path], row.refined_label, was_cancelled=True)  # skipped: not a decision
+    (tmp_path / "export.json").write_text(json.dumps(tasks))
+
+    result = invoke("apply", tmp_path / "export.json", digits.labels_csv, "-o", tmp_path / "cleaned.csv")
+    assert result.exit_code == 0, result.output
+    cleaned = pd.read_csv(tmp_path / "cleaned.csv", dtype=str).set_index("path")["label"]
+    original = pd.read_csv(digits.labels_csv, dtype=str).set_index("path")["label"]
+    changed = cleaned[cleaned != original]
+    assert changed.to_dict() == accepted.set_index("path")["refined_label"].to_dict()
+
+
+def test_export_as_labels_relabels_or_drops_the_same_flagged_rows(tiny_run, digits, tmp_path):
+    table = tiny_run.export(0.5)
+    to_change = table[table["is_noisy"] & (table["refined_label"] != table["given_label"])]
+    relabeled = invoke("export", tiny_run.directory, "--as-labels", "-o", tmp_path / "relabeled.csv")
+    assert relabeled.exit_code == 0, relabeled.output
+    cleaned = pd.read_csv(tmp_path / "relabeled.csv", dtype=str)
+    assert (cleaned.set_index("path")["label"][to_change["path"]] == to_change["refined_label"].to_numpy()).all()
+    assert (cleaned["label"] != pd.read_csv(digits.labels_csv, dtype=str)["label"]).sum() == len(to_change)
+
+    dropped = invoke("export", tiny_run.directory, "--as-labels", "--action", "drop")
+    assert dropped.exit_code == 0, dropped.output
+    kept = pd.read_csv(io.StringIO(dropped.stdout), dtype=str)
+    assert len(kept) == 300 - len(to_change) and not kept["path"].isin(to_change["path"]).any()
+
+
+def test_review_errors_are_one_line_with_exit_code_1(tiny_run, digits, tmp_path):
+    (tmp_path / "typo.csv").write_text("path,accepted_label\n0000.png,nine\n")
+    (tmp_path / "stranger.csv").write_text("path,accepted_label\nelsewhere.png,1\n")
+    (tmp_path / "no_column.csv").write_text("path,refined_label\n0000.png,1\n")
+    (tmp_path / "no_path.json").write_text(json.dumps([{"data": {"image": "x.png"}}]))
+    cases = [
+        (["apply", tmp_path / "typo.csv", digits.labels_csv, "-o", tmp_path / "c.csv"], "never uses .*'nine'"),
+        (["apply", tmp_path / "stranger.csv", digits.labels_csv, "-o", tmp_path / "c.csv"], "not in .*elsewhere"),
+        (["apply", tmp_path / "no_column.csv", digits.labels_csv, "-o", tmp_path / "c.csv"], "no 'accepted_label'"),
+        (["apply", tmp_path / "no_path.json", digits.labels_csv, "-o", tmp_path / "c.csv"], "has no data.path"),
+        (["apply", tmp_path / "typo.csv", digits.labels_csv, "-o", digits.labels_csv], "overwrite the original"),
+        (["export", tiny_run.directory, "--as-labels", "--format", "jsonl"], "drop --format"),
+        (["report", tiny_run.directory, "--max-items", "-1"], "'max_items' option"),
+    ]
+    for args, message in cases:
+        result = invoke(*args)
+        assert result.exit_code == 1, (args, result.output)
+        assert result.stdout == "" and "Traceback" not in result.output
+        assert re.search(message, result.stderr.replace("\n", " ")), (args, result.stderr)
+    assert not (tmp_path / "c.csv").exists()
