@@ -171,8 +171,8 @@ def dividemix(bench: Benchmark, cfg: FitConfig, work: Path) -> dict[str, Outcome
     """labelclean itself, through its public API: fit, export at threshold 0.5, predict the test rows.
 
     Also scores a stricter flag from the same run: ``clean_prob < 0.5`` *and* the networks'
-    prediction differs from the given label (the GMM split is built to pick a clean training
-    set and over-flags under class-pair noise, ../shared/FINDINGS.md).
+    prediction differs from the given label: the GMM split is built to pick a clean training
+    set, not to report errors, and was seen to over-flag under class-pair noise.
     """
     run = labelclean.fit(bench.images_dir, bench.train_csv, work, config=cfg, overwrite=True)
     table = run.export(threshold=FLAG_THRESHOLD).assign(score=lambda t: t["clean_prob"])
@@ -268,14 +268,16 @@ def method_table(methods: list[str], variants: list[str], folds: int) -> dict[st
     return table
 
 
+def mean_std(values: pd.Series) -> dict[str, float]:
+    """Mean, sample standard deviation (0 for a single seed) and count."""
+    return {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+            "n": len(values)}
+
+
 def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
-    """Method → figure → mean, std (sample std; 0 for one seed) and n over seeds."""
-    frame = pd.DataFrame(runs)
-    summary = {}
-    for method, group in frame.groupby("method", sort=False):
-        summary[method] = {f: {"mean": float(group[f].mean()), "std": float(group[f].std(ddof=1)) if len(group) > 1
-                               else 0.0, "n": len(group)} for f in FIGURES}
-    return summary
+    """Method → figure → mean, std and n over seeds, methods in the order they ran."""
+    return {method: {f: mean_std(group[f]) for f in FIGURES}
+            for method, group in pd.DataFrame(runs).groupby("method", sort=False)}
 
 
 def run_setting(name: str, make: Callable[[int, Path], Benchmark], base: FitConfig, methods: dict,

@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 from . import api
 from .config import FitConfig
@@ -89,8 +89,9 @@ def main_options(
 @contextmanager
 def progress_bars() -> Iterator[tuple[Callable[[EpochReport], None], Callable[[str, int, int], None]]]:
     """Rich progress on stderr: a bar for image decoding, one bar over epochs with live figures."""
-    bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[figures]}"),
+    bars = Progress(TextColumn("{task.description}", table_column=Column(no_wrap=True, min_width=8)),
+                    BarColumn(bar_width=20), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"),
+                    TimeRemainingColumn(), TextColumn("{task.fields[figures]}", table_column=Column(overflow="fold")),
                     console=stderr, transient=False)
     tasks: dict[str, Any] = {}
     warned: set[str] = set()
@@ -199,7 +200,7 @@ def fit(
     arch: Annotated[str, typer.Option(help="small_cnn, preact_resnet18, resnet18/34/50, or auto (by device "
                                            "and image size).")] = DEFAULTS.arch,
     image_size: Annotated[Optional[int], typer.Option(help="Image side in pixels \\[default: median of the data, "
-                                                           "at most 64 on CPU].", show_default=False)] = None,
+                                                           "at most 32 on CPU, 224 on GPU].", show_default=False)] = None,
     flip: Annotated[bool, typer.Option("--flip/--no-flip", help="Random horizontal flips (turn off when "
                                                                 "mirroring changes the class).")] = DEFAULTS.flip,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = DEFAULTS.device,

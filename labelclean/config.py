@@ -69,7 +69,7 @@ class FitConfig:
 
     # Data and network.
     arch: str = "auto"  # see models.ARCHS; 'auto' picks by device and image size
-    image_size: int | None = None  # side in pixels; None = median shorter side of the images (≤ 64 on CPU)
+    image_size: int | None = None  # side in pixels; None = median shorter side of the images (≤ 32 on CPU, ≤ 224 on GPU)
     flip: bool = True  # random horizontal flips; turn off where mirroring changes the class
     device: str = "auto"  # 'auto' = CUDA when available
     seed: int = 0

@@ -18,7 +18,7 @@ import pandas as pd
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .api import Run
-from .data import to_rgb, resolve_inside
+from .data import resolve_inside, to_rgb
 from .errors import LabelcleanError
 from .run import write_text
 from .svg import histogram_chart, line_chart

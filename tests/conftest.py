@@ -6,12 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 import labelclean
 from labelclean.demo import DigitsDataset, write_digits
-
-torch.set_num_threads(max(1, torch.get_num_threads()))
 
 # Settings that train in seconds on a 2-core CPU; enough to exercise every code path.
 TINY = dict(epochs=3, warmup=1, batch_size=32, arch="small_cnn", device="cpu")

@@ -126,14 +126,12 @@ CASES = {
     "export threshold": (on_run(["export", "RUN", "--threshold", "1.5"]), r"'threshold' option must be in \[0, 1\]"),
     "export sort": (on_run(["export", "RUN", "--sort", "path"]), r"'sort' option must be one of"),
     "export format": (on_run(["export", "RUN", "--format", "xml"]), r"'format' option must be one of"),
-    "fit over finished": (on_run(["export", "RUN"], lambda r: None), None),  # placeholder replaced below
     "predict no model": (on_run(["predict", "RUN", "/etc/hosts"], lambda r: (r / "model.pt").unlink()), r"--keep-model"),
     "predict corrupt model": (on_run(["predict", "RUN", "/etc/hosts"], lambda r: (r / "model.pt").write_bytes(b"junk")),
                               r"Cannot load .*model.pt"),
     "predict bad image": (on_run(["predict", "RUN", "/etc/hosts"]), r"1 input image\(s\) cannot be read"),
     "predict top-k": (on_run(["predict", "RUN", "/etc/hosts", "--top-k", "99"]), r"'top_k' option must be in"),
 }
-del CASES["fit over finished"]  # covered in test_cli.py
 
 
 @pytest.mark.parametrize("name", list(CASES))

@@ -13,6 +13,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 import labelclean
+from labelclean.augment import Augment
 from labelclean.cli import app
 from labelclean.config import FitConfig
 from labelclean.errors import LabelcleanError
@@ -21,6 +22,7 @@ from labelclean.mlnt import (
     consistency_loss,
     ema_update,
     fast_weights,
+    mentor_keeps,
     meta_backward,
     meta_schedule,
     nearest_neighbours,
@@ -29,6 +31,7 @@ from labelclean.mlnt import (
     synthetic_labels,
 )
 from labelclean.models import small_cnn
+from labelclean.training import TrainingData
 
 MLNT_TINY = dict(TINY, method="mlnt", meta_sets=2, rounds=2)  # 1 baseline epoch, then 2 rounds of 1 epoch
 
@@ -142,6 +145,23 @@ def test_rounds_split_the_meta_epochs_and_options_are_validated():
         FitConfig(method="mlnt", perturb_ratio=1.5).validate()
     with pytest.raises(LabelcleanError, match="'method' option"):
         FitConfig(method="coteaching").validate()
+    with pytest.raises(LabelcleanError, match="'mentor_filter' option"):
+        FitConfig(method="mlnt", mentor_filter="loss").validate()
+
+
+def test_mentor_filter_leaves_out_the_samples_the_mentor_considers_mislabeled():
+    mentor = nn.Sequential(nn.Flatten(), nn.Linear(2, 2))  # predicts the brighter of two pixels
+    with torch.no_grad():
+        mentor[1].weight.copy_(4 * torch.eye(2))
+        mentor[1].bias.zero_()
+    images = torch.tensor([[200, 10], [10, 200], [200, 10], [10, 200], [250, 0], [0, 250]], dtype=torch.uint8)
+    labels = torch.tensor([0, 1, 1, 0, 0, 1])
+    data = TrainingData(images.view(6, 1, 1, 2), labels, 2, Augment(torch.zeros(1), torch.ones(1), 0, False),
+                        torch.device("cpu"))
+    expected = [True, True, False, False, True, True]
+    assert mentor_keeps(mentor, data, FitConfig(mentor_filter="disagree"), seed=0).tolist() == expected
+    assert mentor_keeps(mentor, data, FitConfig(mentor_filter="gmm"), seed=0).tolist() == expected
+    assert mentor_keeps(mentor, data, FitConfig(mentor_filter="none"), seed=0).all()
 
 
 def test_penultimate_features_are_the_classifier_input():
