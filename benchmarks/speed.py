@@ -39,7 +39,7 @@ from torch import nn
 
 from labelclean.api import resolve_device
 from labelclean.augment import Augment, crop_padding
-from labelclean.config import FitConfig
+from labelclean.config import PAPER_SETTINGS, FitConfig
 from labelclean.data import channel_stats, decode_images, read_labels
 from labelclean.dividemix import clean_probability, normalized_loss, train_epoch, warmup_epoch
 from labelclean.models import build_model, default_arch
@@ -202,7 +202,7 @@ def main(
     raw, given, k = (synthetic_images(samples, channels, image_size, classes) if images is None
                   else folder_images(images, labels, image_size))
     cfg = FitConfig(epochs=epochs, warmup=warmup, batch_size=batch_size, eval_batch_size=eval_batch_size,
-                    image_size=image_size, device=device,
+                    image_size=image_size, device=device, **PAPER_SETTINGS,
                     arch=default_arch(dev, image_size) if arch == "auto" else arch).validate()
     mean, std = channel_stats(raw)
     augment = Augment(torch.tensor(mean, device=dev).view(1, -1, 1, 1), torch.tensor(std, device=dev).view(1, -1, 1, 1),

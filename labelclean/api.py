@@ -10,7 +10,10 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
+import os
 import platform
 import time
 from collections.abc import Callable, Sequence
@@ -25,15 +28,34 @@ import pandas as pd
 import torch
 from torch import nn
 
-from . import dividemix, mlnt
+from . import distributed, dividemix, mlnt
 from . import run as rundir
 from .augment import Augment, crop_padding
+from .cache import decode_cached
 from .config import FitConfig
-from .data import LabeledImages, channel_stats, decode_images, list_images, median_side, read_labels
+from .data import (
+    MAX_LISTED,
+    LabeledImages,
+    channel_stats,
+    decode_images,
+    has_colour,
+    list_images,
+    median_side,
+    read_labels,
+    to_channels,
+)
 from .errors import LabelcleanError
 from .export import review_table, select_rows
 from .models import build_model, default_arch, load_initial_weights
-from .training import EpochReport, TrainingData, TrainingState, make_optimizer, predict_logits
+from .training import (
+    EpochReport,
+    Interrupted,
+    TrainingData,
+    TrainingState,
+    make_optimizer,
+    predict_logits,
+    stop_on_ctrl_c,
+)
 
 log = logging.getLogger("labelclean")
 
@@ -52,21 +74,45 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _place_images(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Keep the uint8 cache on the GPU when it takes under half of the free memory, else pinned on CPU."""
-    if device.type != "cuda":
-        return images
-    free, _ = torch.cuda.mem_get_info(device)
-    if images.numel() < free // 2:
-        return images.to(device)
-    log.info("Images (%.1f GB) stay in CPU memory; batches are copied to the GPU.", images.numel() / 1e9)
-    return images.pin_memory()
+def _place_images(images: np.ndarray, device: torch.device, max_ram_gb: float | None) -> torch.Tensor:
+    """Put the decoded uint8 images where training reads them fastest, reading the cache file once.
+
+    On a GPU with room for them (under half of its free memory) they move there. Otherwise they are
+    loaded into RAM (pinned, for fast copies to a GPU) when they fit under ``max_ram_gb``, by default
+    half of the RAM, shared by the processes of this machine. Larger ones stay memory-mapped and each
+    batch reads only its own rows from disk, so the data set may be larger than RAM.
+    """
+    tensor = torch.from_numpy(images)
+    if device.type == "cuda" and images.nbytes < torch.cuda.mem_get_info(device)[0] // 2:
+        return tensor.to(device)
+    ram = max_ram_gb * 1e9 if max_ram_gb is not None else _memory_size() / 2
+    ram /= distributed.local_processes()  # each process of this machine loads its own copy
+    if images.nbytes > ram:
+        log.info("The decoded images (%.2f GB) are over the %.2f GB to load into RAM (--max-ram-gb); "
+                 "batches are read from the memory-mapped file.", images.nbytes / 1e9, ram / 1e9)
+        return tensor
+    if device.type == "cuda":
+        log.info("Images (%.1f GB) stay in CPU memory; batches are copied to the GPU.", images.nbytes / 1e9)
+        return tensor.pin_memory()
+    return tensor.clone()
 
 
-def _decode(labeled: LabeledImages, size: int, channels: int | None, skip_bad: bool,
-            labels_csv: Path, progress: Progress | None) -> tuple[torch.Tensor, LabeledImages]:
-    """Decode the images; refuse unreadable ones (or drop them with ``skip_bad``)."""
-    images, bad = decode_images(labeled.files, size, channels,
+def _memory_size() -> float:
+    """Bytes of RAM this process may use: the machine's, or its container's limit (cgroup v2) when
+    that is lower; infinite where neither can be read."""
+    sizes = [math.inf]
+    with contextlib.suppress(AttributeError, ValueError, OSError):  # os.sysconf is POSIX-only
+        sizes.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    with contextlib.suppress(ValueError, OSError):  # the file says 'max' when there is no limit
+        sizes.append(int(Path("/sys/fs/cgroup/memory.max").read_text()))
+    return min(sizes)
+
+
+def _decode(labeled: LabeledImages, size: int, channels: int | None, skip_bad: bool, labels_csv: Path,
+            cache_dir: Path, progress: Progress | None) -> tuple[np.ndarray, LabeledImages]:
+    """Decode the images, or map those an earlier fit decoded into ``cache_dir``; refuse unreadable
+    ones (or drop them with ``skip_bad``)."""
+    images, bad = decode_cached(labeled.files, size, channels, cache_dir,
                                 progress=(lambda d, t: progress("decode", d, t)) if progress else None)
     if bad and not skip_bad:
         examples = "; ".join(f"'{labeled.paths[i]}': {why}" for i, why in bad[:3])
@@ -105,10 +151,14 @@ def _prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> dict[str, Any]
     if not overwrite:
         state = "a finished run" if saved.get("status") == "complete" else "an unfinished run (add --resume to continue it)"
         raise LabelcleanError(f"{out} already holds {state}; pass --overwrite to replace it or choose another --out.")
+    return None
+
+
+def _clear_run_dir(out: Path) -> None:
+    """Remove the outputs of the run that ``--overwrite`` replaces."""
     for name in (rundir.CONFIG, rundir.HISTORY, rundir.SAMPLES, rundir.PROBS, rundir.CHECKPOINT,
                  rundir.MODEL, rundir.SKIPPED):
         (out / name).unlink(missing_ok=True)
-    return None
 
 
 def fit(
@@ -126,6 +176,8 @@ def fit(
     skip_bad: bool = False,
     dedupe: bool = False,
     init_weights: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    max_ram_gb: float | None = None,
     on_epoch: Callable[[EpochReport], None] | None = None,
     on_progress: Progress | None = None,
     **options: Any,
@@ -144,6 +196,10 @@ def fit(
     skip_missing, skip_bad : leave out rows whose image is missing / unreadable (listed in skipped.csv)
     dedupe : keep the first of rows that repeat a path (the others are listed in skipped.csv)
     init_weights : a local state-dict file to start both networks from (matching layers only)
+    cache_dir : folder for the decoded images (default ``out``, or the one a resumed run used); the next
+        fit on the same, unchanged files maps them from there instead of decoding again
+    max_ram_gb : load the decoded images into RAM only up to this size (default: half of the RAM);
+        larger ones are read batch by batch from the memory-mapped file in ``cache_dir``
     on_epoch : called with an :class:`EpochReport` after every epoch
     on_progress : called as ``(task, done, total)`` during long non-epoch work (image decoding)
 
@@ -163,13 +219,20 @@ def fit(
         images_dir, labels_csv = saved["data"]["images_dir"], saved["data"]["labels_csv"]
         path_column, label_column = saved["data"]["path_column"], saved["data"]["label_column"]
         skip_missing, skip_bad, keep_model = saved["data"]["skip_missing"], saved["data"]["skip_bad"], saved["keep_model"]
-        dedupe = saved["data"]["dedupe"]
+        dedupe, cache_dir = saved["data"]["dedupe"], cache_dir or saved["data"].get("cache_dir")
     elif images_dir is None or labels_csv is None:
         raise LabelcleanError("Give the image folder and the labels CSV: labelclean fit IMAGES_DIR LABELS_CSV.")
     else:
         cfg = replace(config or FitConfig(), **options).validate()
     images_dir, labels_csv = Path(images_dir), Path(labels_csv)
-    device = resolve_device(cfg.device)
+    if max_ram_gb is not None and max_ram_gb < 0:
+        raise LabelcleanError(f"The 'max_ram_gb' option must be at least 0. Got {max_ram_gb}.")
+    if cfg.method == "mlnt" and distributed.started_processes() > 1:
+        raise LabelcleanError("--method mlnt trains on one process; start it without torchrun or --nproc.")
+    # Under torchrun, init waits for every process, so all have read `out` before the main one changes it.
+    device = distributed.init(resolve_device(cfg.device))
+    if saved is None and overwrite and distributed.is_main():
+        _clear_run_dir(out)
 
     labeled = read_labels(images_dir, labels_csv, path_column=path_column, label_column=label_column,
                           skip_missing=skip_missing, dedupe=dedupe)
@@ -186,7 +249,9 @@ def fit(
         )
     if init_weights is not None and not Path(init_weights).is_file():
         raise LabelcleanError(f"Initial weights file {init_weights} does not exist.")
-    images, labeled = _decode(labeled, size, channels, skip_bad, labels_csv, on_progress)
+    decoded, labeled = distributed.main_first(
+        lambda: _decode(labeled, size, channels, skip_bad, labels_csv, Path(cache_dir or out), on_progress))
+    images = _place_images(decoded, device, max_ram_gb)
     mean, std = channel_stats(images)
     cfg = replace(cfg, image_size=size, arch=cfg.arch if cfg.arch != "auto" else default_arch(device, size))
 
@@ -200,8 +265,7 @@ def fit(
     optimizers = [make_optimizer(net, cfg) for net in nets]
     augment = Augment(torch.tensor(mean, device=device).view(1, -1, 1, 1),
                       torch.tensor(std, device=device).view(1, -1, 1, 1), crop_padding(size), cfg.flip)
-    data = TrainingData(_place_images(images, device), torch.as_tensor(labeled.labels, device=device),
-                        len(labeled.classes), augment, device)
+    data = TrainingData(images, torch.as_tensor(labeled.labels, device=device), len(labeled.classes), augment, device)
 
     run_config = saved or {
         "labelclean_version": version("labelclean"),
@@ -213,21 +277,27 @@ def fit(
         "fit": cfg.to_dict(),
         "data": {"images_dir": str(images_dir.resolve()), "labels_csv": str(labels_csv.resolve()),
                  "path_column": path_column, "label_column": label_column, "skip_missing": skip_missing, "dedupe": dedupe,
-                 "skip_bad": skip_bad, "n_samples": len(labeled.paths), "n_skipped": len(labeled.skipped)},
+                 "skip_bad": skip_bad, "n_samples": len(labeled.paths), "n_skipped": len(labeled.skipped),
+                 "cache_dir": str(Path(cache_dir).resolve()) if cache_dir else None},
         "classes": labeled.classes,
         "preprocessing": {"image_size": size, "channels": int(images.shape[1]), "mean": mean, "std": std},
         "keep_model": keep_model,
     }
     run_config["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    rundir.write_json(out / rundir.CONFIG, run_config)
-    rundir.write_skipped(out / rundir.SKIPPED, labeled.skipped)
+    run_config["processes"] = distributed.world_size()
+    if distributed.is_main():
+        rundir.write_json(out / rundir.CONFIG, run_config)
+        rundir.write_skipped(out / rundir.SKIPPED, labeled.skipped)
 
     state = TrainingState()
     if saved is not None:
         state = _restore(out / rundir.CHECKPOINT, nets, optimizers, device)
-        log.info("Resuming %s after epoch %d of %d.", out, state.epoch, cfg.epochs)
+        log.info("Resuming %s after epoch %d.", out, state.epoch)
+    nets = [distributed.wrap(net, device) for net in nets]
 
     def save_checkpoint(state: TrainingState) -> None:
+        if not distributed.is_main():
+            return
         rundir.save_torch(out / rundir.CHECKPOINT, {
             "epoch": state.epoch,
             "nets": [net.state_dict() for net in nets],
@@ -235,30 +305,39 @@ def fit(
             "loss_history": state.loss_history,
             "history": state.history,
             "extra": state.extra,
+            "partial": state.partial,
             "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
         })
         rundir.write_jsonl(out / rundir.HISTORY, state.history)
 
     method = METHODS[cfg.method]
-    method.train(nets, optimizers, data, cfg, state, on_epoch or (lambda report: None), save_checkpoint)
+    try:
+        with stop_on_ctrl_c():
+            method.train(nets, optimizers, data, cfg, state, on_epoch or (lambda report: None), save_checkpoint)
+    except Interrupted:
+        save_checkpoint(state)  # mid-epoch: state.partial says where the epoch stopped
+        raise
 
     result = method.evaluate(nets, data, cfg)
-    samples = pd.DataFrame({
-        "path": labeled.paths,
-        "given_label": np.asarray(labeled.classes, dtype=object)[labeled.labels],
-        "clean_prob_net1": result.clean_prob[0],
-        "clean_prob_net2": result.clean_prob[1],
-        "loss_net1": result.loss[0],
-        "loss_net2": result.loss[1],
-    })
-    rundir.write_text(out / rundir.SAMPLES, samples.to_csv(index=False))
-    rundir.write_npy(out / rundir.PROBS, result.probs.astype(np.float32))
-    if keep_model:
-        rundir.save_torch(out / rundir.MODEL, {"nets": [net.state_dict() for net in nets]})
-    run_config.update(status="complete", fit_seconds=round(time.perf_counter() - started, 2))
-    rundir.write_json(out / rundir.CONFIG, run_config)
-    (out / rundir.CHECKPOINT).unlink(missing_ok=True)
+    if distributed.is_main():
+        samples = pd.DataFrame({
+            "path": labeled.paths,
+            "given_label": np.asarray(labeled.classes, dtype=object)[labeled.labels],
+            "clean_prob_net1": result.clean_prob[0],
+            "clean_prob_net2": result.clean_prob[1],
+            "loss_net1": result.loss[0],
+            "loss_net2": result.loss[1],
+        })
+        rundir.write_text(out / rundir.SAMPLES, samples.to_csv(index=False))
+        rundir.write_npy(out / rundir.PROBS, result.probs.astype(np.float32))
+        if keep_model:
+            rundir.save_torch(out / rundir.MODEL, {"nets": [net.state_dict() for net in nets]})
+        run_config.update(status="complete", fit_seconds=round(time.perf_counter() - started, 2), epochs=state.epoch,
+                          auto={k: v for k, v in state.extra.get("auto", {}).items() if k != "best"})
+        rundir.write_json(out / rundir.CONFIG, run_config)
+        (out / rundir.CHECKPOINT).unlink(missing_ok=True)
+    distributed.barrier()  # the others return the run once the main process has written it
     return Run(out)
 
 
@@ -271,7 +350,8 @@ def _restore(checkpoint: Path, nets: list[nn.Module], optimizers: list[torch.opt
     torch.set_rng_state(saved["rng_cpu"])
     if device.type == "cuda" and saved["rng_cuda"] is not None:
         torch.cuda.set_rng_state(saved["rng_cuda"], device)
-    return TrainingState(saved["epoch"], saved["loss_history"], saved["history"], saved.get("extra", {}))
+    return TrainingState(saved["epoch"], saved["loss_history"], saved["history"], saved.get("extra", {}),
+                         saved.get("partial", {}))
 
 
 class Run:
@@ -325,14 +405,15 @@ class Run:
         except FileNotFoundError:
             raise LabelcleanError(f"{self.directory} lacks {rundir.PROBS}; re-run 'labelclean fit'.") from None
 
-    def export(self, threshold: float = 0.5, *, only_noisy: bool = False, sort: str | None = None) -> pd.DataFrame:
+    def export(self, threshold: float = 0.5, *, only_noisy: bool = False, only_errors: bool = False,
+               sort: str | None = None) -> pd.DataFrame:
         """The per-sample review table (see :mod:`labelclean.export` for its columns)."""
         samples = self.samples()
         index = {c: k for k, c in enumerate(self.classes)}
         given = samples["given_label"].map(index).to_numpy(dtype=np.int64)
         clean = samples[["clean_prob_net1", "clean_prob_net2"]].to_numpy().T
         table = review_table(samples["path"].tolist(), given, self.classes, clean, self.probs(), threshold)
-        return select_rows(table, only_noisy, sort)
+        return select_rows(table, only_noisy, sort, only_errors)
 
     def load_networks(self, device: torch.device) -> list[nn.Module]:
         """Both trained networks, in eval mode, from ``model.pt`` (loaded with ``weights_only=True``)."""
@@ -350,7 +431,8 @@ class Run:
         return nets
 
     def predict(self, inputs: Sequence[str | Path], *, top_k: int = 1, images_dir: str | Path | None = None,
-                device: str = "auto", batch_size: int = 512, on_progress: Progress | None = None) -> pd.DataFrame:
+                device: str = "auto", batch_size: int = 512, convert_channels: bool = False,
+                on_progress: Progress | None = None) -> pd.DataFrame:
         """Classify new images with the two-network ensemble (sum of logits, as DivideMix's official code;
         for an MLNT run the two networks are the student and its EMA teacher).
 
@@ -358,6 +440,10 @@ class Run:
         ----------
         inputs : image files, folders (searched recursively) or CSVs with a path column
         top_k : how many classes to report per image, best first
+        batch_size : images per forward pass
+        convert_channels : convert colour images to grayscale for a run trained on grayscale. Without it
+            they are an error: the model never saw colour, and such images are often from the wrong
+            folder. Gray images for a run trained on colour are always converted, since nothing is lost.
 
         Returns
         -------
@@ -366,15 +452,26 @@ class Run:
         """
         if not 1 <= top_k <= len(self.classes):
             raise LabelcleanError(f"The 'top_k' option must be in [1, {len(self.classes)}]. Got {top_k}.")
+        if batch_size < 1:
+            raise LabelcleanError(f"The 'batch_size' option must be at least 1. Got {batch_size}.")
         dev = resolve_device(device)
         nets = self.load_networks(dev)  # before decoding: a run without a model fails fast
         shown, files = list_images([Path(p) for p in inputs], Path(images_dir) if images_dir else None)
         prep = self.config["preprocessing"]
-        images, bad = decode_images(files, prep["image_size"], prep["channels"],
-                                    progress=(lambda d, t: on_progress("decode", d, t)) if on_progress else None)
+        rgb, bad = decode_images(files, prep["image_size"], 3,
+                                 progress=(lambda d, t: on_progress("decode", d, t)) if on_progress else None)
         if bad:
             examples = "; ".join(f"'{shown[i]}': {why}" for i, why in bad[:3])
             raise LabelcleanError(f"{len(bad)} input image(s) cannot be read ({examples}); fix or remove them.")
+        colour = has_colour(rgb.numpy())
+        if prep["channels"] == 1 and colour.any() and not convert_channels:
+            examples = ", ".join(f"'{shown[i]}'" for i in np.flatnonzero(colour)[:MAX_LISTED])
+            raise LabelcleanError(
+                f"{int(colour.sum())} of {len(files)} input image(s) are in colour (e.g. {examples}) but the run "
+                f"in {self.directory} was trained on grayscale (1 channel); predict on grayscale images, or pass "
+                f"--convert-channels to convert them."
+            )
+        images = to_channels(rgb.numpy(), prep["channels"], colour)
         augment = Augment(torch.tensor(prep["mean"], device=dev).view(1, -1, 1, 1),
                           torch.tensor(prep["std"], device=dev).view(1, -1, 1, 1), 0, False)
         data = TrainingData(images, None, len(self.classes), augment, dev)

@@ -7,10 +7,13 @@ turned into ``error: <message>`` and exit status 1 in one place (:func:`command`
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
+import os
+import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -22,7 +25,7 @@ from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Column, Table
 
-from . import api
+from . import api, distributed
 from .config import FitConfig
 from .demo import DEMO_SETTINGS, score, write_digits
 from .errors import LabelcleanError
@@ -36,7 +39,7 @@ from .review import (
     read_decisions,
     write_label_studio,
 )
-from .training import EpochReport
+from .training import EpochReport, Interrupted
 
 app = typer.Typer(
     help="Find and fix wrong labels in an image classification dataset with DivideMix or MLNT.\n\n"
@@ -53,6 +56,7 @@ state = {"debug": False}
 
 def command(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Register ``fn`` as a subcommand whose user-facing errors become one line and exit code 1."""
+    hint = memory_hint(fn)
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -66,14 +70,20 @@ def command(fn: Callable[..., Any]) -> Callable[..., Any]:
         except torch.OutOfMemoryError:
             if state["debug"]:
                 raise
-            stderr.print("[bold red]error:[/] the GPU ran out of memory; try a smaller --batch-size or "
-                         "--image-size, or --device cpu.", soft_wrap=True)
+            stderr.print(f"[bold red]error:[/] the GPU ran out of memory; {hint}.", soft_wrap=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             stderr.print("Interrupted.")
             raise typer.Exit(130) from None
 
     return app.command()(wrapper)
+
+
+def memory_hint(fn: Callable[..., Any]) -> str:
+    """What to try after the GPU runs out of memory, naming only options that ``fn`` has."""
+    options = [f"--{name.replace('_', '-')}" for name in ("batch_size", "image_size")
+               if name in inspect.signature(fn).parameters]
+    return f"try a smaller {' or '.join(options)}, or --device cpu" if options else "try --device cpu"
 
 
 @app.callback()
@@ -122,7 +132,7 @@ def progress_bars() -> Iterator[tuple[Callable[[EpochReport], None], Callable[[s
             figures += (f"  round {r.round}  consistency {r.consistency:.4f}  weight {r.meta_weight:.2f}"
                         f"  left out {r.noise_estimate:.0%}")
         figures += f"  {r.seconds:.1f}s/epoch"
-        bars.update(tasks["epochs"], completed=r.epoch, figures=figures)
+        bars.update(tasks["epochs"], total=r.epochs, completed=r.epoch, figures=figures)
 
     try:
         yield on_epoch, on_progress
@@ -151,23 +161,33 @@ def fit(
                                              "or 'mlnt' (meta-learning on synthetic label noise with an EMA "
                                              "teacher; see the MLNT options). Both write the same outputs.")]
     = DEFAULTS.method,
-    epochs: Annotated[int, typer.Option(help="Passes over the data, warm-up included.")] = DEFAULTS.epochs,
-    warmup: Annotated[int, typer.Option(help="Epochs of plain cross-entropy before the first split (MLNT: "
-                                             "the baseline, also its frozen feature model).")]
-    = DEFAULTS.warmup,
+    epochs: Annotated[Optional[int], typer.Option(
+        help="Passes over the data, warm-up included \\[default: warm-up + enough epochs for 1,500 steps, "
+             "30 to 290].", show_default=False)] = None,
+    warmup: Annotated[Optional[int], typer.Option(
+        help="Epochs of plain cross-entropy before the first split (MLNT: the baseline, also its frozen "
+             "feature model) \\[default: until the networks stop gaining agreement with the labels; MLNT: 10].",
+        show_default=False)] = None,
+    auto: Annotated[bool, typer.Option("--auto/--no-auto", help="Choose --lambda-u, --p-threshold and "
+                                       "--loss-window from the noise estimated after warm-up (the paper's "
+                                       "table), and recover from a self-locking split. --no-auto: the paper's "
+                                       "50%-noise settings (25, 0.5, 1).")] = DEFAULTS.auto,
     batch_size: Annotated[int, typer.Option(help="Labeled (and unlabeled) samples per step.")] = DEFAULTS.batch_size,
     lr: Annotated[float, typer.Option(help="SGD learning rate (÷10 after half the epochs).")] = DEFAULTS.lr,
-    p_threshold: Annotated[float, typer.Option(help="Clean probability above which a sample is labeled.")]
-    = DEFAULTS.p_threshold,
-    lambda_u: Annotated[float, typer.Option(help="Weight of the unlabeled loss (paper: 0 for low noise, "
-                                                 "25 at ~50%, 150 at ~90%).")] = DEFAULTS.lambda_u,
+    p_threshold: Annotated[Optional[float], typer.Option(
+        help="Clean probability above which a sample is labeled \\[default: --auto].", show_default=False)] = None,
+    lambda_u: Annotated[Optional[float], typer.Option(
+        help="Weight of the unlabeled loss (paper: 0 for low or class-pair noise, 25 at ~50%, 150 at ~90% with "
+             "100 classes) \\[default: --auto].", show_default=False)] = None,
     temperature: Annotated[float, typer.Option(help="Sharpening temperature of refined/guessed labels.")]
     = DEFAULTS.temperature,
     alpha: Annotated[float, typer.Option(help="Mixup Beta(alpha, alpha) parameter.")] = DEFAULTS.alpha,
-    noise_mode: Annotated[str, typer.Option(help="'sym', or 'asym' for class-pair noise (adds a confidence "
-                                                 "penalty in warm-up).")] = DEFAULTS.noise_mode,
-    loss_window: Annotated[int, typer.Option(help="Epochs of losses averaged before the GMM (5 helps at very "
-                                                  "high noise).")] = DEFAULTS.loss_window,
+    noise_mode: Annotated[str, typer.Option(help="'auto' (detected after warm-up), 'sym' (any other class), or "
+                                                 "'asym' for class-pair noise (adds a confidence penalty in "
+                                                 "warm-up).")] = DEFAULTS.noise_mode,
+    loss_window: Annotated[Optional[int], typer.Option(
+        help="Epochs of losses averaged before the GMM (5 helps at very high noise) \\[default: --auto].",
+        show_default=False)] = None,
     meta_sets: Annotated[int, typer.Option(help="M: synthetic noisy label sets per batch, each one extra "
                                                 "forward/backward pass.", rich_help_panel=MLNT)] = DEFAULTS.meta_sets,
     perturb_ratio: Annotated[float, typer.Option(help="ρ: fraction of a batch relabeled in each synthetic set.",
@@ -215,6 +235,17 @@ def fit(
     skip_missing: Annotated[bool, typer.Option(help="Leave out rows whose image file is missing.")] = False,
     skip_bad: Annotated[bool, typer.Option(help="Leave out rows whose image cannot be decoded.")] = False,
     dedupe: Annotated[bool, typer.Option(help="Keep the first of rows that repeat an image path.")] = False,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Folder for the decoded images (a memory-mapped file); "
+                                                           "the next fit on the same, unchanged images reuses them "
+                                                           "instead of decoding again \\[default: --out].",
+                                                      show_default=False)] = None,
+    max_ram_gb: Annotated[Optional[float], typer.Option(help="Load the decoded images into RAM only up to this "
+                                                             "many GB; larger ones are read from the memory-mapped "
+                                                             "file batch by batch \\[default: half of the RAM].",
+                                                        show_default=False)] = None,
+    nproc: Annotated[int, typer.Option(min=1, help="Train DivideMix on this many processes of this machine, one per "
+                                                   "GPU (or CPU processes with --device cpu), through torchrun; "
+                                                   "see README, 'Several GPUs'.")] = 1,
 ) -> None:
     """Train DivideMix or MLNT on IMAGES_DIR + LABELS_CSV and write per-sample clean probabilities to --out.
 
@@ -222,7 +253,11 @@ def fit(
     of two networks (DivideMix: its two networks; MLNT: the student and its EMA teacher) and a refined
     label that blends the given label with the networks' mean prediction.
     """
-    config = FitConfig(method=method, epochs=epochs, warmup=warmup, batch_size=batch_size, lr=lr,
+    if nproc > 1 and distributed.started_processes() == 1:
+        relaunch_with_torchrun(nproc, device)
+    if not distributed.is_main():  # under torchrun the main process reports for all
+        logging.getLogger("labelclean").setLevel(logging.ERROR)
+    config = FitConfig(method=method, epochs=epochs, warmup=warmup, auto=auto, batch_size=batch_size, lr=lr,
                        p_threshold=p_threshold, lambda_u=lambda_u, temperature=temperature, alpha=alpha,
                        noise_mode=noise_mode, loss_window=loss_window, meta_sets=meta_sets,
                        perturb_ratio=perturb_ratio, neighbours=neighbours, meta_lr=meta_lr, meta_weight=meta_weight,
@@ -230,25 +265,45 @@ def fit(
                        mentor_filter=mentor_filter, first_order=first_order, arch=arch, image_size=image_size, flip=flip, device=device,
                        seed=seed)
     try:
-        with progress_bars() as (on_epoch, on_progress):
+        with progress_bars() if distributed.is_main() else nullcontext((None, None)) as (on_epoch, on_progress):
             run = api.fit(images_dir, labels_csv, out, config=config, path_column=path_column,
                           label_column=label_column, keep_model=keep_model, resume=resume, overwrite=overwrite,
                           skip_missing=skip_missing, skip_bad=skip_bad, dedupe=dedupe, init_weights=init_weights,
-                          on_epoch=on_epoch, on_progress=on_progress)
-    except KeyboardInterrupt:
-        hint = (f"Finished epochs are saved; continue with: labelclean fit --out {out} --resume"
-                if (out / "checkpoint.pt").exists() else "Nothing was saved yet.")
-        stderr.print(f"Interrupted. {hint}", highlight=False)
+                          cache_dir=cache_dir, max_ram_gb=max_ram_gb, on_epoch=on_epoch, on_progress=on_progress)
+    except KeyboardInterrupt as stop:
+        resume = f"continue with: labelclean fit --out {out} --resume" + (
+            f" --nproc {distributed.local_processes()}" if distributed.world_size() > 1 else "")
+        if isinstance(stop, Interrupted):
+            message = f"Stopped cleanly ({stop}) and saved; {resume}"
+        elif (out / "checkpoint.pt").exists():
+            message = f"Interrupted. Finished epochs are saved; {resume}"
+        else:
+            message = "Interrupted. Nothing was saved yet."
+        if distributed.is_main():
+            stderr.print(message, highlight=False, soft_wrap=True)  # a wrapped command cannot be pasted
         raise typer.Exit(130) from None
-    summarize(run)
+    if distributed.is_main():
+        summarize(run)
+
+
+def relaunch_with_torchrun(nproc: int, device: str) -> None:
+    """Replace this process by torchrun running the same command, less --nproc, as ``nproc`` processes."""
+    if api.resolve_device(device).type == "cuda" and nproc > torch.cuda.device_count():
+        raise LabelcleanError(f"--nproc {nproc} asks for one process per GPU but PyTorch sees "
+                              f"{torch.cuda.device_count()}; lower --nproc or pass --device cpu.")
+    args = [arg for k, arg in enumerate(sys.argv[1:], 1)
+            if not (arg.startswith("--nproc") or sys.argv[k - 1] == "--nproc")]
+    os.execv(sys.executable, [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                              f"--nproc_per_node={nproc}", "-m", "labelclean", *args])
 
 
 def summarize(run: api.Run) -> None:
     table = run.export()
-    noisy = int(table["is_noisy"].sum())
-    stderr.print(f"Done in {run.config['fit_seconds']:.0f}s: {noisy:,} of {len(table):,} labels look wrong "
-                 f"(clean_prob < 0.5). Review them with:\n  labelclean export {run.directory} --only-noisy "
-                 f"--sort clean_prob", highlight=False)
+    noisy, errors = int(table["is_noisy"].sum()), int(table["is_error"].sum())
+    stderr.print(f"Done in {run.config['fit_seconds']:.0f}s: {noisy:,} of {len(table):,} labels look suspect "
+                 f"(clean_prob < 0.5), {errors:,} of them wrong (the networks predict another class). Review "
+                 f"them with:\n  labelclean export {run.directory} --only-errors --sort clean_prob", highlight=False,
+                 soft_wrap=True)
 
 
 @command
@@ -258,7 +313,9 @@ def export(
     fmt: Annotated[Optional[str], typer.Option("--format", "-f", help=f"One of {', '.join(FORMATS)}, label-studio "
                                                "\\[default: from the -o suffix, else csv].", show_default=False)]
     = None,
-    only_noisy: Annotated[bool, typer.Option(help="Only the flagged rows.")] = False,
+    only_noisy: Annotated[bool, typer.Option(help="Only the rows with is_noisy (clean_prob < threshold).")] = False,
+    only_errors: Annotated[bool, typer.Option(help="Only the rows with is_error (is_noisy and the networks "
+                                                   "predict another class): the ones to relabel.")] = False,
     sort: Annotated[Optional[str], typer.Option(help=f"Sort ascending by {', '.join(SORT_KEYS)} "
                                                      "(clean_prob: worst first).", show_default=False)] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="File to write \\[default: stdout].",
@@ -279,16 +336,16 @@ def export(
     if as_labels:
         if action not in ("relabel", "drop"):
             raise LabelcleanError(f"The 'action' option must be relabel or drop. Got {action!r}.")
-        if fmt or only_noisy or sort:
+        if fmt or only_noisy or only_errors or sort:
             raise LabelcleanError("--as-labels writes a cleaned copy of the labels CSV; drop --format, "
-                                  "--only-noisy and --sort.")
+                                  "--only-noisy, --only-errors and --sort.")
         data = run.config["data"]
         cleaned = apply_decisions(Path(data["labels_csv"]), model_decisions(run.export(threshold)),
                                   drop_rejected=action == "drop", path_column=data["path_column"],
                                   label_column=data["label_column"])
         report_changes(cleaned, output)
         return
-    table = run.export(threshold, only_noisy=only_noisy, sort=sort)
+    table = run.export(threshold, only_noisy=only_noisy, only_errors=only_errors, sort=sort)
     if fmt == "label-studio":
         write_label_studio(table, run.classes, output, image_url_prefix=image_url_prefix, config_file=ls_config)
     else:
@@ -355,11 +412,23 @@ def predict(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="File to write \\[default: stdout].",
                                                    show_default=False)] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 512,
+    convert_channels: Annotated[bool, typer.Option("--convert-channels", help="Convert colour images to "
+                                                   "grayscale for a run trained on grayscale instead of refusing "
+                                                   "them (gray images for a colour run are always converted).")]
+    = False,
 ) -> None:
-    """Predict classes of new images with the run's two-network ensemble."""
+    """Predict classes of new images with the run's two-network ensemble.
+
+    Images must have the run's channels. Grayscale images given to a run trained on colour are
+    converted (nothing is lost); colour images given to a run trained on grayscale are refused,
+    since the model never saw colour and they are often from the wrong folder: pass
+    --convert-channels to convert them to grayscale anyway.
+    """
     run = api.Run.load(run_dir)
     with progress_bars() as (_, on_progress):
-        table = run.predict(inputs, top_k=top_k, images_dir=images_dir, device=device, on_progress=on_progress)
+        table = run.predict(inputs, top_k=top_k, images_dir=images_dir, device=device, batch_size=batch_size,
+                            convert_channels=convert_channels, on_progress=on_progress)
     write_table(table, format_from_suffix(output, fmt), output)
 
 
@@ -380,14 +449,16 @@ def demo(
     dataset = write_digits(out, noise=noise, mode=noise_mode, seed=seed)
     stderr.print(f"Wrote {dataset.images_dir} and {dataset.labels_csv} "
                  f"({dataset.noise_rate:.1%} of labels flipped; truth in {dataset.truth_csv}).", highlight=False)
-    settings = {**DEMO_SETTINGS, "noise_mode": noise_mode, "seed": seed, "device": device, "method": method}
+    settings = {**DEMO_SETTINGS, "seed": seed, "device": device, "method": method}  # the noise kind is detected
     with progress_bars() as (on_epoch, on_progress):
         run = api.fit(dataset.images_dir, dataset.labels_csv, out / "run", overwrite=True,
                       on_epoch=on_epoch, on_progress=on_progress, **settings)
-    figures = score(run.export(0.5), pd.read_csv(dataset.truth_csv, dtype=str))
-    table = Table(title=f"labelclean demo ({method}): digits, {noise:.0%} {noise_mode} noise")
-    table.add_column("figure")
-    table.add_column("value", justify="right")
+    table, truth = run.export(0.5), pd.read_csv(dataset.truth_csv, dtype=str)
+    figures = score(table, truth)
+    errors = score(table.assign(is_noisy=table["is_error"], refined_label=table["suggested_label"]), truth)
+    shown = Table(title=f"labelclean demo ({method}): digits, {noise:.0%} {noise_mode} noise")
+    shown.add_column("figure")
+    shown.add_column("value", justify="right")
     for name, value in [
         ("samples", f"{figures['n_samples']:,}"),
         ("labels flipped", f"{figures['noise_rate']:.1%}"),
@@ -398,11 +469,14 @@ def demo(
         ("F1 @0.5", f"{figures['f1']:.3f}"),
         ("accuracy of given labels", f"{figures['given_accuracy']:.3f}"),
         ("accuracy of refined labels", f"{figures['refined_accuracy']:.3f}"),
+        ("F1 of is_error", f"{errors['f1']:.3f}"),
+        ("accuracy of suggested labels", f"{errors['refined_accuracy']:.3f}"),
         ("wall time", f"{time.perf_counter() - started:.0f} s"),
     ]:
-        table.add_row(name, value)
-    Console().print(table)
-    stderr.print(f"Next: labelclean export {run.directory} --only-noisy --sort clean_prob | head", highlight=False)
+        shown.add_row(name, value)
+    Console().print(shown)
+    stderr.print(f"Next: labelclean export {run.directory} --only-errors --sort clean_prob | head", highlight=False,
+                 soft_wrap=True)
 
 
 def main() -> None:

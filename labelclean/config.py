@@ -2,7 +2,8 @@
 
 The config is saved as ``config.json`` in the run directory and in every checkpoint, so a
 run can be resumed and its results explained. Nothing here depends on facts a user cannot
-know (such as the true noise rate).
+know (such as the true noise rate): a ``None`` value is chosen from the data by the rules in
+:mod:`labelclean.auto` (the schedule always; λu, the threshold and the loss window with ``auto``).
 """
 
 from __future__ import annotations
@@ -15,39 +16,46 @@ from .models import ARCHS
 
 METHODS = ("dividemix", "mlnt")
 MENTOR_FILTERS = ("disagree", "gmm", "none")
-NOISE_MODES = ("sym", "asym")
+NOISE_MODES = ("auto", "sym", "asym")
+# What DivideMix uses for λu, threshold and loss window with --no-auto: the paper's CIFAR-10 settings at 50% noise.
+PAPER_SETTINGS = {"lambda_u": 25.0, "p_threshold": 0.5, "loss_window": 1}
 DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass
 class FitConfig:
-    """Options of ``labelclean.fit``; the defaults are the DivideMix paper's CIFAR-10 settings and,
-    for MLNT, those of the MLNT paper and its official code (``LiJunnan1992/MLNT``, ``main.py``).
+    """Options of ``labelclean.fit``: the DivideMix paper's settings where they do not depend on the
+    data; ``None`` where they do (chosen by :mod:`labelclean.auto`); for MLNT, those of the MLNT
+    paper and its official code (``LiJunnan1992/MLNT``, ``main.py``).
 
     Examples
     --------
-    >>> FitConfig(epochs=30, warmup=5).validate().lambda_u
-    25.0
+    >>> FitConfig(epochs=30, warmup=5).validate().lambda_u is None  # chosen after warm-up
+    True
     """
 
     method: str = "dividemix"  # 'dividemix' (dividemix.py) or 'mlnt' (mlnt.py)
 
     # Schedule and optimizer (official code: SGD, momentum 0.9, weight decay 5e-4, lr ÷10 at half).
-    epochs: int = 300  # passes over the data, warm-up included
-    warmup: int = 10  # epochs of plain cross-entropy on all samples (DivideMix's warm-up, MLNT's baseline)
+    epochs: int | None = None  # passes over the data, warm-up included; None: auto.train_epochs after warm-up
+    warmup: int | None = None  # epochs of plain cross-entropy on all samples (DivideMix's warm-up, MLNT's
+    #                            baseline); None: until the networks stop improving (auto.best_warmup_epoch)
     batch_size: int = 64  # labeled and unlabeled samples per step; warm-up uses twice this
     lr: float = 0.02  # SGD learning rate, divided by 10 after half of the epochs
     momentum: float = 0.9
     weight_decay: float = 5e-4
 
     # DivideMix.
-    p_threshold: float = 0.5  # clean probability above which a sample joins the labeled set
-    lambda_u: float = 25.0  # weight of the unlabeled (MSE) loss once ramped up
+    auto: bool = True  # choose None-valued lambda_u, p_threshold, loss_window from the estimated noise
+    #                    (auto.choose_settings) and guard against self-locking splits; off: PAPER_SETTINGS
+    p_threshold: float | None = None  # clean probability above which a sample joins the labeled set
+    lambda_u: float | None = None  # weight of the unlabeled (MSE) loss once ramped up
     rampup_epochs: float = 16.0  # epochs over which lambda_u ramps linearly from 0 after warm-up
     temperature: float = 0.5  # sharpening temperature T of refined and guessed labels
     alpha: float = 4.0  # mixup: lambda ~ Beta(alpha, alpha), then max(lambda, 1 - lambda)
-    noise_mode: str = "sym"  # 'asym' adds the confidence penalty during warm-up (class-pair noise)
-    loss_window: int = 1  # epochs of normalized losses averaged before the GMM (paper: 5 at 90% noise)
+    noise_mode: str = "auto"  # 'asym': class-pair noise (confidence penalty in warm-up, λu 0 with auto);
+    #                           'sym': any other class; 'auto': detected after warm-up (auto.estimate_noise)
+    loss_window: int | None = None  # epochs of normalized losses averaged before the GMM (paper: 5 at 90%)
 
     # MLNT (defaults of the official main.py). Its meta epochs (after the baseline) are split evenly
     # into `rounds`; each round has its own lr step (÷10 at half), meta-weight ramp and EMA schedule.
@@ -81,31 +89,28 @@ class FitConfig:
         def bad(name: str, rule: str) -> LabelcleanError:
             return LabelcleanError(f"The '{name}' option must be {rule}. Got {getattr(self, name)!r}.")
 
+        def given(name: str) -> float | None:
+            return getattr(self, name)
+
         if self.method not in METHODS:
             raise bad("method", f"one of {', '.join(METHODS)}")
         for name in ("epochs", "batch_size", "eval_batch_size", "loss_window", "meta_sets", "neighbours",
                      "rounds"):
-            if getattr(self, name) < 1:
+            if given(name) is not None and given(name) < 1:
                 raise bad(name, "at least 1")
-        if self.method == "mlnt" and not 1 <= self.warmup <= self.epochs - self.rounds:
-            raise LabelcleanError(
-                f"With --method mlnt the 'warmup' option must be in [1, epochs - rounds]: the baseline "
-                f"model (also the frozen feature model) needs at least one epoch, and every round at "
-                f"least one. Got warmup={self.warmup}, epochs={self.epochs}, rounds={self.rounds}."
-            )
-        if not 0 <= self.warmup < self.epochs:
-            raise LabelcleanError(
-                f"The 'warmup' option must be in [0, epochs) so that DivideMix trains after warm-up. "
-                f"Got warmup={self.warmup}, epochs={self.epochs}."
-            )
+        if self.epochs is not None and self.warmup is None and self.epochs < 3:
+            raise LabelcleanError(f"With --epochs {self.epochs} also set --warmup: choosing the warm-up needs at "
+                                  f"least 2 warm-up epochs and 1 more to train.")
+        if self.warmup is not None and self.epochs is not None:
+            self.check_warmup(self.warmup, self.epochs)
         for name in ("lr", "alpha", "temperature", "meta_lr"):
             if not getattr(self, name) > 0:
                 raise bad(name, "greater than 0")
         for name in ("momentum", "p_threshold", "perturb_ratio", "ema_decay", "ema_decay_late"):
-            if not 0 <= getattr(self, name) <= 1:
+            if given(name) is not None and not 0 <= given(name) <= 1:
                 raise bad(name, "in [0, 1]")
         for name in ("weight_decay", "lambda_u", "rampup_epochs", "meta_weight", "meta_rampup"):
-            if getattr(self, name) < 0:
+            if given(name) is not None and given(name) < 0:
                 raise bad(name, "at least 0")
         if self.mentor_filter not in MENTOR_FILTERS:
             raise bad("mentor_filter", f"one of {', '.join(MENTOR_FILTERS)}")
@@ -118,6 +123,20 @@ class FitConfig:
         if self.image_size is not None and not 4 <= self.image_size <= 1024:
             raise bad("image_size", "between 4 and 1024 pixels")
         return self
+
+    def check_warmup(self, warmup: int, epochs: int) -> None:
+        """Warm-up against the epoch budget, once both are known (given, or chosen by the rules)."""
+        if self.method == "mlnt" and not 1 <= warmup <= epochs - self.rounds:
+            raise LabelcleanError(
+                f"With --method mlnt the 'warmup' option must be in [1, epochs - rounds]: the baseline "
+                f"model (also the frozen feature model) needs at least one epoch, and every round at "
+                f"least one. Got warmup={warmup}, epochs={epochs}, rounds={self.rounds}."
+            )
+        if not 0 <= warmup < epochs:
+            raise LabelcleanError(
+                f"The 'warmup' option must be in [0, epochs) so that DivideMix trains after warm-up. "
+                f"Got warmup={warmup}, epochs={epochs}."
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

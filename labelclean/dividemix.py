@@ -17,10 +17,12 @@ The step is :func:`train_step`; the loop is :func:`train`.
 
 from __future__ import annotations
 
+import copy
+import logging
 import math
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 
 import numpy as np
@@ -30,19 +32,35 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 from torch import nn
 
-from .config import FitConfig
+from . import distributed
+from .auto import (
+    LOCK_EPOCHS,
+    MAX_RECOVERIES,
+    MAX_WARMUP_EPOCHS,
+    MIN_WARMUP_EPOCHS,
+    best_warmup_epoch,
+    choose_settings,
+    estimate_noise,
+    is_locked,
+    train_epochs,
+    warmup_over,
+)
+from .config import PAPER_SETTINGS, FitConfig
 from .errors import LabelcleanError
 from .training import (
     EpochReport,
+    Loop,
     TrainingData,
     TrainingState,
     autocast,
     learning_rate,
-    per_sample_loss,
+    once,
     predict_logits,
     run_epochs,
     set_learning_rate,
 )
+
+log = logging.getLogger("labelclean")
 
 # ---------------------------------------------------------------------------------------------
 # The method's math, as pure functions on tensors.
@@ -167,16 +185,17 @@ def clean_probability(loss: np.ndarray | torch.Tensor, *, max_iter: int = 10, to
 
 
 def warmup_epoch(net: nn.Module, optimizer: torch.optim.Optimizer, data: TrainingData,
-                 cfg: FitConfig) -> torch.Tensor:
+                 cfg: FitConfig, loop: Loop | None = None) -> torch.Tensor:
     """One pass of cross-entropy on all given labels (+ confidence penalty for 'asym' noise).
 
-    Returns the mean loss as a device tensor (no host sync inside the loop).
+    Returns the mean loss as a device tensor (no host sync inside the loop). Within a fit,
+    ``loop`` makes the pass stoppable and resumable at a step boundary.
     """
     net.train()
     total = torch.zeros((), device=data.device)
-    order = torch.randperm(len(data), device=data.device)
-    batches = order.split(2 * cfg.batch_size)
-    for idx in batches:
+    batches = torch.randperm(len(data), device=data.device).split(2 * cfg.batch_size)
+    for step in loop.steps(len(batches), total) if loop else range(len(batches)):
+        idx = distributed.part(batches[step])
         x = data.views(idx, 1)[0]
         with autocast(data.device):
             logits = net(x).float()
@@ -186,7 +205,7 @@ def warmup_epoch(net: nn.Module, optimizer: torch.optim.Optimizer, data: Trainin
         objective.backward()
         optimizer.step()
         total += loss.detach()
-    return total / len(batches)
+    return distributed.average(total) / len(batches)
 
 
 def train_step(net: nn.Module, peer: nn.Module, optimizer: torch.optim.Optimizer, data: TrainingData,
@@ -223,7 +242,8 @@ def train_step(net: nn.Module, peer: nn.Module, optimizer: torch.optim.Optimizer
 
 
 def train_epoch(net: nn.Module, peer: nn.Module, optimizer: torch.optim.Optimizer, data: TrainingData,
-                clean_prob: torch.Tensor, epoch: int, cfg: FitConfig) -> tuple[torch.Tensor, torch.Tensor, int]:
+                clean_prob: torch.Tensor, epoch: int, cfg: FitConfig,
+                loop: Loop | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
     """One DivideMix epoch of ``net`` on the split given by the peer's ``clean_prob`` (n,).
 
     As in the official code, an epoch is one pass over the labeled set, with unlabeled
@@ -231,6 +251,7 @@ def train_epoch(net: nn.Module, peer: nn.Module, optimizer: torch.optim.Optimize
     """
     net.train()
     peer.eval()
+    distributed.sync_buffers(peer)  # it predicts in eval mode, from its BatchNorm statistics
     is_labeled = clean_prob > cfg.p_threshold
     labeled_idx = is_labeled.nonzero().squeeze(1)
     unlabeled_idx = (~is_labeled).nonzero().squeeze(1)
@@ -243,60 +264,189 @@ def train_epoch(net: nn.Module, peer: nn.Module, optimizer: torch.optim.Optimize
                                  for _ in range(cycles)]) if n_unlabeled else unlabeled_idx
     lams = torch.distributions.Beta(cfg.alpha, cfg.alpha).sample((steps,)).tolist()
     totals = torch.zeros(2, device=data.device)
-    for step, labeled in enumerate(labeled_batches):
-        unlabeled = unlabeled_order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+    for step in loop.steps(steps, totals) if loop else range(steps):
+        labeled = distributed.part(labeled_batches[step])
+        unlabeled = distributed.part(unlabeled_order[step * cfg.batch_size:(step + 1) * cfg.batch_size])
         lambda_u = cfg.lambda_u * linear_rampup(epoch + step / steps, cfg.warmup, cfg.rampup_epochs)
         loss_x, loss_u = train_step(net, peer, optimizer, data, labeled, clean_prob[labeled], unlabeled,
                                     lams[step], lambda_u, cfg)
         totals += torch.stack([loss_x, loss_u])
-    means = totals / steps
+    means = distributed.average(totals) / steps
     return means[0], means[1], n_labeled
 
 
 def co_divide(net: nn.Module, data: TrainingData, history: list[torch.Tensor], cfg: FitConfig,
-              seed: int) -> tuple[torch.Tensor, bool]:
-    """Clean probability (n,) of every sample from ``net``'s losses, averaged over the loss window.
+              seed: int) -> tuple[torch.Tensor, bool, float]:
+    """Clean probability (n,) of every sample from ``net``'s losses, averaged over the loss window;
+    whether the GMM converged; and the share of samples whose given label ``net`` predicts.
 
     ``history`` (this network's recent normalized losses) is updated in place.
     """
-    history.append(normalized_loss(per_sample_loss(net, data, cfg.eval_batch_size)).cpu())
+    logits = predict_logits(net, data, cfg.eval_batch_size)
+    history.append(normalized_loss(F.cross_entropy(logits, data.labels, reduction="none")).cpu())
     del history[:-cfg.loss_window]
     prob, converged = clean_probability(torch.stack(history).mean(0).numpy(), seed=seed)
-    return torch.as_tensor(prob, dtype=torch.float32, device=data.device), converged
+    agreement = (logits.argmax(dim=1) == data.labels).float().mean().item()
+    return torch.as_tensor(prob, dtype=torch.float32, device=data.device), converged, agreement
+
+
+# ---------------------------------------------------------------------------------------------
+# The schedule and the settings chosen from the data (rules in auto.py), kept in state.extra["auto"].
+
+
+def warmup_limit(cfg: FitConfig) -> int:
+    """Longest adaptive warm-up: MAX_WARMUP_EPOCHS, or a third of a given --epochs."""
+    return MAX_WARMUP_EPOCHS if cfg.epochs is None else max(MIN_WARMUP_EPOCHS, cfg.epochs // 3)
+
+
+def planned(cfg: FitConfig, state: TrainingState, n_samples: int) -> FitConfig:
+    """``cfg`` with every value left to the rules filled in, as far as decided: before an adaptive
+    warm-up ends, its length is the longest it may take and the settings are the paper's."""
+    decided = state.extra.get("auto", {})
+    warmup = cfg.warmup if cfg.warmup is not None else decided.get("warmup", warmup_limit(cfg))
+    epochs = cfg.epochs if cfg.epochs is not None else warmup + train_epochs(n_samples, cfg.batch_size)
+    settings = decided.get("settings", PAPER_SETTINGS) if cfg.auto else PAPER_SETTINGS
+    return replace(cfg, warmup=warmup, epochs=epochs,
+                   **{name: value for name, value in settings.items() if getattr(cfg, name) is None})
+
+
+def ensemble_agreement(nets: list[nn.Module], data: TrainingData, cfg: FitConfig) -> tuple[float, np.ndarray]:
+    """Share of samples whose given label the two networks' mean prediction is, and that prediction (n,)."""
+    probs = torch.stack([torch.softmax(predict_logits(net, data, cfg.eval_batch_size), dim=1) for net in nets])
+    predicted = probs.mean(0).argmax(dim=1)
+    return (predicted == data.labels).float().mean().item(), predicted.cpu().numpy()
+
+
+def snapshot(nets: list[nn.Module], optimizers: list[torch.optim.Optimizer]) -> dict[str, list[dict]]:
+    return {"nets": [{k: v.detach().clone() for k, v in net.state_dict().items()} for net in nets],
+            "optimizers": [copy.deepcopy(opt.state_dict()) for opt in optimizers]}
+
+
+def adaptive_warmup(nets: list[nn.Module], optimizers: list[torch.optim.Optimizer], data: TrainingData,
+                    cfg: FitConfig, state: TrainingState, epoch: int) -> tuple[float, str | None]:
+    """After warm-up epoch ``epoch``: measure agreement, keep the best networks so far, and when
+    ``auto.warmup_over`` says so, go back to the best ones and end warm-up (returns a note)."""
+    decided = state.extra.setdefault("auto", {})
+    agreement, _ = ensemble_agreement(nets, data, cfg)
+    history = decided.setdefault("warmup_agreement", [])
+    history.append(agreement)
+    if best_warmup_epoch(history) == len(history) - 1:
+        decided["best"] = snapshot(nets, optimizers)
+    if not warmup_over(history, warmup_limit(cfg)):
+        return agreement, None
+    best = decided.pop("best")
+    for net, opt, net_state, opt_state in zip(nets, optimizers, best["nets"], best["optimizers"]):
+        net.load_state_dict(net_state)
+        opt.load_state_dict(opt_state)
+    return agreement, end_warmup(nets, data, cfg, state, epoch + 1, best_warmup_epoch(history) + 1)
+
+
+def end_warmup(nets: list[nn.Module], data: TrainingData, cfg: FitConfig, state: TrainingState,
+               warmup: int, kept_epoch: int | None = None) -> str:
+    """Record the warm-up length, estimate the noise from the networks and choose the settings."""
+    _, predicted = ensemble_agreement(nets, data, cfg)
+    noise = estimate_noise(predicted, data.labels.cpu().numpy(), data.num_classes)
+    if cfg.noise_mode != "auto":  # the user's word on the kind of noise wins
+        noise.kind = "pair" if cfg.noise_mode == "asym" else "spread"
+    settings = choose_settings(noise, data.num_classes)
+    state.extra.setdefault("auto", {}).update(warmup=warmup, noise=asdict(noise), settings=settings)
+    chosen = {k: v for k, v in settings.items() if getattr(cfg, k) is None} if cfg.auto else {}
+    note = (f"Warm-up ended after {warmup} epoch(s)" + (f", networks from epoch {kept_epoch}" if kept_epoch else "")
+            + f"; they disagree with {noise.rate:.0%} of the given labels ({noise.kind} noise)")
+    if chosen:
+        note += "; chose " + ", ".join(f"{k} {v:g}" for k, v in chosen.items())
+    log.info("%s.", note)
+    return note
+
+
+def guard_fires(labeled: float, agreement: float, cfg: FitConfig, state: TrainingState) -> str | None:
+    """Feed this epoch's labeled share and agreement to the self-locking guard; a note when it fires.
+
+    With ``auto`` the run recovers by a warm-up epoch of both networks on all labels instead of
+    this epoch's DivideMix epoch (at most MAX_RECOVERIES times): a locked split came from networks
+    too weak when warm-up ended, and training on its small labeled set does not make them stronger.
+    """
+    guard = state.extra.setdefault("auto", {}).setdefault("guard", {"labeled": [], "agreement": [],
+                                                                     "recoveries": 0})
+    for name, value in (("labeled", labeled), ("agreement", agreement)):
+        guard[name] = [*guard[name], value][-LOCK_EPOCHS:]
+    if not is_locked(guard["labeled"], guard["agreement"]):
+        return None
+    guard["labeled"], guard["agreement"] = [], []
+    recover = cfg.auto and guard["recoveries"] < MAX_RECOVERIES
+    guard["recoveries"] += recover
+    note = (f"The split has locked itself: the labeled sets hold {labeled:.0%} of the samples while the "
+            f"networks predict the given label for {agreement:.0%}. "
+            + ("Running a warm-up epoch on all labels to recover." if recover else
+               "Consider a longer --warmup (or --auto)."))
+    log.warning(note)
+    return note if recover else None
+
+
+def warmup_both(nets: list[nn.Module], optimizers: list[torch.optim.Optimizer], data: TrainingData,
+                cfg: FitConfig, state: TrainingState) -> list[float]:
+    """A warm-up epoch of each network; their mean losses."""
+    def warm(k: int) -> float:
+        return warmup_epoch(nets[k], optimizers[k], data, cfg, Loop(state, f"warm-up {k + 1}", cfg.seed)).item()
+
+    return [once(state, f"warm-up {k + 1}", partial(warm, k)) for k in (0, 1)]
 
 
 def one_epoch(nets: list[nn.Module], optimizers: list[torch.optim.Optimizer], data: TrainingData,
               cfg: FitConfig, state: TrainingState, epoch: int) -> EpochReport:
-    """Epoch ``epoch`` (0-based) of DivideMix: warm-up of both networks, or co-divide + a train epoch of each."""
-    lr = learning_rate(epoch, cfg)
+    """Epoch ``epoch`` (0-based) of DivideMix: warm-up of both networks, or co-divide + a train epoch of each.
+
+    Work that must not be redone when an epoch stopped by Ctrl-C resumes goes through ``once``.
+    """
+    note = None
+    if cfg.warmup is not None and epoch >= cfg.warmup and "warmup" not in state.extra.get("auto", {}):
+        note = end_warmup(nets, data, cfg, state, cfg.warmup)
+    plan = planned(cfg, state, len(data))
+    lr = learning_rate(epoch, plan)
     set_learning_rate(optimizers, lr)
-    if epoch < cfg.warmup:
-        losses = [warmup_epoch(net, opt, data, cfg) for net, opt in zip(nets, optimizers)]
-        return EpochReport(epoch + 1, cfg.epochs, "warm-up", lr, 0.0, loss=torch.stack(losses).tolist())
-    divided = [co_divide(net, data, hist, cfg, seed=cfg.seed + epoch)
-               for net, hist in zip(nets, state.loss_history)]
-    results = [train_epoch(nets[k], nets[1 - k], optimizers[k], data, divided[1 - k][0], epoch, cfg)
-               for k in (0, 1)]
+    if epoch < plan.warmup:
+        report = EpochReport(epoch + 1, plan.epochs, "warm-up", lr, 0.0,
+                             loss=warmup_both(nets, optimizers, data, plan, state))
+        if cfg.warmup is None:
+            agreement, report.note = adaptive_warmup(nets, optimizers, data, plan, state, epoch)
+            report.agreement, report.epochs = [agreement], planned(cfg, state, len(data)).epochs
+        return report
+    divided = once(state, "co-divide", lambda: [co_divide(net, data, hist, plan, seed=cfg.seed + epoch)
+                                                for net, hist in zip(nets, state.loss_history)])
+    labeled_share = float(np.mean([(prob > plan.p_threshold).float().mean().item() for prob, _, _ in divided]))
+    agreement = [a for _, _, a in divided]
+    if recovery := once(state, "guard", lambda: guard_fires(labeled_share, float(np.mean(agreement)), plan, state)):
+        return EpochReport(epoch + 1, plan.epochs, "warm-up", lr, 0.0,
+                           loss=warmup_both(nets, optimizers, data, plan, state), agreement=agreement, note=recovery)
+    def train_on_peer_split(k: int) -> tuple[float, float, int]:
+        loss_x, loss_u, n_labeled = train_epoch(nets[k], nets[1 - k], optimizers[k], data, divided[1 - k][0],
+                                                epoch, plan, Loop(state, f"train {k + 1}", cfg.seed))
+        return loss_x.item(), loss_u.item(), n_labeled
+
+    results = [once(state, f"train {k + 1}", partial(train_on_peer_split, k)) for k in (0, 1)]
     labeled = [n for _, _, n in results]
     return EpochReport(
-        epoch + 1, cfg.epochs, "train", lr, 0.0,
-        loss=torch.stack([r[0] for r in results]).tolist(),
-        loss_u=torch.stack([r[1] for r in results]).tolist(),
+        epoch + 1, plan.epochs, "train", lr, 0.0,
+        loss=[r[0] for r in results],
+        loss_u=[r[1] for r in results],
         labeled=labeled,
         noise_estimate=1 - sum(labeled) / (2 * len(data)),
-        lambda_u=cfg.lambda_u * linear_rampup(epoch + 1, cfg.warmup, cfg.rampup_epochs),
-        gmm_converged=all(c for _, c in divided),
+        lambda_u=plan.lambda_u * linear_rampup(epoch + 1, plan.warmup, plan.rampup_epochs),
+        gmm_converged=all(c for _, c, _ in divided),
+        agreement=agreement,
+        note=note,
     )
 
 
 def train(nets: list[nn.Module], optimizers: list[torch.optim.Optimizer], data: TrainingData,
           cfg: FitConfig, state: TrainingState, on_epoch: Callable[[EpochReport], None],
           after_epoch: Callable[[TrainingState], None]) -> None:
-    """Warm up, then run DivideMix epochs, from ``state.epoch`` to ``cfg.epochs``.
+    """Warm up, then run DivideMix epochs, from ``state.epoch`` to the planned number of epochs.
 
     ``after_epoch(state)`` runs at every epoch boundary (the caller checkpoints there).
     """
-    run_epochs(state, cfg.epochs, partial(one_epoch, nets, optimizers, data, cfg, state), on_epoch, after_epoch)
+    run_epochs(state, lambda: planned(cfg, state, len(data)).epochs,
+               partial(one_epoch, nets, optimizers, data, cfg, state), on_epoch, after_epoch)
 
 
 @dataclass
@@ -312,7 +462,7 @@ def evaluate(nets: list[nn.Module], data: TrainingData, cfg: FitConfig) -> Final
     """The final evaluation pass that export reads: clean probabilities and ensemble predictions."""
     logits = [predict_logits(net, data, cfg.eval_batch_size) for net in nets]
     losses = [F.cross_entropy(z, data.labels, reduction="none") for z in logits]
-    clean = [clean_probability(normalized_loss(loss).cpu().numpy(), seed=cfg.seed + cfg.epochs)[0]
+    clean = [clean_probability(normalized_loss(loss).cpu().numpy(), seed=cfg.seed)[0]
              for loss in losses]
     probs = torch.stack([torch.softmax(z, dim=1) for z in logits]).mean(0)
     return FinalEvaluation(np.stack(clean), torch.stack(losses).cpu().numpy(), probs.cpu().numpy())

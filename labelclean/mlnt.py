@@ -50,26 +50,32 @@ import copy
 import math
 from bisect import bisect_right
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import FitConfig
+from .auto import train_epochs
+from .config import PAPER_SETTINGS, FitConfig
 from .dividemix import FinalEvaluation, clean_probability, normalized_loss, warmup_epoch
 from .dividemix import evaluate as evaluate_pair
 from .errors import LabelcleanError
 from .training import (
     EpochReport,
+    Loop,
     TrainingData,
     TrainingState,
     autocast,
+    once,
     predict_logits,
     run_epochs,
     set_learning_rate,
     step_decay,
 )
+
+BASELINE_EPOCHS = 10  # baseline length without --warmup: the DivideMix paper's CIFAR warm-up
 
 # ---------------------------------------------------------------------------------------------
 # The method's math, as functions on tensors and modules.
@@ -202,13 +208,14 @@ def train_step(student: nn.Module, teacher: nn.Module, feature_model: nn.Module,
 
 
 def train_epoch(student: nn.Module, teacher: nn.Module, feature_model: nn.Module, optimizer: torch.optim.Optimizer,
-                data: TrainingData, kept: torch.Tensor, round_epoch: int, cfg: FitConfig) -> torch.Tensor:
+                data: TrainingData, kept: torch.Tensor, round_epoch: int, cfg: FitConfig, loop: Loop) -> torch.Tensor:
     """One pass over the ``kept`` sample indices; returns the mean CE and consistency loss (2,)."""
     student.train()
     teacher.train()
     batches = kept[torch.randperm(len(kept), device=data.device)].split(cfg.batch_size)
     totals = torch.zeros(2, device=data.device)
-    for step, idx in enumerate(batches):
+    for step in loop.steps(len(batches), totals):
+        idx = batches[step]
         weight, decay = meta_schedule(round_epoch + step / len(batches), cfg)
         totals += train_step(student, teacher, feature_model, optimizer, data, idx, weight, decay, cfg)
     return totals / len(batches)
@@ -263,18 +270,19 @@ def one_epoch(nets: list[nn.Module], optimizers: list[torch.optim.Optimizer], da
     student, teacher = nets
     if epoch < cfg.warmup:
         set_learning_rate(optimizers, cfg.lr)
-        loss = warmup_epoch(student, optimizers[0], data, cfg)
+        loss = warmup_epoch(student, optimizers[0], data, cfg, Loop(state, "baseline", cfg.seed))
         return EpochReport(epoch + 1, cfg.epochs, "baseline", cfg.lr, 0.0, loss=[loss.item()])
     bounds = round_bounds(cfg)
     index = bisect_right(bounds, epoch) - 1
-    if epoch == bounds[index]:
-        start_round(index, student, teacher, optimizers[0], data, cfg, state, seed=cfg.seed + epoch)
+    if epoch == bounds[index]:  # once: a resumed epoch must not restart its round
+        once(state, "round", lambda: start_round(index, student, teacher, optimizers[0], data, cfg, state,
+                                                 seed=cfg.seed + epoch))
     lr = step_decay(cfg.lr, epoch - bounds[index], bounds[index + 1] - bounds[index])
     set_learning_rate(optimizers, lr)
     kept = state.extra["kept"].to(data.device).nonzero().squeeze(1)
     feature_model = frozen_copy(student, state.extra["feature_model"])
     loss, consistency = train_epoch(student, teacher, feature_model, optimizers[0], data, kept,
-                                    epoch - bounds[index], cfg).tolist()
+                                    epoch - bounds[index], cfg, Loop(state, "meta", cfg.seed)).tolist()
     return EpochReport(epoch + 1, cfg.epochs, "meta", lr, 0.0, loss=[loss],
                        noise_estimate=1 - len(kept) / len(data), round=index + 1, consistency=consistency,
                        meta_weight=meta_schedule(epoch + 1 - bounds[index], cfg)[0])
@@ -288,7 +296,20 @@ def train(nets: list[nn.Module], optimizers: list[torch.optim.Optimizer], data: 
     Only the student's optimizer steps. ``state.extra`` holds the frozen feature model and the
     current round's kept-sample mask, so a resumed run continues mid-round exactly.
     """
-    run_epochs(state, cfg.epochs, partial(one_epoch, nets, optimizers, data, cfg, state), on_epoch, after_epoch)
+    cfg = with_schedule(cfg, len(data))
+    run_epochs(state, lambda: cfg.epochs, partial(one_epoch, nets, optimizers, data, cfg, state), on_epoch,
+               after_epoch)
+
+
+def with_schedule(cfg: FitConfig, n_samples: int) -> FitConfig:
+    """``cfg`` with a fixed schedule: MLNT has no adaptive baseline; without --warmup it trains
+    BASELINE_EPOCHS (fewer when --epochs is short), then ``auto.train_epochs`` unless --epochs is given."""
+    warmup = cfg.warmup if cfg.warmup is not None else (
+        BASELINE_EPOCHS if cfg.epochs is None else min(BASELINE_EPOCHS, max(1, cfg.epochs // 3)))
+    epochs = cfg.epochs if cfg.epochs is not None else warmup + train_epochs(n_samples, cfg.batch_size)
+    cfg.check_warmup(warmup, epochs)
+    return replace(cfg, warmup=warmup, epochs=epochs,
+                   p_threshold=PAPER_SETTINGS["p_threshold"] if cfg.p_threshold is None else cfg.p_threshold)
 
 
 def evaluate(nets: list[nn.Module], data: TrainingData, cfg: FitConfig) -> FinalEvaluation:

@@ -14,6 +14,8 @@ Layout::
                        method's extra state (MLNT: frozen feature model, kept-sample mask)
       model.pt         after training (unless --no-keep-model): both networks' weights
       skipped.csv      rows left out by --skip-missing / --skip-bad, with the reason
+      decoded-*.u8     the decoded images (uint8, memory-mapped) and their shape, kept for the
+      decoded-*.json   next fit on the same files, unless --cache-dir puts them elsewhere (cache.py)
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -40,14 +42,20 @@ CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"
 SKIPPED = "skipped.csv"
 
+T = TypeVar("T")
 
-def atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> None:
-    """Call ``write(file)`` on a temp file next to ``path``, then rename it over ``path``."""
+
+def atomic_write(path: Path, write: Callable[[io.BufferedRandom], T]) -> T:
+    """Call ``write(file)`` on a temp file next to ``path``, then rename it over ``path``.
+
+    The file is also readable, so that ``write`` can rework what it wrote (the decoded-image
+    cache shrinks RGB rows to one channel in place). Returns what ``write`` returns.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
+        with os.fdopen(fd, "w+b") as f:
+            result = write(f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes files owner-only; outputs are meant to be shared
@@ -55,6 +63,7 @@ def atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return result
 
 
 def _umask() -> int:

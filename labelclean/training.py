@@ -3,26 +3,34 @@ passes, the per-epoch report, the resumable training state and the optimizer sch
 
 from __future__ import annotations
 
+import logging
+import signal
+import threading
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import distributed
 from .augment import Augment
 from .config import FitConfig
+
+log = logging.getLogger("labelclean")
 
 
 @dataclass
 class TrainingData:
     """The decoded images and given labels, placed once for the whole fit.
 
-    ``images`` stays uint8; it lives on the training device when it fits there, else on
-    the CPU, and :meth:`batch` moves only the rows a step needs.
+    ``images`` stays uint8; it lives on the training device when it fits there, else in RAM,
+    else memory-mapped from the decoded-image cache on disk, and :meth:`batch` moves only the
+    rows a step needs.
     """
 
     images: torch.Tensor  # uint8 (n, c, h, w)
@@ -52,17 +60,22 @@ def autocast(device: torch.device) -> AbstractContextManager[Any]:
 
 
 def predict_logits(net: nn.Module, data: TrainingData, batch_size: int) -> torch.Tensor:
-    """Float32 logits (n, k) of the un-augmented images, in eval mode."""
-    images = data.images
+    """Float32 logits (n, k) of the un-augmented images, in eval mode.
+
+    With several processes each computes its shard of the samples and every process gets all logits.
+    """
+    net = distributed.unwrap(net)
+    distributed.sync_buffers(net)
+    rows = distributed.shard(len(data))
     was_training = net.training
     net.eval()
-    out = torch.empty(len(images), data.num_classes, device=data.device)
+    out = torch.empty(len(rows), data.num_classes, device=data.device)
     with torch.inference_mode(), autocast(data.device):
-        for start in range(0, len(images), batch_size):
-            x = images[start:start + batch_size].to(data.device, non_blocking=True)
-            out[start:start + batch_size] = net(data.to_model(data.augment.plain(x))).float()
+        for start in range(rows.start, rows.stop, batch_size):
+            x = data.images[start:min(start + batch_size, rows.stop)].to(data.device, non_blocking=True)
+            out[start - rows.start:start - rows.start + len(x)] = net(data.to_model(data.augment.plain(x))).float()
     net.train(was_training)
-    return out
+    return distributed.gather_rows(out, len(data))
 
 
 def per_sample_loss(net: nn.Module, data: TrainingData, batch_size: int) -> torch.Tensor:
@@ -89,6 +102,8 @@ class EpochReport:
     noise_estimate: float | None = None  # fraction of samples the GMMs put in the noisy set (MLNT: left out)
     lambda_u: float | None = None
     gmm_converged: bool | None = None
+    agreement: list[float] | None = None  # DivideMix, per network: share of samples whose given label it predicts
+    note: str | None = None  # a decision taken this epoch (warm-up ended, settings chosen, guard fired)
     round: int | None = None  # MLNT: 1-based training round
     consistency: float | None = None  # MLNT: mean KL(teacher ‖ fast model) over the synthetic label sets
     meta_weight: float | None = None  # MLNT: weight of the consistency loss at the end of the epoch
@@ -104,20 +119,107 @@ class TrainingState:
     # Method-specific state beyond the two networks and their optimizers, by name: state dicts or
     # tensors that ``torch.load(weights_only=True)`` reads back (MLNT: its frozen feature model).
     extra: dict[str, Any] = field(default_factory=dict)
+    # Inside an epoch stopped by Ctrl-C: what it computed once (see :func:`once`) and where its
+    # current step loop stopped (see :class:`Loop`). Empty at epoch boundaries.
+    partial: dict[str, Any] = field(default_factory=dict)
 
 
-def run_epochs(state: TrainingState, epochs: int, one_epoch: Callable[[int], EpochReport],
+# ---------------------------------------------------------------------------------------------
+# Stopping at a step boundary and resuming there.
+
+STOP = threading.Event()  # set on Ctrl-C (see api.fit): stop at the next step boundary
+T = TypeVar("T")
+
+
+class Interrupted(KeyboardInterrupt):
+    """Raised at a step boundary once STOP is set; ``TrainingState.partial`` then says where."""
+
+
+@contextmanager
+def stop_on_ctrl_c() -> Iterator[None]:
+    """While training: the first Ctrl-C sets STOP (the fit stops at the next step boundary and
+    checkpoints there); a second one interrupts at once. Only the main thread can take signals."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if STOP.is_set():
+            raise KeyboardInterrupt
+        STOP.set()
+        log.warning("Stopping after the current step to save it (press Ctrl-C again to stop at once).")
+
+    previous = signal.signal(signal.SIGINT, handler)
+    STOP.clear()
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        STOP.clear()
+
+
+def stable_seed(*parts: object) -> int:
+    """A seed from its parts that is the same in every process (``hash`` of a str is not)."""
+    return zlib.crc32("/".join(map(str, parts)).encode())
+
+
+def once(state: TrainingState, name: str, compute: Callable[[], T]) -> T:
+    """``compute()``'s result, computed once per epoch: an epoch resumed after Ctrl-C reuses what it
+    had computed before (a split made by networks that have trained since, a finished loop)."""
+    done = state.partial.setdefault("done", {})
+    if name not in done:
+        done[name] = compute()
+    return done[name]
+
+
+@dataclass
+class Loop:
+    """One pass of optimizer steps inside an epoch (a network's warm-up or training pass).
+
+    Every random draw of the pass is seeded from (seed, epoch, name) before its first step and
+    from (seed, epoch, name, step) before each step, so a pass resumed at step ``s`` draws exactly
+    what an uninterrupted one would, without replaying steps ``0..s-1``. With several processes, all
+    draw the same plan (the batches) and each its own augmentations (the rank joins the step's seed);
+    a Ctrl-C on any of them stops all at the same step.
+    """
+
+    state: TrainingState
+    name: str
+    seed: int
+
+    def __post_init__(self) -> None:
+        torch.manual_seed(stable_seed(self.seed, self.state.epoch, self.name))
+
+    def steps(self, count: int, totals: torch.Tensor) -> Iterator[int]:
+        """Step indices to run, from where a checkpoint stopped; ``totals`` (the caller's running
+        sums, updated in place) is restored from and saved with the position."""
+        saved = self.state.partial.get("loop")
+        start = 0
+        if saved is not None and saved["name"] == self.name:
+            start = saved["step"]
+            totals.copy_(saved["totals"])
+        for step in range(start, count):
+            if distributed.any_process(STOP.is_set()):
+                self.state.partial["loop"] = {"name": self.name, "step": step, "totals": totals.clone()}
+                raise Interrupted(f"stopped at step {step} of {count} ({self.name}) in epoch {self.state.epoch + 1}")
+            torch.manual_seed(stable_seed(self.seed, self.state.epoch, self.name, step, *distributed.seed_parts()))
+            yield step
+
+
+def run_epochs(state: TrainingState, epochs: Callable[[], int], one_epoch: Callable[[int], EpochReport],
                on_epoch: Callable[[EpochReport], None], after_epoch: Callable[[TrainingState], None]) -> None:
-    """The loop every method shares: ``one_epoch(epoch)`` (0-based) from ``state.epoch`` to ``epochs``.
+    """The loop every method shares: ``one_epoch(epoch)`` (0-based) from ``state.epoch`` to ``epochs()``.
 
-    Each epoch is timed and its report appended to ``state.history``; then ``after_epoch(state)``
+    ``epochs()`` is asked again after every epoch: an adaptive warm-up decides the length only
+    when it ends. Each epoch is timed and its report appended to ``state.history``; then ``after_epoch(state)``
     runs (the caller checkpoints there) and ``on_epoch(report)`` (the caller shows progress).
     """
-    for epoch in range(state.epoch, epochs):
+    while state.epoch < epochs():
         start = time.perf_counter()
-        report = one_epoch(epoch)
+        report = one_epoch(state.epoch)
         report.seconds = time.perf_counter() - start
-        state.epoch = epoch + 1
+        state.epoch += 1
+        state.partial = {}
         state.history.append(report.__dict__.copy())
         after_epoch(state)
         on_epoch(report)

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from PIL import Image
 from typer.testing import CliRunner
 
+from labelclean import api
 from labelclean.cli import app
 from labelclean.data import read_labels
 from labelclean.errors import LabelcleanError
@@ -107,7 +108,7 @@ CASES = {
     "epochs < warmup": (fit_with_options("--epochs", "2", "--warmup", "3"), r"'warmup' option must be in \[0, epochs\)"),
     "batch too large": (fit_with_options("--batch-size", "64"), r"fewer than two batches of 64; lower --batch-size"),
     "p-threshold": (fit_with_options("--p-threshold", "1.5"), r"'p_threshold' option must be in \[0, 1\]. Got 1.5"),
-    "noise mode": (fit_with_options("--noise-mode", "pairs"), r"'noise_mode' option must be one of sym, asym"),
+    "noise mode": (fit_with_options("--noise-mode", "pairs"), r"'noise_mode' option must be one of auto, sym, asym"),
     "arch": (fit_with_options("--arch", "vgg"), r"'arch' option must be one of"),
     "image size": (fit_with_options("--image-size", "2"), r"'image_size' option must be between 4 and 1024"),
     "lr": (fit_with_options("--lr", "0"), r"'lr' option must be greater than 0"),
@@ -131,6 +132,8 @@ CASES = {
                               r"Cannot load .*model.pt"),
     "predict bad image": (on_run(["predict", "RUN", "/etc/hosts"]), r"1 input image\(s\) cannot be read"),
     "predict top-k": (on_run(["predict", "RUN", "/etc/hosts", "--top-k", "99"]), r"'top_k' option must be in"),
+    "predict batch size": (on_run(["predict", "RUN", "/etc/hosts", "--batch-size", "0"]),
+                           r"'batch_size' option must be at least 1. Got 0"),
 }
 
 
@@ -163,6 +166,52 @@ def test_skip_options_leave_out_bad_rows_and_record_them(tmp_path):
     skipped = (tmp_path / "run" / "skipped.csv").read_text()
     assert "zero.png" in skipped and "gone.png" in skipped and "repeated path" in skipped
     assert len((tmp_path / "run" / "samples.csv").read_text().splitlines()) == 1 + 8
+
+
+def out_of_memory(*args, **kwargs):
+    raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 7.79 GiB total capacity)")
+
+
+def test_gpu_out_of_memory_names_the_options_that_shrink_it(tmp_path, tiny_run, monkeypatch):
+    monkeypatch.setattr(api, "fit", out_of_memory)
+    monkeypatch.setattr(api.Run, "predict", out_of_memory)
+    fit = runner.invoke(app, [str(a) for a in fit_with_options()(tmp_path)])
+    predict = runner.invoke(app, ["predict", str(tiny_run.directory), str(tmp_path / "images")])
+    for result in (fit, predict):
+        assert result.exit_code == 1 and result.stdout == "" and "Traceback" not in result.output, result.output
+    assert fit.stderr.strip() == ("error: the GPU ran out of memory; try a smaller --batch-size or --image-size, "
+                                  "or --device cpu.")
+    assert predict.stderr.strip() == "error: the GPU ran out of memory; try a smaller --batch-size, or --device cpu."
+
+
+def test_predict_refuses_colour_images_for_a_grayscale_run_unless_asked(tmp_path, tiny_run):
+    new = tmp_path / "new"
+    new.mkdir()
+    Image.new("L", (8, 8), 128).save(new / "gray.png")
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(new / "red.png")
+    refused = runner.invoke(app, ["predict", str(tiny_run.directory), str(new)])
+    assert refused.exit_code == 1 and refused.stdout == "" and "Traceback" not in refused.output
+    error = refused.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(r"error: 1 of 2 input image\(s\) are in colour \(e\.g\. '\S*red\.png'\) but the run in "
+                        r"\S+ was trained on grayscale \(1 channel\); .* --convert-channels to convert them\.", error), error
+    converted = runner.invoke(app, ["predict", str(tiny_run.directory), str(new), "--convert-channels"])
+    assert converted.exit_code == 0, converted.output
+    assert len(converted.stdout.splitlines()) == 1 + 2
+
+
+def test_grayscale_images_are_converted_for_a_colour_run(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(16):
+        Image.new("RGB", (8, 8), [(200, 30, 30), (30, 30, 200)][i % 2]).save(images / f"{i}.png")
+    (tmp_path / "labels.csv").write_text("path,label\n" + "".join(f"{i}.png,{'rb'[i % 2]}\n" for i in range(16)))
+    run = api.fit(images, tmp_path / "labels.csv", tmp_path / "run", epochs=2, warmup=1, batch_size=4,
+                  arch="small_cnn", device="cpu")
+    assert run.config["preprocessing"]["channels"] == 3
+    Image.new("L", (8, 8), 128).save(tmp_path / "gray.png")
+    result = runner.invoke(app, ["predict", str(run.directory), str(tmp_path / "gray.png")])
+    assert result.exit_code == 0, result.output
+    assert len(result.stdout.splitlines()) == 1 + 1
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

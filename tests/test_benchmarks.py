@@ -30,14 +30,14 @@ def test_quality_benchmark_scores_every_method(benchmarks, tmp_path):
     import quality
 
     result = runner.invoke(quality.app, [
-        "--setting", "asym:0.4", "--seeds", "1", "--subset", "100", "--set", "epochs=2,warmup=1,batch_size=32",
+        "--setting", "asym:0.4", "--seeds", "1", "--subset", "100", "--set", "epochs=2,warmup=1,batch_size=32", "--baseline-epochs", "2",
         "--variant", "lambda_u=0", "--folds", "2", "--device", "cpu", "--threads", "1", "--results", str(tmp_path),
     ])
     assert result.exit_code == 0, result.output
     saved = json.loads((tmp_path / "quality-digits-asym40.json").read_text())
     assert saved["data"] == {"n_train": 80, "n_test": 20, "split_seed": 0}
-    assert list(saved["summary"]) == ["dividemix", "dividemix +disagree", "dividemix[lambda_u=0]",
-                                      "dividemix[lambda_u=0] +disagree", "plain_ce", "cleanlab"]
+    assert list(saved["summary"]) == ["labelclean", "labelclean is_error", "labelclean[lambda_u=0]",
+                                      "labelclean[lambda_u=0] is_error", "plain_ce", "cleanlab"]
     for figures in saved["summary"].values():
         assert all(0 <= figures[f]["mean"] <= 1 for f in quality.FIGURES[:-1]), figures
     assert {run["noise_rate"] for run in saved["runs"]} == {saved["runs"][0]["noise_rate"]}  # same noise for all

@@ -39,6 +39,14 @@ def test_fit_export_predict_from_the_command_line(digits, tmp_path):
     assert table["path"].tolist() == pd.read_csv(digits.labels_csv)["path"].tolist()  # input order
     assert table["clean_prob"].between(0, 1).all()
     assert (table["is_noisy"] == (table["clean_prob"] < 0.5)).all()
+    disagrees = table["predicted_label"] != table["given_label"]
+    assert (table["is_error"] == (table["is_noisy"] & disagrees)).all()
+    changed = table["suggested_label"] != table["given_label"]
+    assert (changed == table["is_error"]).all()
+    assert (table.loc[changed, "suggested_label"] == table.loc[changed, "predicted_label"]).all()
+
+    errors = pd.read_csv(io.StringIO(invoke("export", out, "--only-errors", "--threshold", "0.9").stdout))
+    assert len(errors) == int(((table["clean_prob"] < 0.9) & disagrees).sum()) and errors["is_error"].all()
 
     noisy = pd.read_csv(io.StringIO(invoke("export", out, "--only-noisy", "--sort", "clean_prob",
                                            "--threshold", "0.9").stdout))

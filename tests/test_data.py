@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from labelclean.data import decode_images, list_images, read_labels, resolve_inside, sort_classes
+from labelclean.data import decode_image, decode_images, list_images, read_labels, resolve_inside, sort_classes
 from labelclean.errors import LabelcleanError
 
 
@@ -131,6 +131,17 @@ def test_exif_rotation_is_applied(tmp_path):
     out, _ = decode_images([tmp_path / "r.jpg"], 10, channels=1)
     top, bottom = out[0, 0, :5].float().mean(), out[0, 0, 5:].float().mean()
     assert top > 200 and bottom < 50  # the white left half is now on top
+
+
+@pytest.mark.parametrize("name", ["animated.gif", "pages.tiff"])
+def test_multi_frame_files_give_their_first_frame(tmp_path, name):
+    frames = [Image.new("RGB", (8, 8), colour) for colour in [(255, 0, 0), (0, 0, 255), (0, 255, 0)]]
+    frames[0].save(tmp_path / name, save_all=True, append_images=frames[1:], duration=100)
+    assert Image.open(tmp_path / name).n_frames == 3
+    assert decode_image(tmp_path / name, 4)[:, 0, 0].tolist() == [255, 0, 0]
+    images, bad = decode_images([tmp_path / name], 4)
+    assert not bad and images.shape == (1, 3, 4, 4)
+    assert (images[0, 0] == 255).all() and (images[0, 1:] == 0).all()  # red, not blue or green
 
 
 def test_decompression_bombs_are_refused(tmp_path, monkeypatch):

@@ -133,7 +133,7 @@ def test_train_epoch_survives_an_empty_labeled_or_unlabeled_set(clean):
     from labelclean.training import make_optimizer
 
     data = tiny_training_data()
-    cfg = FitConfig(epochs=2, warmup=0, batch_size=8)
+    cfg = FitConfig(epochs=2, warmup=0, batch_size=8, p_threshold=0.5, lambda_u=25.0)
     net, peer = build_model("small_cnn", 1, 3, 8), build_model("small_cnn", 1, 3, 8)
     before = [p.detach().clone() for p in net.parameters()]
     clean_prob = {"none": torch.zeros(len(data)), "all": torch.ones(len(data)),

@@ -15,6 +15,7 @@ from conftest import TINY
 import labelclean
 from labelclean.errors import LabelcleanError
 from labelclean.run import atomic_write, load_torch, write_text
+from labelclean.training import STOP, Interrupted, Loop
 
 RESUME = dict(TINY, epochs=4, warmup=1)
 
@@ -72,16 +73,43 @@ def test_interrupted_fit_resumes_to_the_same_result(digits, tmp_path):
     assert len(resumed.history) == 4
 
 
-def test_fit_killed_with_sigkill_resumes(digits, tmp_path):
-    out = tmp_path / "run"
+def test_ctrl_c_stops_at_a_step_boundary_and_resumes_there(digits, tmp_path, monkeypatch):
+    reference = labelclean.fit(digits.images_dir, digits.labels_csv, tmp_path / "ref", **RESUME)
+    steps = Loop.steps
+
+    def ctrl_c_in_epoch_3(loop, count, totals):
+        for step in steps(loop, count, totals):
+            if (loop.state.epoch, loop.name, step) == (2, "train 2", 1):
+                STOP.set()  # what the Ctrl-C handler does: this step finishes, the next one does not start
+            yield step
+
+    monkeypatch.setattr(Loop, "steps", ctrl_c_in_epoch_3)
+    with pytest.raises(Interrupted, match="step 2 .* epoch 3"):
+        labelclean.fit(digits.images_dir, digits.labels_csv, tmp_path / "cut", **RESUME)
+    monkeypatch.undo()
+    saved = load_torch(tmp_path / "cut" / "checkpoint.pt")
+    assert saved["epoch"] == 2 and saved["partial"]["loop"]["name"] == "train 2"
+    assert {"co-divide", "guard", "train 1"} <= set(saved["partial"]["done"])
+    resumed = labelclean.fit(None, None, tmp_path / "cut", resume=True)
+    pd.testing.assert_frame_equal(resumed.export(), reference.export(), check_exact=False, atol=1e-5)
+
+
+def start_fit(digits, out: Path, *extra: str) -> tuple[subprocess.Popen, list[str]]:
+    """``labelclean fit`` in a child process; returns once it has finished its second epoch."""
     args = [sys.executable, "-m", "labelclean", "fit", str(digits.images_dir), str(digits.labels_csv),
             "--out", str(out), "--epochs", "30", "--warmup", "1", "--batch-size", "32", "--arch", "small_cnn",
-            "--device", "cpu"]
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            "--device", "cpu", *extra]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not (out / "history.jsonl").exists() or len((out / "history.jsonl").read_text().splitlines()) < 2:
         assert time.time() < deadline and process.poll() is None, "fit did not reach epoch 2"
         time.sleep(0.2)
+    return process, args
+
+
+def test_fit_killed_with_sigkill_resumes(digits, tmp_path):
+    out = tmp_path / "run"
+    process, args = start_fit(digits, out)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (out / "samples.csv").exists()
@@ -91,6 +119,17 @@ def test_fit_killed_with_sigkill_resumes(digits, tmp_path):
     assert finished.returncode == 0, finished.stderr
     run = labelclean.Run(out)
     assert len(run.export()) == 300 and len(run.history) == 30
+
+
+def test_ctrl_c_on_the_command_line_saves_and_says_how_to_resume(digits, tmp_path):
+    out = tmp_path / "run"
+    process, _ = start_fit(digits, out)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "Stopped cleanly (stopped at step" in stderr and f"labelclean fit --out {out} --resume" in stderr
+    assert "Traceback" not in stderr
+    assert "partial" in load_torch(out / "checkpoint.pt")
 
 
 def test_outputs_get_the_usual_file_mode(tmp_path):
