@@ -29,7 +29,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
@@ -162,6 +162,7 @@ def resolve_image_settings(bench: Benchmark, cfg: FitConfig) -> FitConfig:
 class Outcome:
     table: pd.DataFrame  # path, given_label, score (lower = more likely wrong), is_noisy, refined_label
     test_accuracy: float
+    details: dict[str, Any] = field(default_factory=dict)  # labelclean: what --auto chose, epochs run
 
 
 def accuracy(predicted: np.ndarray, bench: Benchmark) -> float:
@@ -179,7 +180,9 @@ def labelclean_method(bench: Benchmark, cfg: FitConfig, work: Path) -> dict[str,
     predicted = run.predict([bench.test_csv], images_dir=bench.images_dir, device=cfg.device)["predicted_label"]
     test = accuracy(predicted.to_numpy(), bench)
     errors = table.assign(is_noisy=table["is_error"], refined_label=table["suggested_label"])
-    return {"": Outcome(table, test), " is_error": Outcome(errors, test)}
+    chosen = {k: v for k, v in run.config.get("auto", {}).items() if k in ("warmup", "noise", "settings")}
+    details = {"epochs": run.config["epochs"], "auto": chosen}
+    return {"": Outcome(table, test, details), " is_error": Outcome(errors, test, details)}
 
 
 def train_cross_entropy(data: TrainingData, cfg: FitConfig) -> nn.Module:
@@ -297,7 +300,7 @@ def run_setting(name: str, make: Callable[[int, Path], Benchmark], base: FitConf
             for suffix, outcome in outcomes.items():
                 figures = score(outcome.table, bench.truth.astype(str), suspicion="score")
                 runs.append({"method": method + suffix, "seed": seed, **figures,
-                             "test_accuracy": outcome.test_accuracy, "seconds": seconds})
+                             "test_accuracy": outcome.test_accuracy, "seconds": seconds, **outcome.details})
                 console.print(f"{name} seed {seed} {method + suffix}: AUROC {figures['auroc']:.3f} "
                               f"F1 {figures['f1']:.3f} refined {figures['refined_accuracy']:.3f} "
                               f"test {outcome.test_accuracy:.3f} ({seconds:.0f} s)", markup=False)

@@ -12,8 +12,9 @@ out = sys.argv[1] if len(sys.argv) > 1 else "labelclean-example"
 data = write_digits(out, noise=0.3, seed=1)  # images/ + labels.csv with 30% of labels flipped
 run = labelclean.fit(data.images_dir, data.labels_csv, f"{out}/run", overwrite=True, **DEMO_SETTINGS)
 
-suspects = run.export(threshold=0.5, only_noisy=True, sort="clean_prob")
-print(f"{len(suspects)} of {len(run.export())} labels look wrong; the ten most certain:")
-print(suspects[["path", "given_label", "refined_label", "clean_prob"]].head(10).to_string(index=False))
+errors = run.export(threshold=0.5, only_errors=True, sort="clean_prob")
+print(f"{len(errors)} of {len(run.export())} labels look wrong; the ten most certain:")
+print(errors[["path", "given_label", "suggested_label", "clean_prob"]].head(10).to_string(index=False))
+print("Chosen from the data:", run.config["auto"]["noise"], run.config["auto"]["settings"])
 
 print(run.predict([data.images_dir / "0000.png", data.images_dir / "0001.png"], top_k=2))

@@ -274,7 +274,7 @@ def fit(
         resume = f"continue with: labelclean fit --out {out} --resume" + (
             f" --nproc {distributed.local_processes()}" if distributed.world_size() > 1 else "")
         if isinstance(stop, Interrupted):
-            message = f"Stopped cleanly ({stop}) and saved; {resume}"
+            message = f"Stopped cleanly {stop} and saved it; {resume}"
         elif (out / "checkpoint.pt").exists():
             message = f"Interrupted. Finished epochs are saved; {resume}"
         else:

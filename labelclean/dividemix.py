@@ -325,7 +325,10 @@ def snapshot(nets: list[nn.Module], optimizers: list[torch.optim.Optimizer]) -> 
 def adaptive_warmup(nets: list[nn.Module], optimizers: list[torch.optim.Optimizer], data: TrainingData,
                     cfg: FitConfig, state: TrainingState, epoch: int) -> tuple[float, str | None]:
     """After warm-up epoch ``epoch``: measure agreement, keep the best networks so far, and when
-    ``auto.warmup_over`` says so, go back to the best ones and end warm-up (returns a note)."""
+    ``auto.warmup_over`` says so, go back to the best ones and end warm-up (returns a note).
+
+    ``cfg`` is the config as given (None where the rules decide), not the planned one.
+    """
     decided = state.extra.setdefault("auto", {})
     agreement, _ = ensemble_agreement(nets, data, cfg)
     history = decided.setdefault("warmup_agreement", [])
@@ -408,7 +411,7 @@ def one_epoch(nets: list[nn.Module], optimizers: list[torch.optim.Optimizer], da
         report = EpochReport(epoch + 1, plan.epochs, "warm-up", lr, 0.0,
                              loss=warmup_both(nets, optimizers, data, plan, state))
         if cfg.warmup is None:
-            agreement, report.note = adaptive_warmup(nets, optimizers, data, plan, state, epoch)
+            agreement, report.note = adaptive_warmup(nets, optimizers, data, cfg, state, epoch)
             report.agreement, report.epochs = [agreement], planned(cfg, state, len(data)).epochs
         return report
     divided = once(state, "co-divide", lambda: [co_divide(net, data, hist, plan, seed=cfg.seed + epoch)
@@ -418,8 +421,10 @@ def one_epoch(nets: list[nn.Module], optimizers: list[torch.optim.Optimizer], da
     if recovery := once(state, "guard", lambda: guard_fires(labeled_share, float(np.mean(agreement)), plan, state)):
         return EpochReport(epoch + 1, plan.epochs, "warm-up", lr, 0.0,
                            loss=warmup_both(nets, optimizers, data, plan, state), agreement=agreement, note=recovery)
+
     def train_on_peer_split(k: int) -> tuple[float, float, int]:
-        loss_x, loss_u, n_labeled = train_epoch(nets[k], nets[1 - k], optimizers[k], data, divided[1 - k][0],
+        peer_split = divided[1 - k][0].to(data.device)  # a checkpoint's copy comes back on the CPU
+        loss_x, loss_u, n_labeled = train_epoch(nets[k], nets[1 - k], optimizers[k], data, peer_split,
                                                 epoch, plan, Loop(state, f"train {k + 1}", cfg.seed))
         return loss_x.item(), loss_u.item(), n_labeled
 

@@ -201,7 +201,7 @@ class Loop:
         for step in range(start, count):
             if distributed.any_process(STOP.is_set()):
                 self.state.partial["loop"] = {"name": self.name, "step": step, "totals": totals.clone()}
-                raise Interrupted(f"stopped at step {step} of {count} ({self.name}) in epoch {self.state.epoch + 1}")
+                raise Interrupted(f"after {step} of {count} steps ({self.name}) in epoch {self.state.epoch + 1}")
             torch.manual_seed(stable_seed(self.seed, self.state.epoch, self.name, step, *distributed.seed_parts()))
             yield step
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import TINY
+from conftest import TINY, fit_interrupted_after
 
 import labelclean
 from labelclean.auto import (
@@ -115,18 +115,13 @@ def test_adaptive_warmup_chooses_and_records_the_settings(digits, tmp_path):
     phases = [epoch["phase"] for epoch in run.history]
     assert phases[:2] == ["warm-up"] * 2 and "train" in phases[2:] and len(phases) == 7
     assert run.history[1]["note"].startswith("Warm-up ended after 2 epoch(s)")
+    assert "; chose lambda_u" in run.history[1]["note"]  # what --auto chose is said
 
 
 def test_resume_inside_an_adaptive_warmup_gives_the_same_result(digits, tmp_path):
     settings = dict(TINY, epochs=7, warmup=None)
     reference = labelclean.fit(digits.images_dir, digits.labels_csv, tmp_path / "ref", **settings)
-
-    def stop_in_warmup(report):
-        if report.epoch == 1:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        labelclean.fit(digits.images_dir, digits.labels_csv, tmp_path / "cut", on_epoch=stop_in_warmup, **settings)
+    fit_interrupted_after(1, digits, tmp_path / "cut", **settings)  # inside the adaptive warm-up
     resumed = labelclean.fit(None, None, tmp_path / "cut", resume=True)
     assert resumed.export().equals(reference.export())
     assert resumed.config["auto"] == reference.config["auto"]

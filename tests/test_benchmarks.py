@@ -58,3 +58,23 @@ def test_speed_benchmark_projects_an_epoch(benchmarks, tmp_path):
     assert saved["projected"]["run_seconds"] > saved["projected"]["epoch_seconds"] > 0
     assert saved["memory"]["cpu_peak_rss_mb"] > 0
     assert "projected run" in result.stdout
+
+
+def test_memory_benchmark_measures_both_placements(benchmarks, tmp_path):
+    import memory
+
+    out = tmp_path / "memory.json"
+    result = runner.invoke(memory.app, [
+        "--images", "64", "--image-size", "16", "--distinct", "8", "--batch-size", "16", "--steps", "2",
+        "--threads", "1", "--workdir", str(tmp_path / "work"), "--out", str(out),
+    ])
+    assert result.exit_code == 0, result.output
+    saved = json.loads(out.read_text())
+    assert saved["data"]["cache_mb"] == 64 * 3 * 16 * 16 / 1e6
+    runs = saved["runs"]
+    assert list(runs) == list(memory.MODES)
+    assert [r["placement"] for r in runs.values()] == ["RAM", "memory-mapped"]
+    for r in runs.values():
+        assert r["exit_code"] == 0 and r["reused_cache"] and r["stopped"]  # stopped after --steps, as by Ctrl-C
+        assert r["peak_rss_mb"] > 0 and r["seconds"] > 0
+    assert "peak RSS MB" in result.stdout

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY, copy_images
+from conftest import TINY, copy_images, fit_interrupted_after
 from torch import nn
 from typer.testing import CliRunner
 
@@ -200,13 +200,7 @@ def test_fit_method_mlnt_then_export_and_predict_from_the_command_line(digits, t
 def test_interrupted_mlnt_fit_resumes_mid_round_to_the_same_result(digits, tmp_path):
     settings = dict(MLNT_TINY, epochs=4)  # rounds: epoch 2, then epochs 3–4
     reference = labelclean.fit(digits.images_dir, digits.labels_csv, tmp_path / "ref", **settings)
-
-    def stop_after_three(report):
-        if report.epoch == 3:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        labelclean.fit(digits.images_dir, digits.labels_csv, tmp_path / "cut", on_epoch=stop_after_three, **settings)
+    fit_interrupted_after(3, digits, tmp_path / "cut", **settings)
     epochs_seen = []
     resumed = labelclean.fit(None, None, tmp_path / "cut", resume=True, on_epoch=lambda r: epochs_seen.append(r.epoch))
     assert epochs_seen == [4]

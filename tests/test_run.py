@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import TINY
+from conftest import TINY, fit_interrupted_after
 
 import labelclean
 from labelclean.errors import LabelcleanError
@@ -54,13 +54,7 @@ def test_existing_run_is_not_overwritten_without_permission(digits, tiny_run):
 
 def test_interrupted_fit_resumes_to_the_same_result(digits, tmp_path):
     reference = labelclean.fit(digits.images_dir, digits.labels_csv, tmp_path / "ref", **RESUME)
-
-    def stop_after_two(report):
-        if report.epoch == 2:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        labelclean.fit(digits.images_dir, digits.labels_csv, tmp_path / "cut", on_epoch=stop_after_two, **RESUME)
+    fit_interrupted_after(2, digits, tmp_path / "cut", **RESUME)
     with pytest.raises(LabelcleanError, match="did not finish"):
         labelclean.Run(tmp_path / "cut")
     with pytest.raises(LabelcleanError, match="--resume"):
@@ -84,7 +78,7 @@ def test_ctrl_c_stops_at_a_step_boundary_and_resumes_there(digits, tmp_path, mon
             yield step
 
     monkeypatch.setattr(Loop, "steps", ctrl_c_in_epoch_3)
-    with pytest.raises(Interrupted, match="step 2 .* epoch 3"):
+    with pytest.raises(Interrupted, match="after 2 of .* epoch 3"):
         labelclean.fit(digits.images_dir, digits.labels_csv, tmp_path / "cut", **RESUME)
     monkeypatch.undo()
     saved = load_torch(tmp_path / "cut" / "checkpoint.pt")
@@ -127,7 +121,7 @@ def test_ctrl_c_on_the_command_line_saves_and_says_how_to_resume(digits, tmp_pat
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130
-    assert "Stopped cleanly (stopped at step" in stderr and f"labelclean fit --out {out} --resume" in stderr
+    assert "Stopped cleanly after" in stderr and f"labelclean fit --out {out} --resume" in stderr
     assert "Traceback" not in stderr
     assert "partial" in load_torch(out / "checkpoint.pt")
 
