@@ -43,7 +43,7 @@ from .training import EpochReport, Interrupted
 
 app = typer.Typer(
     help="Find and fix wrong labels in an image classification dataset with DivideMix or MLNT.\n\n"
-         "Typical use: labelclean fit images/ labels.csv && labelclean export --only-noisy > suspects.csv",
+         "Typical use: labelclean fit images/ labels.csv && labelclean export --only-errors > suspects.csv",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
