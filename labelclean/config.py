@@ -89,14 +89,11 @@ class FitConfig:
         def bad(name: str, rule: str) -> LabelcleanError:
             return LabelcleanError(f"The '{name}' option must be {rule}. Got {getattr(self, name)!r}.")
 
-        def given(name: str) -> float | None:
-            return getattr(self, name)
-
         if self.method not in METHODS:
             raise bad("method", f"one of {', '.join(METHODS)}")
         for name in ("epochs", "batch_size", "eval_batch_size", "loss_window", "meta_sets", "neighbours",
                      "rounds"):
-            if given(name) is not None and given(name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise bad(name, "at least 1")
         if self.epochs is not None and self.warmup is None and self.epochs < 3:
             raise LabelcleanError(f"With --epochs {self.epochs} also set --warmup: choosing the warm-up needs at "
@@ -107,10 +104,10 @@ class FitConfig:
             if not getattr(self, name) > 0:
                 raise bad(name, "greater than 0")
         for name in ("momentum", "p_threshold", "perturb_ratio", "ema_decay", "ema_decay_late"):
-            if given(name) is not None and not 0 <= given(name) <= 1:
+            if getattr(self, name) is not None and not 0 <= getattr(self, name) <= 1:
                 raise bad(name, "in [0, 1]")
         for name in ("weight_decay", "lambda_u", "rampup_epochs", "meta_weight", "meta_rampup"):
-            if given(name) is not None and given(name) < 0:
+            if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise bad(name, "at least 0")
         if self.mentor_filter not in MENTOR_FILTERS:
             raise bad("mentor_filter", f"one of {', '.join(MENTOR_FILTERS)}")
