@@ -258,8 +258,8 @@ def fit(
     torch.manual_seed(cfg.seed)
     nets = [build_model(cfg.arch, images.shape[1], len(labeled.classes), size) for _ in range(2)]
     if init_weights is not None:
-        loaded = [load_initial_weights(net, Path(init_weights)) for net in nets][0]
-        log.info("Loaded %d tensors from %s into both networks.", loaded, init_weights)
+        loaded = [load_initial_weights(net, Path(init_weights)) for net in nets]
+        log.info("Loaded %d tensors from %s into both networks.", loaded[0], init_weights)
     nets = [net.to(device, memory_format=torch.channels_last if device.type == "cuda" else torch.preserve_format)
             for net in nets]
     optimizers = [make_optimizer(net, cfg) for net in nets]

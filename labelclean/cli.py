@@ -9,13 +9,12 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, NoReturn
 
 import pandas as pd
 import torch
@@ -65,18 +64,29 @@ def command(fn: Callable[..., Any]) -> Callable[..., Any]:
         except LabelcleanError as e:
             if state["debug"]:
                 raise
-            stderr.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
+            fail(str(e))
         except torch.OutOfMemoryError:
             if state["debug"]:
                 raise
-            stderr.print(f"[bold red]error:[/] the GPU ran out of memory; {hint}.", soft_wrap=True)
-            raise typer.Exit(1) from None
+            fail(f"the GPU ran out of memory; {hint}.")
         except KeyboardInterrupt:
-            stderr.print("Interrupted.")
+            if distributed.is_main():
+                stderr.print("Interrupted.")
             raise typer.Exit(130) from None
 
     return app.command()(wrapper)
+
+
+def fail(message: str) -> NoReturn:
+    """Print ``error: message`` and exit 1; a process of a multi-process fit leaves it to its launcher,
+    which prints the distinct errors of all processes once."""
+    if not distributed.record_error(message):
+        print_error(message)
+    raise typer.Exit(1)
+
+
+def print_error(message: str) -> None:
+    stderr.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
 
 
 def memory_hint(fn: Callable[..., Any]) -> str:
@@ -141,9 +151,9 @@ def progress_bars() -> Iterator[tuple[Callable[[EpochReport], None], Callable[[s
             bars.stop()
 
 
-Images = Annotated[Optional[Path], typer.Argument(help="Folder the CSV's image paths are relative to "
+Images = Annotated[Path | None, typer.Argument(help="Folder the CSV's image paths are relative to "
                                                      "(optional with --resume).", show_default=False)]
-Labels = Annotated[Optional[Path], typer.Argument(help="CSV with one row per image: a path and a label column "
+Labels = Annotated[Path | None, typer.Argument(help="CSV with one row per image: a path and a label column "
                                                        "(optional with --resume).", show_default=False)]
 RunDir = Annotated[Path, typer.Argument(help="Run directory written by 'labelclean fit'.")]
 
@@ -153,18 +163,18 @@ def fit(
     images_dir: Images = None,
     labels_csv: Labels = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Run directory to write.")] = Path("labelclean-run"),
-    path_column: Annotated[Optional[str], typer.Option(help="CSV column with image paths \\[default: auto-detect].",
+    path_column: Annotated[str | None, typer.Option(help="CSV column with image paths \\[default: auto-detect].",
                                                        show_default=False)] = None,
-    label_column: Annotated[Optional[str], typer.Option(help="CSV column with labels \\[default: auto-detect].",
+    label_column: Annotated[str | None, typer.Option(help="CSV column with labels \\[default: auto-detect].",
                                                         show_default=False)] = None,
     method: Annotated[str, typer.Option(help="'dividemix' (two networks, GMM split, semi-supervised MixMatch) "
                                              "or 'mlnt' (meta-learning on synthetic label noise with an EMA "
                                              "teacher; see the MLNT options). Both write the same outputs.")]
     = DEFAULTS.method,
-    epochs: Annotated[Optional[int], typer.Option(
+    epochs: Annotated[int | None, typer.Option(
         help="Passes over the data, warm-up included \\[default: warm-up + enough epochs for 1,500 steps, "
              "30 to 290].", show_default=False)] = None,
-    warmup: Annotated[Optional[int], typer.Option(
+    warmup: Annotated[int | None, typer.Option(
         help="Epochs of plain cross-entropy before the first split (MLNT: the baseline, also its frozen "
              "feature model) \\[default: until the networks stop gaining agreement with the labels; MLNT: 10].",
         show_default=False)] = None,
@@ -174,9 +184,9 @@ def fit(
                                        "50%-noise settings (25, 0.5, 1).")] = DEFAULTS.auto,
     batch_size: Annotated[int, typer.Option(help="Labeled (and unlabeled) samples per step.")] = DEFAULTS.batch_size,
     lr: Annotated[float, typer.Option(help="SGD learning rate (÷10 after half the epochs).")] = DEFAULTS.lr,
-    p_threshold: Annotated[Optional[float], typer.Option(
+    p_threshold: Annotated[float | None, typer.Option(
         help="Clean probability above which a sample is labeled \\[default: --auto].", show_default=False)] = None,
-    lambda_u: Annotated[Optional[float], typer.Option(
+    lambda_u: Annotated[float | None, typer.Option(
         help="Weight of the unlabeled loss (paper: 0 for low or class-pair noise, 25 at ~50%, 150 at ~90% with "
              "100 classes) \\[default: --auto].", show_default=False)] = None,
     temperature: Annotated[float, typer.Option(help="Sharpening temperature of refined/guessed labels.")]
@@ -185,7 +195,7 @@ def fit(
     noise_mode: Annotated[str, typer.Option(help="'auto' (detected after warm-up), 'sym' (any other class), or "
                                                  "'asym' for class-pair noise (adds a confidence penalty in "
                                                  "warm-up).")] = DEFAULTS.noise_mode,
-    loss_window: Annotated[Optional[int], typer.Option(
+    loss_window: Annotated[int | None, typer.Option(
         help="Epochs of losses averaged before the GMM (5 helps at very high noise) \\[default: --auto].",
         show_default=False)] = None,
     meta_sets: Annotated[int, typer.Option(help="M: synthetic noisy label sets per batch, each one extra "
@@ -219,7 +229,7 @@ def fit(
                                               "method').", rich_help_panel=MLNT)] = DEFAULTS.first_order,
     arch: Annotated[str, typer.Option(help="small_cnn, preact_resnet18, resnet18/34/50, or auto (by device "
                                            "and image size).")] = DEFAULTS.arch,
-    image_size: Annotated[Optional[int], typer.Option(help="Image side in pixels \\[default: median of the data, "
+    image_size: Annotated[int | None, typer.Option(help="Image side in pixels \\[default: median of the data, "
                                                            "at most 32 on CPU, 224 on GPU].", show_default=False)] = None,
     flip: Annotated[bool, typer.Option("--flip/--no-flip", help="Random horizontal flips (turn off when "
                                                                 "mirroring changes the class).")] = DEFAULTS.flip,
@@ -227,7 +237,7 @@ def fit(
     seed: Annotated[int, typer.Option(help="Random seed.")] = DEFAULTS.seed,
     keep_model: Annotated[bool, typer.Option("--keep-model/--no-keep-model",
                                              help="Keep both networks for 'labelclean predict'.")] = True,
-    init_weights: Annotated[Optional[Path], typer.Option(help="Local state-dict file to start both networks "
+    init_weights: Annotated[Path | None, typer.Option(help="Local state-dict file to start both networks "
                                                               "from (matching layers).", show_default=False)] = None,
     resume: Annotated[bool, typer.Option(help="Continue the unfinished run in --out from its last "
                                               "checkpoint, with its saved settings.")] = False,
@@ -235,17 +245,18 @@ def fit(
     skip_missing: Annotated[bool, typer.Option(help="Leave out rows whose image file is missing.")] = False,
     skip_bad: Annotated[bool, typer.Option(help="Leave out rows whose image cannot be decoded.")] = False,
     dedupe: Annotated[bool, typer.Option(help="Keep the first of rows that repeat an image path.")] = False,
-    cache_dir: Annotated[Optional[Path], typer.Option(help="Folder for the decoded images (a memory-mapped file); "
+    cache_dir: Annotated[Path | None, typer.Option(help="Folder for the decoded images (a memory-mapped file); "
                                                            "the next fit on the same, unchanged images reuses them "
                                                            "instead of decoding again \\[default: --out].",
                                                       show_default=False)] = None,
-    max_ram_gb: Annotated[Optional[float], typer.Option(help="Load the decoded images into RAM only up to this "
+    max_ram_gb: Annotated[float | None, typer.Option(help="Load the decoded images into RAM only up to this "
                                                              "many GB; larger ones are read from the memory-mapped "
                                                              "file batch by batch \\[default: half of the RAM].",
                                                         show_default=False)] = None,
-    nproc: Annotated[int, typer.Option(min=1, help="Train DivideMix on this many processes of this machine, one per "
-                                                   "GPU (or CPU processes with --device cpu), through torchrun; "
-                                                   "see README, 'Several GPUs'.")] = 1,
+    nproc: Annotated[int, typer.Option("--nproc", "--gpus", min=1,
+                                       help="Train DivideMix on this many processes of this machine, one per GPU "
+                                            "(or CPU processes with --device cpu), with torchrun's agent; see "
+                                            "README, 'Several GPUs'.")] = 1,
 ) -> None:
     """Train DivideMix or MLNT on IMAGES_DIR + LABELS_CSV and write per-sample clean probabilities to --out.
 
@@ -254,7 +265,7 @@ def fit(
     label that blends the given label with the networks' mean prediction.
     """
     if nproc > 1 and distributed.started_processes() == 1:
-        relaunch_with_torchrun(nproc, device)
+        launch_processes(nproc, device)
     if not distributed.is_main():  # under torchrun the main process reports for all
         logging.getLogger("labelclean").setLevel(logging.ERROR)
     config = FitConfig(method=method, epochs=epochs, warmup=warmup, auto=auto, batch_size=batch_size, lr=lr,
@@ -281,20 +292,33 @@ def fit(
             message = "Interrupted. Nothing was saved yet."
         if distributed.is_main():
             stderr.print(message, highlight=False, soft_wrap=True)  # a wrapped command cannot be pasted
+        if isinstance(stop, Interrupted):
+            distributed.barrier()  # the launcher ends the others when one exits: exit once the message is out
         raise typer.Exit(130) from None
     if distributed.is_main():
         summarize(run)
 
 
-def relaunch_with_torchrun(nproc: int, device: str) -> None:
-    """Replace this process by torchrun running the same command, less --nproc, as ``nproc`` processes."""
+def launch_processes(nproc: int, device: str) -> NoReturn:
+    """Run this command, less --nproc, as ``nproc`` processes; exit with their status once they end."""
     if api.resolve_device(device).type == "cuda" and nproc > torch.cuda.device_count():
         raise LabelcleanError(f"--nproc {nproc} asks for one process per GPU but PyTorch sees "
                               f"{torch.cuda.device_count()}; lower --nproc or pass --device cpu.")
-    args = [arg for k, arg in enumerate(sys.argv[1:], 1)
-            if not (arg.startswith("--nproc") or sys.argv[k - 1] == "--nproc")]
-    os.execv(sys.executable, [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                              f"--nproc_per_node={nproc}", "-m", "labelclean", *args])
+    status, errors = distributed.launch(nproc, run_command, without_nproc(sys.argv[1:]))
+    for message in errors:
+        print_error(message)
+    raise typer.Exit(status)
+
+
+def without_nproc(argv: list[str]) -> list[str]:
+    """``argv`` less its --nproc/--gpus option, for the processes it starts."""
+    names = ("--nproc", "--gpus")
+    return [arg for k, arg in enumerate(argv) if arg.split("=")[0] not in names and (k == 0 or argv[k - 1] not in names)]
+
+
+def run_command(argv: list[str]) -> None:
+    """One process of ``labelclean fit --nproc N`` (module level: the processes are spawned)."""
+    app(args=argv, prog_name="labelclean")
 
 
 def summarize(run: api.Run) -> None:
@@ -310,21 +334,21 @@ def summarize(run: api.Run) -> None:
 def export(
     run_dir: RunDir = Path("labelclean-run"),
     threshold: Annotated[float, typer.Option(help="Flag samples whose clean_prob is below this.")] = 0.5,
-    fmt: Annotated[Optional[str], typer.Option("--format", "-f", help=f"One of {', '.join(FORMATS)}, label-studio "
+    fmt: Annotated[str | None, typer.Option("--format", "-f", help=f"One of {', '.join(FORMATS)}, label-studio "
                                                "\\[default: from the -o suffix, else csv].", show_default=False)]
     = None,
     only_noisy: Annotated[bool, typer.Option(help="Only the rows with is_noisy (clean_prob < threshold).")] = False,
     only_errors: Annotated[bool, typer.Option(help="Only the rows with is_error (is_noisy and the networks "
                                                    "predict another class): the ones to relabel.")] = False,
-    sort: Annotated[Optional[str], typer.Option(help=f"Sort ascending by {', '.join(SORT_KEYS)} "
+    sort: Annotated[str | None, typer.Option(help=f"Sort ascending by {', '.join(SORT_KEYS)} "
                                                      "(clean_prob: worst first).", show_default=False)] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="File to write \\[default: stdout].",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write \\[default: stdout].",
                                                    show_default=False)] = None,
     image_url_prefix: Annotated[str, typer.Option(help="label-studio: prepended to each image path (default: "
                                                        "Label Studio local files, with LABEL_STUDIO_LOCAL_FILES_"
                                                        "DOCUMENT_ROOT set to the image folder).")]
     = LOCAL_FILES_PREFIX,
-    ls_config: Annotated[Optional[Path], typer.Option(help="label-studio: also write the matching labeling "
+    ls_config: Annotated[Path | None, typer.Option(help="label-studio: also write the matching labeling "
                                                            "config XML here.", show_default=False)] = None,
     as_labels: Annotated[bool, typer.Option(help="Write a cleaned copy of the labels CSV instead: flagged rows "
                                                  "take their refined label (see --action).")] = False,
@@ -352,7 +376,7 @@ def export(
         write_table(table, format_from_suffix(output, fmt), output)
 
 
-def report_changes(cleaned: CleanedLabels, output: Optional[Path]) -> None:
+def report_changes(cleaned: CleanedLabels, output: Path | None) -> None:
     """Write the cleaned labels (and change log) and say on stderr what changed."""
     log = cleaned.write(output)
     actions = cleaned.changes["action"].value_counts()
@@ -364,7 +388,7 @@ def report_changes(cleaned: CleanedLabels, output: Optional[Path]) -> None:
 @command
 def report(
     run_dir: RunDir = Path("labelclean-run"),
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="HTML file to write "
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="HTML file to write "
                                                    "\\[default: RUN_DIR/report.html].", show_default=False)] = None,
     threshold: Annotated[float, typer.Option(help="Samples whose clean_prob is below this are suspects.")] = 0.5,
     max_items: Annotated[int, typer.Option(help="Show at most this many suspects, worst first.")] = 1000,
@@ -384,9 +408,9 @@ def apply(
                                                                 "goes next to it (NAME.changes.csv).")],
     drop_rejected: Annotated[bool, typer.Option(help="Leave out rows whose given label the review rejected "
                                                      "instead of relabeling them.")] = False,
-    path_column: Annotated[Optional[str], typer.Option(help="LABELS_CSV column with image paths "
+    path_column: Annotated[str | None, typer.Option(help="LABELS_CSV column with image paths "
                                                             "\\[default: auto-detect].", show_default=False)] = None,
-    label_column: Annotated[Optional[str], typer.Option(help="LABELS_CSV column with labels "
+    label_column: Annotated[str | None, typer.Option(help="LABELS_CSV column with labels "
                                                              "\\[default: auto-detect].", show_default=False)] = None,
 ) -> None:
     """Write LABELS_CSV with the reviewed labels applied; every other column is kept as it was."""
@@ -403,13 +427,13 @@ def predict(
     run_dir: Annotated[Path, typer.Argument(help="Run directory of a fit with a kept model.")],
     inputs: Annotated[list[Path], typer.Argument(help="Image files, folders, or CSVs with a path column.",
                                                  show_default=False)],
-    images_dir: Annotated[Optional[Path], typer.Option(help="Folder that CSV paths are relative to "
+    images_dir: Annotated[Path | None, typer.Option(help="Folder that CSV paths are relative to "
                                                             "\\[default: the CSV's folder].", show_default=False)]
     = None,
     top_k: Annotated[int, typer.Option(help="Classes to report per image.")] = 1,
-    fmt: Annotated[Optional[str], typer.Option("--format", "-f", help="csv or jsonl \\[default: from -o, else csv].",
+    fmt: Annotated[str | None, typer.Option("--format", "-f", help="csv or jsonl \\[default: from -o, else csv].",
                                                show_default=False)] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="File to write \\[default: stdout].",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write \\[default: stdout].",
                                                    show_default=False)] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 512,

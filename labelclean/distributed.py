@@ -1,8 +1,8 @@
 """Training on several processes with PyTorch's DistributedDataParallel (DDP), launched by torchrun.
 
-``torchrun --nproc_per_node N -m labelclean fit ...`` (or ``labelclean fit --nproc N``) starts N
-copies of the fit; each reads its place from torchrun's ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``.
-They share the work this way:
+``torchrun --nproc_per_node N -m labelclean fit ...`` (or ``labelclean fit --nproc N``, which runs
+torchrun's agent in-process: :func:`launch`) starts N copies of the fit; each reads its place from
+torchrun's ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``. They share the work this way:
 
 - **training steps**: every process draws the same epoch plan (the same seeds) and computes its
   part of each global batch (:func:`part`); DDP averages the gradients, so the optimizer steps are
@@ -20,14 +20,22 @@ runs exactly the code it always did.
 from __future__ import annotations
 
 import atexit
+import json
+import logging
 import os
+import signal
+import time
+import uuid
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+from torch.distributed.launcher import LaunchConfig, elastic_launch
 from torch.nn.parallel import DistributedDataParallel
 
 from .errors import LabelcleanError
@@ -191,3 +199,53 @@ def wrap(net: nn.Module, device: torch.device) -> nn.Module:
 def unwrap(net: nn.Module) -> nn.Module:
     """The network itself, for passes without gradients (no DDP collectives inside them)."""
     return net.module if isinstance(net, DistributedDataParallel) else net
+
+
+def launch(nproc: int, entrypoint: Callable[[list[str]], None], argv: list[str]) -> tuple[int, list[str]]:
+    """Run ``entrypoint(argv)`` as ``nproc`` processes of this machine under torchrun's agent and
+    return their exit status and the distinct errors they recorded (:func:`record_error`), so the
+    caller reports each once instead of torchrun's traceback.
+
+    Unlike torchrun, the agent leaves Ctrl-C to the processes: they are in this process group, so
+    each gets every Ctrl-C once and they stop together at a step; this process waits for them. A
+    third Ctrl-C ends them (SIGTERM, then SIGKILL after 30 s).
+    """
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=uuid.uuid4().hex,
+                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0,
+                          signals_to_handle="SIGTERM,SIGHUP,SIGQUIT")
+    for noisy in ("torch.distributed.elastic", "torch.multiprocessing"):  # failures come back below
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
+    presses = 0
+
+    def on_ctrl_c(signum: int, frame: object) -> None:
+        nonlocal presses
+        presses += 1
+        if presses == 3:
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_ctrl_c)
+    try:
+        elastic_launch(config, entrypoint)(argv)
+        return 0, []
+    except ChildFailedError as failed:
+        failures = [failed.failures[r] for r in sorted(failed.failures)]
+        recorded = [f.message["message"] for f in failures if isinstance(f.message, dict)]
+        messages = list(dict.fromkeys(recorded)) or [f"process {f.rank} failed: {f.message}" for f in failures
+                                                     if f.exitcode != 130 and not presses]
+        return (130 if presses or any(f.exitcode == 130 for f in failures) else 1), messages
+    except KeyboardInterrupt:
+        return 130, []
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def record_error(message: str) -> bool:
+    """Leave ``message`` for the agent that started this process (:func:`launch` or torchrun), which
+    reports the errors of all processes once; False when no agent started it."""
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if not path:
+        return False
+    Path(path).write_text(json.dumps({"message": {"message": message,
+                                                   "extraInfo": {"timestamp": str(int(time.time()))}}}))
+    return True

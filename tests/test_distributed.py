@@ -13,7 +13,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 import labelclean
-from labelclean import distributed
+from labelclean import cli, distributed
 
 SETTINGS = {"epochs": 10, "warmup": 4, "batch_size": 32, "arch": "small_cnn", "device": "cpu"}  # AUROC ≈ 0.98, one process
 OPTIONS = [f"--{name.replace('_', '-')}={value}" for name, value in SETTINGS.items()]
@@ -46,6 +46,11 @@ def test_shards_cover_every_sample_once(monkeypatch):
     assert distributed.part(batch) is batch  # no process group: every helper is the identity
 
 
+def test_the_processes_get_the_command_less_nproc():
+    argv = ["-v", "fit", "images", "labels.csv", "--nproc", "2", "--out=run", "--gpus=2", "--epochs", "3"]
+    assert cli.without_nproc(argv) == ["-v", "fit", "images", "labels.csv", "--out=run", "--epochs", "3"]
+
+
 def test_two_processes_match_one(digits, tmp_path, two_process_run):
     one = labelclean.fit(digits.images_dir, digits.labels_csv, tmp_path / "one", **SETTINGS)
     table = two_process_run.export()
@@ -54,18 +59,35 @@ def test_two_processes_match_one(digits, tmp_path, two_process_run):
     assert auroc(two_process_run, digits) > auroc(one, digits) - 0.03
 
 
+def nproc(*args: str) -> list[str]:
+    return [sys.executable, "-m", "labelclean", "fit", *args, *OPTIONS, "--nproc=2"]
+
+
 def test_ctrl_c_stops_both_processes_and_the_run_resumes_exactly(digits, tmp_path, two_process_run):
     out = tmp_path / "cut"
-    launcher = subprocess.Popen(torchrun(str(digits.images_dir), str(digits.labels_csv), f"--out={out}"), env=ENV,
+    launcher = subprocess.Popen(nproc(str(digits.images_dir), str(digits.labels_csv), f"--out={out}"), env=ENV,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     while not (out / "checkpoint.pt").exists() and launcher.poll() is None:
         time.sleep(0.02)
-    os.killpg(launcher.pid, signal.SIGINT)  # Ctrl-C in a terminal: torchrun passes it on to both processes
+    os.killpg(launcher.pid, signal.SIGINT)  # Ctrl-C in a terminal reaches the launcher and both processes
     output, _ = launcher.communicate(timeout=120)
+    assert launcher.returncode == 130, output
     assert output.count("Stopped cleanly") == 1, output  # both stopped, the main process saved and said so
+    assert "Traceback" not in output, output
     assert (out / "checkpoint.pt").exists()
 
     resumed = subprocess.run([sys.executable, "-m", "labelclean", "fit", f"--out={out}", "--resume", "--nproc=2"],
                              env=ENV, capture_output=True, text=True, timeout=300, check=False)
     assert resumed.returncode == 0, resumed.stderr
     pd.testing.assert_frame_equal(labelclean.Run(out).export(), two_process_run.export(), check_exact=False, atol=1e-5)
+
+
+def test_an_error_in_the_processes_is_one_line_once(digits, tmp_path):
+    bad = tmp_path / "labels.csv"
+    bad.write_text("path,label\nmissing.png,3\n")
+    failed = subprocess.run(nproc(str(digits.images_dir), str(bad), f"--out={tmp_path / 'run'}"), env=ENV,
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert failed.returncode == 1
+    message = (f"error: {bad} has 1 rows but 1 path(s) do not exist under {digits.images_dir} (e.g. 'missing.png'). "
+               "Fix the paths or pass --skip-missing.")
+    assert failed.stderr.strip().splitlines() == [message], failed.stderr
