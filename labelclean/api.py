@@ -109,11 +109,12 @@ def _memory_size() -> float:
 
 
 def _decode(labeled: LabeledImages, size: int, channels: int | None, skip_bad: bool, labels_csv: Path,
-            cache_dir: Path, progress: Progress | None) -> tuple[np.ndarray, LabeledImages]:
-    """Decode the images, or map those an earlier fit decoded into ``cache_dir``; refuse unreadable
-    ones (or drop them with ``skip_bad``)."""
-    images, bad = decode_cached(labeled.files, size, channels, cache_dir,
-                                progress=(lambda d, t: progress("decode", d, t)) if progress else None)
+            cache_dir: Path | None, out: Path, progress: Progress | None) -> tuple[np.ndarray, LabeledImages]:
+    """Decode the images, or map those an earlier fit decoded into ``cache_dir`` (default: ``out``);
+    refuse unreadable ones (or drop them with ``skip_bad``)."""
+    images, bad = decode_cached(labeled.files, size, channels, cache_dir or out,
+                                progress=(lambda d, t: progress("decode", d, t)) if progress else None,
+                                replace_older=cache_dir is None)
     if bad and not skip_bad:
         examples = "; ".join(f"'{labeled.paths[i]}': {why}" for i, why in bad[:3])
         raise LabelcleanError(
@@ -250,7 +251,7 @@ def fit(
     if init_weights is not None and not Path(init_weights).is_file():
         raise LabelcleanError(f"Initial weights file {init_weights} does not exist.")
     decoded, labeled = distributed.main_first(
-        lambda: _decode(labeled, size, channels, skip_bad, labels_csv, Path(cache_dir or out), on_progress))
+        lambda: _decode(labeled, size, channels, skip_bad, labels_csv, cache_dir and Path(cache_dir), out, on_progress))
     images = _place_images(decoded, device, max_ram_gb)
     mean, std = channel_stats(images)
     cfg = replace(cfg, image_size=size, arch=cfg.arch if cfg.arch != "auto" else default_arch(device, size))

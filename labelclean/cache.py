@@ -5,7 +5,8 @@ images; its sidecar ``decoded-<key>.json`` holds their shape and the unreadable 
 hashes everything the pixels depend on: each image's path, byte size and modification time, the
 image size and the channel count asked for. The next fit on the same files (``--overwrite`` or
 ``--resume`` in the same run directory, or the same ``--cache-dir``) maps the file instead of
-decoding again; a changed, added or removed image changes the key, and everything is decoded again.
+decoding again; a changed, added or removed image changes the key, and everything is decoded again
+(in a run directory, the new cache replaces the old one; a ``--cache-dir`` keeps every data set's).
 
 Both files are written to a temp file and renamed, the sidecar last, and a cache is used only
 when its sidecar is readable and the data file has exactly the size the sidecar gives: an
@@ -37,9 +38,12 @@ log = logging.getLogger("labelclean")
 
 
 def decode_cached(files: Sequence[Path], size: int, channels: int | None, cache_dir: Path,
-                  progress: Progress | None = None) -> tuple[np.ndarray, Bad]:
+                  progress: Progress | None = None, replace_older: bool = False) -> tuple[np.ndarray, Bad]:
     """The decoded images of ``files``, from ``cache_dir`` when an earlier fit left them there,
     else decoded (see :func:`labelclean.data.decode_images` for ``channels``) and stored there.
+
+    ``replace_older``: ``cache_dir`` holds the images of one data set (a run directory), so newly
+    decoded images replace the caches already there, which were made before the images changed.
 
     Returns
     -------
@@ -65,7 +69,18 @@ def decode_cached(files: Sequence[Path], size: int, channels: int | None, cache_
         raise LabelcleanError(f"Cannot write the decoded images to {data_file}: {e.strerror or e}. Free "
                               f"some space there, or pass --cache-dir with a folder on a larger disk.") from None
     log.info("Decoded %d images into %s (%.2f GB).", shape[0], data_file, math.prod(shape) / 1e9)
+    if replace_older:
+        remove_other_caches(data_file)
     return open_images(data_file, shape, bad)
+
+
+def remove_other_caches(data_file: Path) -> None:
+    """Delete the caches beside ``data_file`` (data file and sidecar)."""
+    older = [f for f in data_file.parent.glob("decoded-*") if f.stem != data_file.stem]
+    for file in older:
+        file.unlink(missing_ok=True)
+    if older:
+        log.info("Removed %d decoded-image file(s) of earlier images from %s.", len(older), data_file.parent)
 
 
 def files_stamp(files: Sequence[Path]) -> str:

@@ -56,6 +56,11 @@ def test_resuming_or_refitting_unchanged_images_reuses_them(digits, tmp_path, de
     assert decoded == [] and caplog.text.count("Reusing decoded images from") == 2
     pd.testing.assert_frame_equal(again.export(), resumed.export(), check_exact=False, atol=1e-5)
 
+    changed = tmp_path / "changed.csv"  # other images: their cache replaces the run directory's
+    pd.read_csv(digits.labels_csv).iloc[:200].to_csv(changed, index=False)
+    labelclean.fit(digits.images_dir, changed, tmp_path / "run", overwrite=True, **TINY)
+    assert len(decoded) == 200 and len(list((tmp_path / "run").glob("decoded-*"))) == 2  # data file + sidecar
+
 
 def test_a_fit_over_the_ram_cap_reads_batches_from_the_memory_map(digits, tiny_run, tmp_path, caplog):
     caplog.set_level(logging.INFO, "labelclean")
