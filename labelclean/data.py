@@ -372,19 +372,20 @@ def to_channels(images: np.ndarray, channels: int, colour: np.ndarray) -> torch.
 def channel_stats(images: torch.Tensor, chunk_values: int = 1 << 24) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of a uint8 image tensor, on the 0–1 scale.
 
-    Computed a chunk of ``chunk_values`` pixel values at a time, on the tensor's own device, so
-    that a memory-mapped tensor larger than RAM is only read, never copied whole.
+    Exact, from each channel's histogram of its 256 values, counted a chunk of ``chunk_values``
+    pixel values at a time on the tensor's own device: a memory-mapped tensor larger than RAM is
+    only read, and no chunk is widened to floats.
     """
-    total = torch.zeros(images.shape[1], dtype=torch.float64, device=images.device)
-    squares = torch.zeros_like(total)
+    histogram = torch.zeros(images.shape[1], 256, dtype=torch.int64, device=images.device)
     chunk = max(1, chunk_values // math.prod(images.shape[1:]))  # images per chunk
     for start in range(0, len(images), chunk):
-        x = images[start:start + chunk].to(torch.float64) / 255
-        total += x.sum(dim=(0, 2, 3))
-        squares += (x * x).sum(dim=(0, 2, 3))
-    count = images.shape[0] * images.shape[2] * images.shape[3]
-    mean = total / count
-    std = (squares / count - mean * mean).clamp_min(1e-12).sqrt().clamp_min(1e-3)
+        rows = images[start:start + chunk]
+        for c in range(images.shape[1]):
+            histogram[c] += torch.bincount(rows[:, c].flatten(), minlength=256)
+    values = torch.arange(256, dtype=torch.float64, device=images.device) / 255
+    counts = histogram.double()
+    mean = counts @ values / counts.sum(1)
+    std = (counts @ values.square() / counts.sum(1) - mean.square()).clamp_min(1e-12).sqrt().clamp_min(1e-3)
     return mean.tolist(), std.tolist()
 
 
