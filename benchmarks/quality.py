@@ -46,13 +46,13 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 from torch import nn
 
 import labelclean
-from labelclean.api import CPU_MAX_IMAGE_SIZE, resolve_device
+from labelclean.api import resolve_device, with_image_settings
 from labelclean.augment import Augment, crop_padding
 from labelclean.config import FitConfig
-from labelclean.data import channel_stats, decode_images, median_side, read_csv_table, read_labels
+from labelclean.data import channel_stats, decode_images, read_csv_table, read_labels
 from labelclean.demo import score, write_digits
 from labelclean.dividemix import warmup_epoch
-from labelclean.models import build_model, default_arch
+from labelclean.models import build_model
 from labelclean.run import write_json, write_text
 from labelclean.training import TrainingData, learning_rate, make_optimizer, predict_logits, set_learning_rate
 
@@ -144,14 +144,6 @@ def decode(bench: Benchmark, cfg: FitConfig) -> Images:
     k = len(train.classes)
     return Images(TrainingData(images.to(device), torch.as_tensor(train.labels, device=device), k, augment, device),
                   TrainingData(test_images.to(device), None, k, augment, device), train.classes)
-
-
-def resolve_image_settings(bench: Benchmark, cfg: FitConfig) -> FitConfig:
-    """Fix the image size and network the way ``labelclean.fit`` would, so every method uses the same."""
-    device = resolve_device(cfg.device)
-    files = read_labels(bench.images_dir, bench.train_csv).files
-    size = cfg.image_size or min(median_side(files, seed=cfg.seed), CPU_MAX_IMAGE_SIZE if device.type == "cpu" else 224)
-    return replace(cfg, image_size=size, arch=default_arch(device, size) if cfg.arch == "auto" else cfg.arch)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -291,7 +283,8 @@ def run_setting(name: str, make: Callable[[int, Path], Benchmark], base: FitConf
     result: dict[str, Any] = {}
     for seed in range(seeds):
         bench = make(seed, work / f"{name}-seed{seed}")
-        cfg = resolve_image_settings(bench, replace(base, seed=seed))
+        cfg = with_image_settings(replace(base, seed=seed), read_labels(bench.images_dir, bench.train_csv).files,
+                                  resolve_device(base.device))  # fixed once: every method uses the same
         for method, (fn, overrides) in methods.items():
             settings = replace(cfg, **overrides).validate()
             started = time.perf_counter()

@@ -66,6 +66,13 @@ CPU_MAX_IMAGE_SIZE = 32  # default cap on CPU: a small-CNN step at 54 px costs ~
 METHODS = {"dividemix": dividemix, "mlnt": mlnt}
 
 
+def with_image_settings(cfg: FitConfig, files: Sequence[Path], device: torch.device) -> FitConfig:
+    """``cfg`` with its image size and network fixed: by default the median shorter side of the
+    images (at most 32 px on CPU, 224 on GPU) and the network that suits the device and size."""
+    size = cfg.image_size or min(median_side(files, seed=cfg.seed), 224 if device.type == "cuda" else CPU_MAX_IMAGE_SIZE)
+    return replace(cfg, image_size=size, arch=cfg.arch if cfg.arch != "auto" else default_arch(device, size))
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -240,8 +247,8 @@ def fit(
     if labeled.skipped:
         log.warning("Left out %d row(s) (missing images or repeated paths); see skipped.csv in the run "
                     "directory.", len(labeled.skipped))
-    size = cfg.image_size or min(median_side(labeled.files, seed=cfg.seed),
-                                 224 if device.type == "cuda" else CPU_MAX_IMAGE_SIZE)
+    cfg = with_image_settings(cfg, labeled.files, device)
+    size = cfg.image_size
     channels = saved["preprocessing"]["channels"] if saved else None
     if len(labeled.paths) < 2 * cfg.batch_size and cfg.batch_size > 1:
         raise LabelcleanError(
@@ -254,7 +261,6 @@ def fit(
         lambda: _decode(labeled, size, channels, skip_bad, labels_csv, cache_dir and Path(cache_dir), out, on_progress))
     images = _place_images(decoded, device, max_ram_gb)
     mean, std = channel_stats(images)
-    cfg = replace(cfg, image_size=size, arch=cfg.arch if cfg.arch != "auto" else default_arch(device, size))
 
     torch.manual_seed(cfg.seed)
     nets = [build_model(cfg.arch, images.shape[1], len(labeled.classes), size) for _ in range(2)]
