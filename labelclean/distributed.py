@@ -92,7 +92,8 @@ def init(device: torch.device) -> torch.device:
         torch.cuda.set_device(local_rank)
         device = torch.device("cuda", local_rank)
     if not is_distributed():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=TIMEOUT)
+        # With CUDA, CPU tensors still go through gloo: the per-step stop flag then needs no GPU sync.
+        dist.init_process_group("cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo", timeout=TIMEOUT)
         atexit.register(dist.destroy_process_group)
     return device
 
@@ -157,10 +158,11 @@ def average(values: torch.Tensor) -> torch.Tensor:
 
 
 def any_process(flag: bool) -> bool:
-    """Whether ``flag`` is set on any process, so that all stop at the same step (Ctrl-C)."""
+    """Whether ``flag`` is set on any process, so that all stop at the same step (Ctrl-C); a CPU
+    all-reduce (gloo), which does not wait for the GPU's queued work."""
     if not is_distributed():
         return flag
-    value = torch.tensor([float(flag)], device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    value = torch.tensor([float(flag)])
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return bool(value.item())
 
