@@ -5,7 +5,7 @@ After warm-up, a DivideMix epoch is, for each of the two networks, **co-divide**
 pass over every sample plus a GMM on the per-sample losses — and a **training epoch** of
 ``ceil(n_labeled / B)`` steps, each on ``B`` labeled and ``B`` unlabeled samples in two augmented
 views. A warm-up epoch is ``ceil(n / 2B)`` cross-entropy steps per network. Each part is timed with
-labelclean's own functions (``warmup_epoch``, ``per_sample_loss``, ``clean_probability``,
+labelclean's own functions (``warmup_epoch``, ``predict_logits``, ``clean_probability``,
 ``train_epoch``) on a limited number of batches, after untimed first calls, and extrapolated to
 ``n`` samples; the projected run uses the paper's CIFAR-10 schedule (300 epochs, 10 of warm-up).
 Precision is labelclean's own: bf16 autocast on CUDA, fp32 on CPU.
@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import torch
+import torch.nn.functional as F
 import typer
 from common import RESULTS, machine, place, rows
 from rich.console import Console
@@ -44,7 +45,7 @@ from labelclean.data import channel_stats, decode_images, read_labels
 from labelclean.dividemix import clean_probability, normalized_loss, train_epoch, warmup_epoch
 from labelclean.models import build_model, default_arch
 from labelclean.run import write_json
-from labelclean.training import TrainingData, make_optimizer, per_sample_loss
+from labelclean.training import TrainingData, make_optimizer, predict_logits
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -98,7 +99,8 @@ def time_parts(nets: list[nn.Module], optimizer: torch.optim.Optimizer, data: Tr
 
     warm_seconds, _ = timed(lambda: warmup_epoch(nets[0], optimizer, first(2 * batch * steps), cfg), device)
     eval_data = first(min(cfg.eval_batch_size * eval_batches, len(data)))
-    eval_seconds, losses = timed(lambda: per_sample_loss(nets[0], eval_data, cfg.eval_batch_size), device)
+    eval_seconds, logits = timed(lambda: predict_logits(nets[0], eval_data, cfg.eval_batch_size), device)
+    losses = F.cross_entropy(logits, eval_data.labels, reduction="none")  # as co_divide does
     all_losses = normalized_loss(losses)[torch.randint(len(losses), (len(data),), device=device)].cpu().numpy()
     gmm_seconds, _ = timed(lambda: clean_probability(all_losses, seed=cfg.seed), device)
     labeled_first = (torch.arange(2 * batch * steps, device=device) < batch * steps).float()  # B labeled + B not

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from . import distributed
@@ -76,11 +75,6 @@ def predict_logits(net: nn.Module, data: TrainingData, batch_size: int) -> torch
             out[start - rows.start:start - rows.start + len(x)] = net(data.to_model(data.augment.plain(x))).float()
     net.train(was_training)
     return distributed.gather_rows(out, len(data))
-
-
-def per_sample_loss(net: nn.Module, data: TrainingData, batch_size: int) -> torch.Tensor:
-    """Cross-entropy of every sample against its given label, (n,), on un-augmented images."""
-    return F.cross_entropy(predict_logits(net, data, batch_size), data.labels, reduction="none")
 
 
 # ---------------------------------------------------------------------------------------------
