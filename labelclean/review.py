@@ -43,9 +43,9 @@ def label_studio_tasks(table: pd.DataFrame, image_url_prefix: str = LOCAL_FILES_
     """One Label Studio task per row of a review table, with the refined label pre-selected.
 
     ``data`` carries what a reviewer sorts and filters by in Label Studio's Data Manager:
-    ``given_label``, ``clean_prob`` (0–1, lower = more likely mislabeled), ``suggested_label``
-    (the refined label) and its ``suggested_confidence``; ``path`` ties the task back to the
-    labels CSV. The prediction's ``score`` is the suggested label's confidence.
+    ``given_label``, ``clean_prob`` (0–1, lower = more likely mislabeled), ``refined_label`` and
+    ``refined_confidence`` (named as in the export's columns); ``path`` ties the task back to the
+    labels CSV. The prediction's ``score`` is the refined label's confidence.
 
     Examples
     --------
@@ -61,10 +61,10 @@ def label_studio_tasks(table: pd.DataFrame, image_url_prefix: str = LOCAL_FILES_
             "path": row.path,
             "given_label": row.given_label,
             "clean_prob": round(float(row.clean_prob), 4),
-            "suggested_label": row.refined_label,
-            "suggested_confidence": round(float(row.refined_confidence), 4),
+            "refined_label": row.refined_label,
+            "refined_confidence": round(float(row.refined_confidence), 4),
             "predicted_label": row.predicted_label,
-            "summary": f"given: {row.given_label}  →  suggested: {row.refined_label}  "
+            "summary": f"given: {row.given_label}  →  refined: {row.refined_label}  "
                        f"(clean_prob {row.clean_prob:.3f})",
         },
         "predictions": [{

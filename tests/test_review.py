@@ -44,7 +44,7 @@ def test_label_studio_export_follows_the_documented_import_format(tiny_run, tmp_
         assert set(task) == {"data", "predictions"}
         data = task["data"]
         assert data[image.get("name")] == f"/data/local-files/?d={row.path}"
-        assert (data["path"], data["given_label"], data["suggested_label"]) == (row.path, row.given_label,
+        assert (data["path"], data["given_label"], data["refined_label"]) == (row.path, row.given_label,
                                                                                row.refined_label)
         (prediction,) = task["predictions"]
         assert 0 <= prediction["score"] <= 1
