@@ -330,24 +330,25 @@ def adaptive_warmup(nets: list[nn.Module], optimizers: list[torch.optim.Optimize
     ``cfg`` is the config as given (None where the rules decide), not the planned one.
     """
     decided = state.extra.setdefault("auto", {})
-    agreement, _ = ensemble_agreement(nets, data, cfg)
+    agreement, predicted = ensemble_agreement(nets, data, cfg)
     history = decided.setdefault("warmup_agreement", [])
     history.append(agreement)
     if best_warmup_epoch(history) == len(history) - 1:
-        decided["best"] = snapshot(nets, optimizers)
+        decided["best"] = {**snapshot(nets, optimizers), "predicted": torch.from_numpy(predicted)}
     if not warmup_over(history, warmup_limit(cfg)):
         return agreement, None
     best = decided.pop("best")
     for net, opt, net_state, opt_state in zip(nets, optimizers, best["nets"], best["optimizers"]):
         net.load_state_dict(net_state)
         opt.load_state_dict(opt_state)
-    return agreement, end_warmup(nets, data, cfg, state, epoch + 1, best_warmup_epoch(history) + 1)
+    note = end_warmup(best["predicted"].numpy(), data, cfg, state, epoch + 1, best_warmup_epoch(history) + 1)
+    return agreement, note
 
 
-def end_warmup(nets: list[nn.Module], data: TrainingData, cfg: FitConfig, state: TrainingState,
+def end_warmup(predicted: np.ndarray, data: TrainingData, cfg: FitConfig, state: TrainingState,
                warmup: int, kept_epoch: int | None = None) -> str:
-    """Record the warm-up length, estimate the noise from the networks and choose the settings."""
-    _, predicted = ensemble_agreement(nets, data, cfg)
+    """Record the warm-up length, estimate the noise from the networks' predictions at its end and
+    choose the settings."""
     noise = estimate_noise(predicted, data.labels.cpu().numpy(), data.num_classes)
     if cfg.noise_mode != "auto":  # the user's word on the kind of noise wins
         noise.kind = "pair" if cfg.noise_mode == "asym" else "spread"
@@ -403,7 +404,7 @@ def one_epoch(nets: list[nn.Module], optimizers: list[torch.optim.Optimizer], da
     """
     note = None
     if cfg.warmup is not None and epoch >= cfg.warmup and "warmup" not in state.extra.get("auto", {}):
-        note = end_warmup(nets, data, cfg, state, cfg.warmup)
+        note = end_warmup(ensemble_agreement(nets, data, cfg)[1], data, cfg, state, cfg.warmup)
     plan = planned(cfg, state, len(data))
     lr = learning_rate(epoch, plan)
     set_learning_rate(optimizers, lr)
