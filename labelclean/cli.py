@@ -152,9 +152,9 @@ def progress_bars() -> Iterator[tuple[Callable[[EpochReport], None], Callable[[s
 
 
 Images = Annotated[Path | None, typer.Argument(help="Folder the CSV's image paths are relative to "
-                                                     "(optional with --resume).", show_default=False)]
+                                                  "(optional with --resume).", show_default=False)]
 Labels = Annotated[Path | None, typer.Argument(help="CSV with one row per image: a path and a label column "
-                                                       "(optional with --resume).", show_default=False)]
+                                                    "(optional with --resume).", show_default=False)]
 RunDir = Annotated[Path, typer.Argument(help="Run directory written by 'labelclean fit'.")]
 
 
@@ -164,9 +164,9 @@ def fit(
     labels_csv: Labels = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Run directory to write.")] = Path("labelclean-run"),
     path_column: Annotated[str | None, typer.Option(help="CSV column with image paths \\[default: auto-detect].",
-                                                       show_default=False)] = None,
+                                                    show_default=False)] = None,
     label_column: Annotated[str | None, typer.Option(help="CSV column with labels \\[default: auto-detect].",
-                                                        show_default=False)] = None,
+                                                     show_default=False)] = None,
     method: Annotated[str, typer.Option(help="'dividemix' (two networks, GMM split, semi-supervised MixMatch) "
                                              "or 'mlnt' (meta-learning on synthetic label noise with an EMA "
                                              "teacher; see the MLNT options). Both write the same outputs.")]
@@ -230,7 +230,7 @@ def fit(
     arch: Annotated[str, typer.Option(help="small_cnn, preact_resnet18, resnet18/34/50, or auto (by device "
                                            "and image size).")] = DEFAULTS.arch,
     image_size: Annotated[int | None, typer.Option(help="Image side in pixels \\[default: median of the data, "
-                                                           "at most 32 on CPU, 224 on GPU].", show_default=False)] = None,
+                                                        "at most 32 on CPU, 224 on GPU].", show_default=False)] = None,
     flip: Annotated[bool, typer.Option("--flip/--no-flip", help="Random horizontal flips (turn off when "
                                                                 "mirroring changes the class).")] = DEFAULTS.flip,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = DEFAULTS.device,
@@ -238,7 +238,7 @@ def fit(
     keep_model: Annotated[bool, typer.Option("--keep-model/--no-keep-model",
                                              help="Keep both networks for 'labelclean predict'.")] = True,
     init_weights: Annotated[Path | None, typer.Option(help="Local state-dict file to start both networks "
-                                                              "from (matching layers).", show_default=False)] = None,
+                                                           "from (matching layers).", show_default=False)] = None,
     resume: Annotated[bool, typer.Option(help="Continue the unfinished run in --out from its last "
                                               "checkpoint, with its saved settings.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace a run already in --out.")] = False,
@@ -246,13 +246,13 @@ def fit(
     skip_bad: Annotated[bool, typer.Option(help="Leave out rows whose image cannot be decoded.")] = False,
     dedupe: Annotated[bool, typer.Option(help="Keep the first of rows that repeat an image path.")] = False,
     cache_dir: Annotated[Path | None, typer.Option(help="Folder for the decoded images (a memory-mapped file); "
-                                                           "the next fit on the same, unchanged images reuses them "
-                                                           "instead of decoding again \\[default: --out].",
-                                                      show_default=False)] = None,
+                                                        "the next fit on the same, unchanged images reuses them "
+                                                        "instead of decoding again \\[default: --out].",
+                                                   show_default=False)] = None,
     max_ram_gb: Annotated[float | None, typer.Option(help="Load the decoded images into RAM only up to this "
-                                                             "many GB; larger ones are read from the memory-mapped "
-                                                             "file batch by batch \\[default: half of the RAM].",
-                                                        show_default=False)] = None,
+                                                          "many GB; larger ones are read from the memory-mapped "
+                                                          "file batch by batch \\[default: half of the RAM].",
+                                                     show_default=False)] = None,
     nproc: Annotated[int, typer.Option("--nproc", "--gpus", min=1,
                                        help="Train DivideMix on this many processes of this machine, one per GPU "
                                             "(or CPU processes with --device cpu), with torchrun's agent; see "
@@ -335,21 +335,21 @@ def export(
     run_dir: RunDir = Path("labelclean-run"),
     threshold: Annotated[float, typer.Option(help="Flag samples whose clean_prob is below this.")] = 0.5,
     fmt: Annotated[str | None, typer.Option("--format", "-f", help=f"One of {', '.join(FORMATS)}, label-studio "
-                                               "\\[default: from the -o suffix, else csv].", show_default=False)]
+                                            "\\[default: from the -o suffix, else csv].", show_default=False)]
     = None,
     only_noisy: Annotated[bool, typer.Option(help="Only the rows with is_noisy (clean_prob < threshold).")] = False,
     only_errors: Annotated[bool, typer.Option(help="Only the rows with is_error (is_noisy and the networks "
                                                    "predict another class): the ones to relabel.")] = False,
     sort: Annotated[str | None, typer.Option(help=f"Sort ascending by {', '.join(SORT_KEYS)} "
-                                                     "(clean_prob: worst first).", show_default=False)] = None,
+                                                  "(clean_prob: worst first).", show_default=False)] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write \\[default: stdout].",
-                                                   show_default=False)] = None,
+                                                show_default=False)] = None,
     image_url_prefix: Annotated[str, typer.Option(help="label-studio: prepended to each image path (default: "
                                                        "Label Studio local files, with LABEL_STUDIO_LOCAL_FILES_"
                                                        "DOCUMENT_ROOT set to the image folder).")]
     = LOCAL_FILES_PREFIX,
     ls_config: Annotated[Path | None, typer.Option(help="label-studio: also write the matching labeling "
-                                                           "config XML here.", show_default=False)] = None,
+                                                        "config XML here.", show_default=False)] = None,
     as_labels: Annotated[bool, typer.Option(help="Write a cleaned copy of the labels CSV instead: flagged rows "
                                                  "take their refined label (see --action).")] = False,
     action: Annotated[str, typer.Option(help="With --as-labels: 'relabel' flagged rows whose refined label "
@@ -389,7 +389,7 @@ def report_changes(cleaned: CleanedLabels, output: Path | None) -> None:
 def report(
     run_dir: RunDir = Path("labelclean-run"),
     output: Annotated[Path | None, typer.Option("--output", "-o", help="HTML file to write "
-                                                   "\\[default: RUN_DIR/report.html].", show_default=False)] = None,
+                                                "\\[default: RUN_DIR/report.html].", show_default=False)] = None,
     threshold: Annotated[float, typer.Option(help="Samples whose clean_prob is below this are suspects.")] = 0.5,
     max_items: Annotated[int, typer.Option(help="Show at most this many suspects, worst first.")] = 1000,
 ) -> None:
@@ -409,9 +409,9 @@ def apply(
     drop_rejected: Annotated[bool, typer.Option(help="Leave out rows whose given label the review rejected "
                                                      "instead of relabeling them.")] = False,
     path_column: Annotated[str | None, typer.Option(help="LABELS_CSV column with image paths "
-                                                            "\\[default: auto-detect].", show_default=False)] = None,
+                                                         "\\[default: auto-detect].", show_default=False)] = None,
     label_column: Annotated[str | None, typer.Option(help="LABELS_CSV column with labels "
-                                                             "\\[default: auto-detect].", show_default=False)] = None,
+                                                          "\\[default: auto-detect].", show_default=False)] = None,
 ) -> None:
     """Write LABELS_CSV with the reviewed labels applied; every other column is kept as it was."""
     if output.resolve() == labels_csv.resolve():
@@ -428,13 +428,13 @@ def predict(
     inputs: Annotated[list[Path], typer.Argument(help="Image files, folders, or CSVs with a path column.",
                                                  show_default=False)],
     images_dir: Annotated[Path | None, typer.Option(help="Folder that CSV paths are relative to "
-                                                            "\\[default: the CSV's folder].", show_default=False)]
+                                                         "\\[default: the CSV's folder].", show_default=False)]
     = None,
     top_k: Annotated[int, typer.Option(help="Classes to report per image.")] = 1,
     fmt: Annotated[str | None, typer.Option("--format", "-f", help="csv or jsonl \\[default: from -o, else csv].",
-                                               show_default=False)] = None,
+                                            show_default=False)] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write \\[default: stdout].",
-                                                   show_default=False)] = None,
+                                                show_default=False)] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 512,
     convert_channels: Annotated[bool, typer.Option("--convert-channels", help="Convert colour images to "
