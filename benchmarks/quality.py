@@ -165,16 +165,24 @@ def labelclean_method(bench: Benchmark, cfg: FitConfig, work: Path) -> dict[str,
     """labelclean itself, through its public API: fit, export at threshold 0.5, predict the test rows.
 
     Scores both decisions of the export: ``is_noisy`` with ``refined_label`` (the GMM split, built
-    to pick a clean training set) and ``is_error`` with ``suggested_label`` (the sharper one).
+    to pick a clean training set) and ``is_error`` with ``suggested_label`` (the sharper one); and
+    ``is_error`` at the threshold the fit suggests when the split at 0.5 flags far too few
+    (``threshold_hint``; 0.5 when it suggests none): what the fit's summary tells a user to review.
     """
     run = labelclean.fit(bench.images_dir, bench.train_csv, work, config=cfg, overwrite=True)
-    table = run.export(threshold=FLAG_THRESHOLD).assign(score=lambda t: t["clean_prob"])
     predicted = run.predict([bench.test_csv], images_dir=bench.images_dir, device=cfg.device)["predicted_label"]
     test = accuracy(predicted.to_numpy(), bench)
-    errors = table.assign(is_noisy=table["is_error"], refined_label=table["suggested_label"])
     chosen = {k: v for k, v in run.config.get("auto", {}).items() if k in ("warmup", "noise", "settings")}
-    details = {"epochs": run.config["epochs"], "auto": chosen}
-    return {"": Outcome(table, test, details), " is_error": Outcome(errors, test, details)}
+    details = {"epochs": run.config["epochs"], "auto": chosen, "threshold_hint": run.config["threshold_hint"]}
+
+    def exported(threshold: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+        table = run.export(threshold=threshold).assign(score=lambda t: t["clean_prob"])
+        return table, table.assign(is_noisy=table["is_error"], refined_label=table["suggested_label"])
+
+    table, errors = exported(FLAG_THRESHOLD)
+    _, hinted = exported(run.config["threshold_hint"] or FLAG_THRESHOLD)
+    return {"": Outcome(table, test, details), " is_error": Outcome(errors, test, details),
+            " is_error@hint": Outcome(hinted, test, details)}
 
 
 def train_cross_entropy(data: TrainingData, cfg: FitConfig) -> nn.Module:

@@ -31,6 +31,7 @@ from torch import nn
 from . import distributed, dividemix, mlnt
 from . import run as rundir
 from .augment import Augment, crop_padding
+from .auto import threshold_hint
 from .cache import decode_cached
 from .config import FitConfig
 from .data import (
@@ -341,11 +342,24 @@ def fit(
         if keep_model:
             rundir.save_torch(out / rundir.MODEL, {"nets": [net.state_dict() for net in nets]})
         run_config.update(status="complete", fit_seconds=round(time.perf_counter() - started, 2), epochs=state.epoch,
-                          auto={k: v for k, v in state.extra.get("auto", {}).items() if k != "best"})
+                          auto={k: v for k, v in state.extra.get("auto", {}).items() if k != "best"},
+                          threshold_hint=_threshold_hint(result.clean_prob.mean(0), result.probs.argmax(1) != labeled.labels))
         rundir.write_json(out / rundir.CONFIG, run_config)
         (out / rundir.CHECKPOINT).unlink(missing_ok=True)
     distributed.barrier()  # the others return the run once the main process has written it
     return Run(out)
+
+
+def _threshold_hint(clean_prob: np.ndarray, disagrees: np.ndarray) -> float | None:
+    """The export threshold to suggest, with a warning, when the final split flags far fewer labels
+    than the networks disagree with (:func:`labelclean.auto.threshold_hint`); None when it is plausible."""
+    hint = threshold_hint(clean_prob, disagrees)
+    if hint is not None:
+        log.warning("Only %.0f%% of the labels have clean_prob < 0.5, but the networks predict another class for "
+                    "%.0f%%: at this much noise the GMM put most wrong labels on its clean side. clean_prob still "
+                    "ranks them; export with --threshold %g to flag as many.",
+                    100 * np.mean(clean_prob < 0.5), 100 * np.mean(disagrees), hint)
+    return hint
 
 
 def _restore(checkpoint: Path, nets: list[nn.Module], optimizers: list[torch.optim.Optimizer],

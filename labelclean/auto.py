@@ -1,5 +1,6 @@
 """The rules behind labelclean's defaults: how long to train, when warm-up ends, which DivideMix
-settings suit the estimated noise (``--auto``), and when a run has locked itself.
+settings suit the estimated noise (``--auto``), when a run has locked itself, and which export
+threshold to suggest when the final split is too lenient.
 
 The paper tuned its settings per CIFAR noise rate (its appendix lists λu and the threshold for
 each); a user knows neither their noise rate nor its kind, and their data is rarely CIFAR-sized.
@@ -42,6 +43,12 @@ LOSS_WINDOW = 5  # the official code averages the last 5 epochs' losses at 90% n
 LOCK_GAP = 0.1
 LOCK_EPOCHS = 3
 MAX_RECOVERIES = 3  # extra warm-up epochs the guard may add in one run
+
+# Export threshold: at very high noise the losses of the wrong labels form a broad bulk with a long
+# tail, and the final GMM's low-loss component takes the bulk (digits, sym 80%: 15% flagged while
+# the networks predicted another class than the given one for 79%). clean_prob still ranks the
+# labels (AUROC 0.96), so flagging as many as the networks disagree with finds the errors.
+LENIENT_GAP = 0.25
 
 
 def train_epochs(n_samples: int, batch_size: int) -> int:
@@ -142,3 +149,18 @@ def is_locked(labeled: Sequence[float], agreement: Sequence[float]) -> bool:
     """
     recent = list(zip(labeled, agreement))[-LOCK_EPOCHS:]
     return len(recent) == LOCK_EPOCHS and all(f < a - LOCK_GAP or f < 0.02 for f, a in recent)
+
+
+def threshold_hint(clean_prob: np.ndarray, disagrees: np.ndarray, threshold: float = 0.5) -> float | None:
+    """An export threshold for a final split that flags far fewer labels (``clean_prob < threshold``)
+    than the networks disagree with (by LENIENT_GAP): the clean_prob that flags as many, rounded up
+    to 4 decimals; None when the split is plausible.
+
+    >>> lenient = threshold_hint(np.r_[np.full(80, 0.9), np.full(20, 1.0)], np.arange(100) < 80)
+    >>> 0.9 < lenient <= 1.0, threshold_hint(np.linspace(0, 1, 101), np.arange(101) < 60)
+    (True, None)
+    """
+    share = float(np.mean(disagrees))
+    if share - float(np.mean(clean_prob < threshold)) <= LENIENT_GAP:
+        return None
+    return math.ceil(float(np.quantile(clean_prob, share)) * 1e4) / 1e4

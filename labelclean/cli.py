@@ -322,12 +322,13 @@ def run_command(argv: list[str]) -> None:
 
 
 def summarize(run: api.Run) -> None:
-    table = run.export()
+    hint = run.config.get("threshold_hint")  # set when the split at 0.5 flags far too few (see the warning)
+    table = run.export(threshold=hint or 0.5)
     noisy, errors = int(table["is_noisy"].sum()), int(table["is_error"].sum())
     stderr.print(f"Done in {run.config['fit_seconds']:.0f}s: {noisy:,} of {len(table):,} labels look suspect "
-                 f"(clean_prob < 0.5), {errors:,} of them wrong (the networks predict another class). Review "
-                 f"them with:\n  labelclean export {run.directory} --only-errors --sort clean_prob", highlight=False,
-                 soft_wrap=True)
+                 f"(clean_prob < {hint or 0.5:g}), {errors:,} of them wrong (the networks predict another class). "
+                 f"Review them with:\n  labelclean export {run.directory} --only-errors --sort clean_prob"
+                 + (f" --threshold {hint:g}" if hint else ""), highlight=False, soft_wrap=True)
 
 
 @command

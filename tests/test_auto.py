@@ -1,5 +1,8 @@
 """The rules behind the defaults (labelclean/auto.py) and their wiring into a DivideMix fit."""
 
+import json
+import shutil
+
 import numpy as np
 import pytest
 from conftest import TINY, fit_interrupted_after
@@ -12,8 +15,10 @@ from labelclean.auto import (
     choose_settings,
     estimate_noise,
     is_locked,
+    threshold_hint,
     warmup_over,
 )
+from labelclean import cli
 from labelclean.config import FitConfig
 from labelclean.demo import DIGIT_PAIRS, flip_labels
 from labelclean.dividemix import guard_fires
@@ -87,6 +92,30 @@ def test_guard_detects_a_locked_split_and_not_a_healthy_one():
     assert not is_locked([0.58] * LOCK_EPOCHS, [0.60] * LOCK_EPOCHS)  # labeled ≈ agreement: healthy
     assert not is_locked([0.36] * (LOCK_EPOCHS - 1), [0.58] * (LOCK_EPOCHS - 1))  # not for long enough
     assert not is_locked([0.36, 0.36, 0.56], [0.58, 0.58, 0.60])  # recovered on its own
+
+
+def test_a_lenient_final_split_gets_a_threshold_that_flags_as_many_as_the_networks_disagree_with():
+    # Seen at sym 80% on digits: the GMM's clean side took the bulk of the wrong labels, 15% flagged.
+    rng = np.random.default_rng(0)
+    wrong = np.arange(1000) < 800
+    clean_prob = np.where(wrong, rng.uniform(0.7, 0.99, 1000), rng.uniform(0.99, 1.0, 1000))
+    clean_prob[:150] = rng.uniform(0, 0.3, 150)  # the long tail of losses it did flag
+    hint = threshold_hint(clean_prob, wrong)
+    assert hint is not None and np.mean(clean_prob < hint) == pytest.approx(0.8, abs=0.005)
+    assert threshold_hint(clean_prob, clean_prob < 0.5) is None  # as many flagged as disagreed with
+    assert threshold_hint(clean_prob, np.arange(1000) < 300) is None  # a gap under LENIENT_GAP
+
+
+def test_the_summary_of_a_fit_uses_the_suggested_threshold(tiny_run, tmp_path, capsys):
+    run_dir = shutil.copytree(tiny_run.directory, tmp_path / "run")
+    config = json.loads((run_dir / "config.json").read_text())
+    (run_dir / "config.json").write_text(json.dumps({**config, "threshold_hint": 0.9999}))
+    run = labelclean.Run(run_dir)
+    cli.summarize(run)
+    flagged = int(run.export(threshold=0.9999)["is_noisy"].sum())
+    summary = capsys.readouterr().err
+    assert f"{flagged:,} of 300 labels look suspect (clean_prob < 0.9999)" in summary
+    assert "--only-errors --sort clean_prob --threshold 0.9999" in summary
 
 
 def test_guard_recovers_a_limited_number_of_times_and_only_with_auto(caplog):

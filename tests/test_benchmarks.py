@@ -36,8 +36,9 @@ def test_quality_benchmark_scores_every_method(benchmarks, tmp_path):
     assert result.exit_code == 0, result.output
     saved = json.loads((tmp_path / "quality-digits-asym40.json").read_text())
     assert saved["data"] == {"n_train": 80, "n_test": 20, "split_seed": 0}
-    assert list(saved["summary"]) == ["labelclean", "labelclean is_error", "labelclean[lambda_u=0]",
-                                      "labelclean[lambda_u=0] is_error", "plain_ce", "cleanlab"]
+    assert list(saved["summary"]) == ["labelclean", "labelclean is_error", "labelclean is_error@hint",
+                                      "labelclean[lambda_u=0]", "labelclean[lambda_u=0] is_error",
+                                      "labelclean[lambda_u=0] is_error@hint", "plain_ce", "cleanlab"]
     for figures in saved["summary"].values():
         assert all(0 <= figures[f]["mean"] <= 1 for f in quality.FIGURES[:-1]), figures
     assert {run["noise_rate"] for run in saved["runs"]} == {saved["runs"][0]["noise_rate"]}  # same noise for all
