@@ -107,8 +107,12 @@ def overview_section(run: Run, table: pd.DataFrame, threshold: float) -> str:
     cards = [("samples", f"{len(table):,}"), ("classes", f"{len(run.classes):,}"),
              ("flagged", f"{int(flagged.sum()):,}"), ("estimated noise", f"{flagged.mean():.1%}"),
              ("fit time", f"{run.config.get('fit_seconds', 0):,.0f} s")]
+    hint = run.config.get("threshold_hint")
+    advice = (f"<p><b>The fit suggests --threshold {hint:g}</b>: at this much noise clean_prob &lt; 0.5 flags far "
+              f"fewer labels than the networks predict another class for (labelclean report --threshold {hint:g}).</p>"
+              if hint and hint != threshold else "")
     return (f'<p class="muted">{escape(str(run.directory))} · flagged = clean_prob &lt; {threshold:g} '
-            f"(lower clean_prob = more likely mislabeled)</p>"
+            f"(lower clean_prob = more likely mislabeled)</p>" + advice +
             '<div class="cards">' + "".join(f'<div class="card">{k}<b>{v}</b></div>' for k, v in cards) + "</div>")
 
 

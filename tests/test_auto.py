@@ -8,6 +8,7 @@ import pytest
 from conftest import TINY, fit_interrupted_after
 
 import labelclean
+from labelclean import cli
 from labelclean.auto import (
     LOCK_EPOCHS,
     MAX_RECOVERIES,
@@ -18,11 +19,11 @@ from labelclean.auto import (
     threshold_hint,
     warmup_over,
 )
-from labelclean import cli
 from labelclean.config import FitConfig
 from labelclean.demo import DIGIT_PAIRS, flip_labels
 from labelclean.dividemix import guard_fires
 from labelclean.errors import LabelcleanError
+from labelclean.report import render_report
 from labelclean.training import TrainingState
 
 
@@ -106,7 +107,7 @@ def test_a_lenient_final_split_gets_a_threshold_that_flags_as_many_as_the_networ
     assert threshold_hint(clean_prob, np.arange(1000) < 300) is None  # a gap under LENIENT_GAP
 
 
-def test_the_summary_of_a_fit_uses_the_suggested_threshold(tiny_run, tmp_path, capsys):
+def test_the_summary_and_report_of_a_fit_use_the_suggested_threshold(tiny_run, tmp_path, capsys):
     run_dir = shutil.copytree(tiny_run.directory, tmp_path / "run")
     config = json.loads((run_dir / "config.json").read_text())
     (run_dir / "config.json").write_text(json.dumps({**config, "threshold_hint": 0.9999}))
@@ -116,6 +117,8 @@ def test_the_summary_of_a_fit_uses_the_suggested_threshold(tiny_run, tmp_path, c
     summary = capsys.readouterr().err
     assert f"{flagged:,} of 300 labels look suspect (clean_prob < 0.9999)" in summary
     assert "--only-errors --sort clean_prob --threshold 0.9999" in summary
+    assert "The fit suggests --threshold 0.9999" in render_report(run)
+    assert "The fit suggests" not in render_report(run, threshold=0.9999)
 
 
 def test_guard_recovers_a_limited_number_of_times_and_only_with_auto(caplog):
