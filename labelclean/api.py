@@ -353,7 +353,7 @@ def fit(
 def _threshold_hint(clean_prob: np.ndarray, disagrees: np.ndarray) -> float | None:
     """The export threshold to suggest, with a warning, when the final split flags far fewer labels
     than the networks disagree with (:func:`labelclean.auto.threshold_hint`); None when it is plausible."""
-    hint = threshold_hint(clean_prob, disagrees)
+    hint = threshold_hint(clean_prob, float(np.mean(disagrees)))
     if hint is not None:
         log.warning("Only %.0f%% of the labels have clean_prob < 0.5, but the networks predict another class for "
                     "%.0f%%: at this much noise the GMM put most wrong labels on its clean side. clean_prob still "

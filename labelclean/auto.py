@@ -151,16 +151,16 @@ def is_locked(labeled: Sequence[float], agreement: Sequence[float]) -> bool:
     return len(recent) == LOCK_EPOCHS and all(f < a - LOCK_GAP or f < 0.02 for f, a in recent)
 
 
-def threshold_hint(clean_prob: np.ndarray, disagrees: np.ndarray, threshold: float = 0.5) -> float | None:
-    """An export threshold for a final split that flags far fewer labels (``clean_prob < threshold``)
-    than the networks disagree with (by LENIENT_GAP): the clean_prob that flags as many, rounded up
-    to 4 decimals; None when the split is plausible.
+def threshold_hint(clean_prob: np.ndarray, disagreement: float, threshold: float = 0.5) -> float | None:
+    """A threshold for a split that flags far fewer labels (``clean_prob < threshold``) than the
+    networks disagree with (``disagreement``: the share of samples whose given label they do not
+    predict; by LENIENT_GAP): the clean_prob that flags as many, rounded up to 4 decimals; None
+    when the split is plausible.
 
-    >>> lenient = threshold_hint(np.r_[np.full(80, 0.9), np.full(20, 1.0)], np.arange(100) < 80)
-    >>> 0.9 < lenient <= 1.0, threshold_hint(np.linspace(0, 1, 101), np.arange(101) < 60)
+    >>> lenient = threshold_hint(np.r_[np.full(80, 0.9), np.full(20, 1.0)], 0.8)
+    >>> 0.9 < lenient <= 1.0, threshold_hint(np.linspace(0, 1, 101), 0.6)
     (True, None)
     """
-    share = float(np.mean(disagrees))
-    if share - float(np.mean(clean_prob < threshold)) <= LENIENT_GAP:
+    if disagreement - float(np.mean(clean_prob < threshold)) <= LENIENT_GAP:
         return None
-    return math.ceil(float(np.quantile(clean_prob, share)) * 1e4) / 1e4
+    return math.ceil(float(np.quantile(clean_prob, disagreement)) * 1e4) / 1e4
