@@ -454,8 +454,9 @@ class Run:
     def predict(self, inputs: Sequence[str | Path], *, top_k: int = 1, images_dir: str | Path | None = None,
                 device: str = "auto", batch_size: int = 512, convert_channels: bool = False,
                 on_progress: Progress | None = None) -> pd.DataFrame:
-        """Classify new images with the two-network ensemble (sum of logits, as DivideMix's official code;
-        for an MLNT run the two networks are the student and its EMA teacher).
+        """Classify new images with the two-network ensemble: the mean of their softmax, the rule the
+        export's ``predicted_label`` uses, so a training image gets the same prediction from both
+        (for an MLNT run the two networks are the student and its EMA teacher).
 
         Parameters
         ----------
@@ -496,8 +497,8 @@ class Run:
         augment = Augment(torch.tensor(prep["mean"], device=dev).view(1, -1, 1, 1),
                           torch.tensor(prep["std"], device=dev).view(1, -1, 1, 1), 0, False)
         data = TrainingData(images, None, len(self.classes), augment, dev)
-        logits = sum(predict_logits(net, data, batch_size) for net in nets)
-        confidence, label = torch.softmax(logits, dim=1).topk(top_k, dim=1)
+        probs = torch.stack([torch.softmax(predict_logits(net, data, batch_size), dim=1) for net in nets]).mean(0)
+        confidence, label = probs.topk(top_k, dim=1)
         names = np.asarray(self.classes, dtype=object)
         table = pd.DataFrame({"path": shown, "predicted_label": names[label[:, 0].cpu().numpy()],
                               "confidence": confidence[:, 0].cpu().numpy()})

@@ -41,7 +41,7 @@ not have (a clean validation set, ImageNet weights), this module chooses as foll
 Outputs keep DivideMix's contract with **student and teacher as the two networks**
 (:func:`evaluate`): ``clean_prob_net1``/``net2`` are the GMM clean probabilities from the student's
 and the teacher's per-sample losses, predictions and refined labels use their mean softmax, and
-``predict`` sums their logits.
+``predict`` takes their mean softmax too.
 """
 
 from __future__ import annotations
