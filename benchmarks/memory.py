@@ -59,7 +59,7 @@ import labelclean
 from labelclean import training
 from labelclean.cache import decode_cached
 from labelclean.data import read_labels
-from labelclean.run import write_json
+from labelclean.files import write_json
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 MB = 1e6

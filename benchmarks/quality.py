@@ -46,14 +46,13 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 from torch import nn
 
 import labelclean
-from labelclean.api import resolve_device, with_image_settings
 from labelclean.augment import Augment, crop_padding
-from labelclean.config import FitConfig
+from labelclean.config import FitConfig, for_device, resolve_device
 from labelclean.data import channel_stats, decode_images, read_csv_table, read_labels
 from labelclean.demo import score, write_digits
 from labelclean.dividemix import warmup_epoch
+from labelclean.files import write_json, write_text
 from labelclean.models import build_model
-from labelclean.run import write_json, write_text
 from labelclean.training import TrainingData, learning_rate, make_optimizer, predict_logits, set_learning_rate
 
 METHODS = ("labelclean", "plain_ce", "cleanlab")
@@ -291,8 +290,8 @@ def run_setting(name: str, make: Callable[[int, Path], Benchmark], base: FitConf
     result: dict[str, Any] = {}
     for seed in range(seeds):
         bench = make(seed, work / f"{name}-seed{seed}")
-        cfg = with_image_settings(replace(base, seed=seed), read_labels(bench.images_dir, bench.train_csv).files,
-                                  resolve_device(base.device))  # fixed once: every method uses the same
+        cfg = for_device(replace(base, seed=seed), resolve_device(base.device).type,
+                         read_labels(bench.images_dir, bench.train_csv).files)  # fixed once: every method uses the same
         for method, (fn, overrides) in methods.items():
             settings = replace(cfg, **overrides).validate()
             started = time.perf_counter()

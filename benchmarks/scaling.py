@@ -42,13 +42,12 @@ from rich.table import Table
 from speed import Parts, project, slug, synthetic_images
 
 from labelclean import distributed
-from labelclean.api import resolve_device
 from labelclean.augment import Augment, crop_padding
-from labelclean.config import PAPER_SETTINGS, FitConfig
+from labelclean.config import PAPER_SETTINGS, FitConfig, resolve_device
 from labelclean.data import channel_stats
 from labelclean.dividemix import co_divide, train_epoch
+from labelclean.files import write_json
 from labelclean.models import build_model, default_arch
-from labelclean.run import write_json
 from labelclean.training import Loop, TrainingData, TrainingState, make_optimizer
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -152,7 +151,7 @@ def main(
     """Time a DivideMix epoch with each process count and compare their throughput."""
     dev = resolve_device(device)
     cfg = FitConfig(epochs=1, warmup=0, batch_size=batch_size, image_size=image_size, device=device, **PAPER_SETTINGS,
-                    arch=default_arch(dev, image_size) if arch == "auto" else arch).validate()
+                    arch=default_arch(dev.type, image_size) if arch == "auto" else arch).validate()
     if worker_out is not None:
         torch.set_num_threads(threads)
         worker(cfg.to_dict(), samples, classes, worker_out)

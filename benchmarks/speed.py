@@ -38,13 +38,12 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
-from labelclean.api import resolve_device
 from labelclean.augment import Augment, crop_padding
-from labelclean.config import PAPER_SETTINGS, FitConfig
+from labelclean.config import PAPER_SETTINGS, FitConfig, resolve_device
 from labelclean.data import channel_stats, decode_images, read_labels
 from labelclean.dividemix import clean_probability, normalized_loss, train_epoch, warmup_epoch
+from labelclean.files import write_json
 from labelclean.models import build_model, default_arch
-from labelclean.run import write_json
 from labelclean.training import TrainingData, make_optimizer, predict_logits
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -205,7 +204,7 @@ def main(
                   else folder_images(images, labels, image_size))
     cfg = FitConfig(epochs=epochs, warmup=warmup, batch_size=batch_size, eval_batch_size=eval_batch_size,
                     image_size=image_size, device=device, **PAPER_SETTINGS,
-                    arch=default_arch(dev, image_size) if arch == "auto" else arch).validate()
+                    arch=default_arch(dev.type, image_size) if arch == "auto" else arch).validate()
     mean, std = channel_stats(raw)
     augment = Augment(torch.tensor(mean, device=dev).view(1, -1, 1, 1), torch.tensor(std, device=dev).view(1, -1, 1, 1),
                       crop_padding(image_size), cfg.flip)

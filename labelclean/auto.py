@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .export import DEFAULT_THRESHOLD
+
 # Schedule. The paper's CIFAR run is 300 epochs of ~780 steps; a 2,000-image set gets 30 steps per
 # epoch, so counting epochs starves small data. After warm-up, train for at least this many steps:
 MIN_TRAIN_STEPS = 1500
@@ -151,7 +153,8 @@ def is_locked(labeled: Sequence[float], agreement: Sequence[float]) -> bool:
     return len(recent) == LOCK_EPOCHS and all(f < a - LOCK_GAP or f < 0.02 for f, a in recent)
 
 
-def threshold_hint(clean_prob: np.ndarray, disagreement: float, threshold: float = 0.5) -> float | None:
+def threshold_hint(clean_prob: np.ndarray, disagreement: float,
+                   threshold: float = DEFAULT_THRESHOLD) -> float | None:
     """A threshold for a split that flags far fewer labels (``clean_prob < threshold``) than the
     networks disagree with (``disagreement``: the share of samples whose given label they do not
     predict; by LENIENT_GAP): the clean_prob that flags as many, rounded up to 4 decimals; None

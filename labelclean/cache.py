@@ -28,7 +28,7 @@ import numpy as np
 
 from .data import DECODE_CHUNK, Progress, decoded_chunks, has_colour, to_channels
 from .errors import LabelcleanError
-from .run import atomic_write, write_json
+from .files import atomic_write, write_json
 
 CACHE_FORMAT = 1  # part of the key: bump it when decoding changes, so that older caches are not reused
 

@@ -10,13 +10,11 @@ import functools
 import inspect
 import logging
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
-import pandas as pd
 import torch
 import typer
 from rich.console import Console
@@ -25,20 +23,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Column, Table
 
 from . import api, distributed
-from .config import FitConfig
-from .demo import DEMO_SETTINGS, score, write_digits
+from .api import EpochReport, Interrupted
+from .config import CPU_MAX_IMAGE_SIZE, GPU_MAX_IMAGE_SIZE, FitConfig, resolve_device
 from .errors import LabelcleanError
-from .export import FORMATS, SORT_KEYS, format_from_suffix, write_table
+from .export import DEFAULT_THRESHOLD, FORMATS, SORT_KEYS, format_from_suffix, write_table
 from .report import write_report
-from .review import (
-    LOCAL_FILES_PREFIX,
-    CleanedLabels,
-    apply_decisions,
-    model_decisions,
-    read_decisions,
-    write_label_studio,
-)
-from .training import EpochReport, Interrupted
+from .review import LOCAL_FILES_PREFIX, CleanedLabels, apply_decisions, read_decisions, write_label_studio
 
 app = typer.Typer(
     help="Find and fix wrong labels in an image classification dataset with DivideMix or MLNT.\n\n"
@@ -114,7 +104,6 @@ def progress_bars() -> Iterator[tuple[Callable[[EpochReport], None], Callable[[s
                     TimeRemainingColumn(), TextColumn("{task.fields[figures]}", table_column=Column(overflow="fold")),
                     console=stderr, transient=False)
     tasks: dict[str, Any] = {}
-    warned: set[str] = set()
 
     def add_task(name: str, total: int, completed: int = 0) -> None:
         if not tasks:
@@ -133,11 +122,6 @@ def progress_bars() -> Iterator[tuple[Callable[[EpochReport], None], Callable[[s
         if r.labeled is not None:
             figures += (f"  labeled {r.labeled[0]:,}/{r.labeled[1]:,}  noise≈{r.noise_estimate:.0%}"
                         f"  λu {r.lambda_u:.1f}")
-            if 0 in r.labeled and "empty" not in warned:
-                warned.add("empty")
-                logging.getLogger("labelclean").warning(
-                    "A network's labeled set is empty this epoch (its GMM put every sample on the noisy "
-                    "side); training continues on the unlabeled loss only.")
         if r.round is not None:
             figures += (f"  round {r.round}  consistency {r.consistency:.4f}  weight {r.meta_weight:.2f}"
                         f"  left out {r.noise_estimate:.0%}")
@@ -230,7 +214,8 @@ def fit(
     arch: Annotated[str, typer.Option(help="small_cnn, preact_resnet18, resnet18/34/50, or auto (by device "
                                            "and image size).")] = DEFAULTS.arch,
     image_size: Annotated[int | None, typer.Option(help="Image side in pixels \\[default: median of the data, "
-                                                        "at most 32 on CPU, 224 on GPU].", show_default=False)] = None,
+                                                        f"at most {CPU_MAX_IMAGE_SIZE} on CPU, {GPU_MAX_IMAGE_SIZE} "
+                                                        "on GPU].", show_default=False)] = None,
     flip: Annotated[bool, typer.Option("--flip/--no-flip", help="Random horizontal flips (turn off when "
                                                                 "mirroring changes the class).")] = DEFAULTS.flip,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = DEFAULTS.device,
@@ -268,13 +253,7 @@ def fit(
         launch_processes(nproc, device)
     if not distributed.is_main():  # under torchrun the main process reports for all
         logging.getLogger("labelclean").setLevel(logging.ERROR)
-    config = FitConfig(method=method, epochs=epochs, warmup=warmup, auto=auto, batch_size=batch_size, lr=lr,
-                       p_threshold=p_threshold, lambda_u=lambda_u, temperature=temperature, alpha=alpha,
-                       noise_mode=noise_mode, loss_window=loss_window, meta_sets=meta_sets,
-                       perturb_ratio=perturb_ratio, neighbours=neighbours, meta_lr=meta_lr, meta_weight=meta_weight,
-                       meta_rampup=meta_rampup, ema_decay=ema_decay, ema_decay_late=ema_decay_late, rounds=rounds,
-                       mentor_filter=mentor_filter, first_order=first_order, arch=arch, image_size=image_size, flip=flip, device=device,
-                       seed=seed)
+    config = FitConfig.from_dict(locals())  # every option named as its FitConfig field
     try:
         with progress_bars() if distributed.is_main() else nullcontext((None, None)) as (on_epoch, on_progress):
             run = api.fit(images_dir, labels_csv, out, config=config, path_column=path_column,
@@ -301,7 +280,7 @@ def fit(
 
 def launch_processes(nproc: int, device: str) -> NoReturn:
     """Run this command, less --nproc, as ``nproc`` processes; exit with their status once they end."""
-    if api.resolve_device(device).type == "cuda" and nproc > torch.cuda.device_count():
+    if resolve_device(device).type == "cuda" and nproc > torch.cuda.device_count():
         raise LabelcleanError(f"--nproc {nproc} asks for one process per GPU but PyTorch sees "
                               f"{torch.cuda.device_count()}; lower --nproc or pass --device cpu.")
     status, errors = distributed.launch(nproc, run_command, without_nproc(sys.argv[1:]))
@@ -322,19 +301,21 @@ def run_command(argv: list[str]) -> None:
 
 
 def summarize(run: api.Run) -> None:
-    hint = run.config.get("threshold_hint")  # set when the split at 0.5 flags far too few (see the warning)
-    table = run.export(threshold=hint or 0.5)
+    threshold = run.suggested_threshold  # the default, unless the fit warned that it flags far too few
+    table = run.export(threshold)
     noisy, errors = int(table["is_noisy"].sum()), int(table["is_error"].sum())
     stderr.print(f"Done in {run.config['fit_seconds']:.0f}s: {noisy:,} of {len(table):,} labels look suspect "
-                 f"(clean_prob < {hint or 0.5:g}), {errors:,} of them wrong (the networks predict another class). "
+                 f"(clean_prob < {threshold:g}), {errors:,} of them wrong (the networks predict another class). "
                  f"Review them with:\n  labelclean export {run.directory} --only-errors --sort clean_prob"
-                 + (f" --threshold {hint:g}" if hint else ""), highlight=False, soft_wrap=True)
+                 + (f" --threshold {threshold:g}" if threshold != DEFAULT_THRESHOLD else ""),
+                 highlight=False, soft_wrap=True)
 
 
 @command
 def export(
     run_dir: RunDir = Path("labelclean-run"),
-    threshold: Annotated[float, typer.Option(help="Flag samples whose clean_prob is below this.")] = 0.5,
+    threshold: Annotated[float, typer.Option(help="Flag samples whose clean_prob is below this.")]
+    = DEFAULT_THRESHOLD,
     fmt: Annotated[str | None, typer.Option("--format", "-f", help=f"One of {', '.join(FORMATS)}, label-studio "
                                             "\\[default: from the -o suffix, else csv].", show_default=False)]
     = None,
@@ -359,16 +340,10 @@ def export(
     """Write the per-sample review table: clean probability, refined and predicted labels, noisy flag."""
     run = api.Run.load(run_dir)
     if as_labels:
-        if action not in ("relabel", "drop"):
-            raise LabelcleanError(f"The 'action' option must be relabel or drop. Got {action!r}.")
         if fmt or only_noisy or only_errors or sort:
             raise LabelcleanError("--as-labels writes a cleaned copy of the labels CSV; drop --format, "
                                   "--only-noisy, --only-errors and --sort.")
-        data = run.config["data"]
-        cleaned = apply_decisions(Path(data["labels_csv"]), model_decisions(run.export(threshold)),
-                                  drop_rejected=action == "drop", path_column=data["path_column"],
-                                  label_column=data["label_column"])
-        report_changes(cleaned, output)
+        report_changes(run.cleaned_labels(threshold, action=action), output)
         return
     table = run.export(threshold, only_noisy=only_noisy, only_errors=only_errors, sort=sort)
     if fmt == "label-studio":
@@ -391,7 +366,8 @@ def report(
     run_dir: RunDir = Path("labelclean-run"),
     output: Annotated[Path | None, typer.Option("--output", "-o", help="HTML file to write "
                                                 "\\[default: RUN_DIR/report.html].", show_default=False)] = None,
-    threshold: Annotated[float, typer.Option(help="Samples whose clean_prob is below this are suspects.")] = 0.5,
+    threshold: Annotated[float, typer.Option(help="Samples whose clean_prob is below this are suspects.")]
+    = DEFAULT_THRESHOLD,
     max_items: Annotated[int, typer.Option(help="Show at most this many suspects, worst first.")] = 1000,
 ) -> None:
     """Write one self-contained HTML page (thumbnails, tables, charts) to review a run in a browser."""
@@ -470,17 +446,10 @@ def demo(
     = DEFAULTS.method,
 ) -> None:
     """Flip labels of scikit-learn's bundled digits, clean them, and score against the truth."""
-    started = time.perf_counter()
-    dataset = write_digits(out, noise=noise, mode=noise_mode, seed=seed)
-    stderr.print(f"Wrote {dataset.images_dir} and {dataset.labels_csv} "
-                 f"({dataset.noise_rate:.1%} of labels flipped; truth in {dataset.truth_csv}).", highlight=False)
-    settings = {**DEMO_SETTINGS, "seed": seed, "device": device, "method": method}  # the noise kind is detected
     with progress_bars() as (on_epoch, on_progress):
-        run = api.fit(dataset.images_dir, dataset.labels_csv, out / "run", overwrite=True,
-                      on_epoch=on_epoch, on_progress=on_progress, **settings)
-    table, truth = run.export(0.5), pd.read_csv(dataset.truth_csv, dtype=str)
-    figures = score(table, truth)
-    errors = score(table.assign(is_noisy=table["is_error"], refined_label=table["suggested_label"]), truth)
+        result = api.demo(out, noise=noise, noise_mode=noise_mode, seed=seed, device=device, method=method,
+                          on_epoch=on_epoch, on_progress=on_progress)
+    figures, errors = result.figures, result.errors
     shown = Table(title=f"labelclean demo ({method}): digits, {noise:.0%} {noise_mode} noise")
     shown.add_column("figure")
     shown.add_column("value", justify="right")
@@ -489,19 +458,19 @@ def demo(
         ("labels flipped", f"{figures['noise_rate']:.1%}"),
         ("detection AUROC", f"{figures['auroc']:.3f}"),
         ("average precision", f"{figures['average_precision']:.3f}"),
-        ("precision @0.5", f"{figures['precision']:.3f}"),
-        ("recall @0.5", f"{figures['recall']:.3f}"),
-        ("F1 @0.5", f"{figures['f1']:.3f}"),
+        (f"precision @{DEFAULT_THRESHOLD:g}", f"{figures['precision']:.3f}"),
+        (f"recall @{DEFAULT_THRESHOLD:g}", f"{figures['recall']:.3f}"),
+        (f"F1 @{DEFAULT_THRESHOLD:g}", f"{figures['f1']:.3f}"),
         ("accuracy of given labels", f"{figures['given_accuracy']:.3f}"),
         ("accuracy of refined labels", f"{figures['refined_accuracy']:.3f}"),
         ("F1 of is_error", f"{errors['f1']:.3f}"),
         ("accuracy of suggested labels", f"{errors['refined_accuracy']:.3f}"),
-        ("wall time", f"{time.perf_counter() - started:.0f} s"),
+        ("wall time", f"{result.seconds:.0f} s"),
     ]:
         shown.add_row(name, value)
     Console().print(shown)
-    stderr.print(f"Next: labelclean export {run.directory} --only-errors --sort clean_prob | head", highlight=False,
-                 soft_wrap=True)
+    stderr.print(f"Next: labelclean export {result.run.directory} --only-errors --sort clean_prob | head",
+                 highlight=False, soft_wrap=True)
 
 
 def main() -> None:

@@ -1,18 +1,31 @@
-"""Every hyper-parameter of a fit in one place, with its unit and reason.
+"""Every hyper-parameter of a fit in one place, with its unit and reason, and the one step that
+decides each setting's effective value.
 
-The config is saved as ``config.json`` in the run directory and in every checkpoint, so a
-run can be resumed and its results explained. Nothing here depends on facts a user cannot
-know (such as the true noise rate): a ``None`` value is chosen from the data by the rules in
-:mod:`labelclean.auto` (the schedule always; λu, the threshold and the loss window with ``auto``).
+``FitConfig`` holds what the user declared; ``None`` means "choose from the data". Two functions
+fill those in, and nothing else does:
+
+* :func:`for_device` — once, before training: image size and network, from the device and the images;
+* :func:`resolve` — the schedule (from the data size) and DivideMix's λu, threshold and loss window
+  (from the noise estimated after warm-up, by the rules in :mod:`labelclean.auto`), as far as decided.
+
+The declared config and the effective one (``resolve``'s) are both saved in ``config.json``
+(``fit`` and ``settings``). Nothing here depends on facts a user cannot know (such as the true
+noise rate).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
 from typing import Any
 
+import torch
+
+from .auto import MAX_WARMUP_EPOCHS, MIN_WARMUP_EPOCHS, train_epochs
+from .data import median_side
 from .errors import LabelcleanError
-from .models import ARCHS
+from .models import ARCHS, default_arch
 
 METHODS = ("dividemix", "mlnt")
 MENTOR_FILTERS = ("disagree", "gmm", "none")
@@ -20,6 +33,9 @@ NOISE_MODES = ("auto", "sym", "asym")
 # What DivideMix uses for λu, threshold and loss window with --no-auto: the paper's CIFAR-10 settings at 50% noise.
 PAPER_SETTINGS = {"lambda_u": 25.0, "p_threshold": 0.5, "loss_window": 1}
 DEVICES = ("auto", "cpu", "cuda")
+CPU_MAX_IMAGE_SIZE = 32  # default size cap on CPU: a small-CNN step at 54 px costs ~3x one at 32 px (measured)
+GPU_MAX_IMAGE_SIZE = 224  # default size cap on GPU: the input size of the torchvision ResNets' ImageNet weights
+BASELINE_EPOCHS = 10  # MLNT's baseline without --warmup: the DivideMix paper's CIFAR warm-up
 
 
 @dataclass
@@ -77,7 +93,8 @@ class FitConfig:
 
     # Data and network.
     arch: str = "auto"  # see models.ARCHS; 'auto' picks by device and image size
-    image_size: int | None = None  # side in pixels; None = median shorter side of the images (≤ 32 on CPU, ≤ 224 on GPU)
+    image_size: int | None = None  # side in pixels; None = median shorter side of the images, at most
+    #                                CPU_MAX_IMAGE_SIZE on CPU and GPU_MAX_IMAGE_SIZE on GPU
     flip: bool = True  # random horizontal flips; turn off where mirroring changes the class
     device: str = "auto"  # 'auto' = CUDA when available
     seed: int = 0
@@ -142,3 +159,56 @@ class FitConfig:
     def from_dict(cls, values: dict[str, Any]) -> FitConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def resolve_device(name: str) -> torch.device:
+    """The device a name asks for: 'auto' is CUDA when PyTorch sees a GPU, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise LabelcleanError("--device cuda was asked for but PyTorch sees no CUDA GPU; use --device cpu.")
+    if name not in DEVICES:
+        raise LabelcleanError(f"The 'device' option must be one of {', '.join(DEVICES)}. Got {name!r}.")
+    return torch.device(name)
+
+
+def for_device(cfg: FitConfig, device_type: str, files: Sequence[Path]) -> FitConfig:
+    """``cfg`` with its image size and network fixed: by default the median shorter side of the
+    images (at most CPU_MAX_IMAGE_SIZE on CPU, GPU_MAX_IMAGE_SIZE on GPU) and the network that suits
+    the device and size (:func:`labelclean.models.default_arch`)."""
+    cap = GPU_MAX_IMAGE_SIZE if device_type == "cuda" else CPU_MAX_IMAGE_SIZE
+    size = cfg.image_size or min(median_side(files, seed=cfg.seed), cap)
+    return replace(cfg, image_size=size, arch=cfg.arch if cfg.arch != "auto" else default_arch(device_type, size))
+
+
+def warmup_limit(cfg: FitConfig) -> int:
+    """Longest adaptive warm-up: MAX_WARMUP_EPOCHS, or a third of a given --epochs."""
+    return MAX_WARMUP_EPOCHS if cfg.epochs is None else max(MIN_WARMUP_EPOCHS, cfg.epochs // 3)
+
+
+def resolve(cfg: FitConfig, n_samples: int, decided: dict[str, Any] | None = None) -> FitConfig:
+    """Every setting's effective value: the declared one, else what the rules decided from the data
+    so far (``decided``: the fit's ``auto`` record), else the rule's default.
+
+    * warm-up: DivideMix's adaptive warm-up (:mod:`labelclean.auto`) once it has ended, the longest it
+      may take until then; MLNT's baseline is BASELINE_EPOCHS (a third of a short --epochs);
+    * epochs: warm-up + ``auto.train_epochs`` (enough for 1,500 optimizer steps);
+    * DivideMix's λu, threshold and loss window: chosen from the estimated noise with ``auto`` once
+      warm-up has ended, the paper's 50%-noise settings (PAPER_SETTINGS) before that or with
+      ``auto`` off; MLNT reads only the threshold (its ``'gmm'`` mentor filter).
+
+    >>> resolve(FitConfig(warmup=5), n_samples=1_438).epochs  # 5 + 66 epochs of 23 steps
+    71
+    """
+    decided = decided or {}
+    if cfg.method == "mlnt":
+        short = BASELINE_EPOCHS if cfg.epochs is None else min(BASELINE_EPOCHS, max(1, cfg.epochs // 3))
+        warmup = cfg.warmup if cfg.warmup is not None else short
+        settings = {"p_threshold": PAPER_SETTINGS["p_threshold"]}
+    else:
+        warmup = cfg.warmup if cfg.warmup is not None else decided.get("warmup", warmup_limit(cfg))
+        settings = decided.get("settings", PAPER_SETTINGS) if cfg.auto else PAPER_SETTINGS
+    epochs = cfg.epochs if cfg.epochs is not None else warmup + train_epochs(n_samples, cfg.batch_size)
+    cfg.check_warmup(warmup, epochs)
+    return replace(cfg, warmup=warmup, epochs=epochs,
+                   **{name: value for name, value in settings.items() if getattr(cfg, name) is None})

@@ -125,6 +125,28 @@ def sort_classes(names: Sequence[str]) -> list[str]:
         return unique
 
 
+def _existing_files(images_dir: Path, labels_csv: Path, paths: list[str],
+                    repeated: np.ndarray) -> tuple[list[Path], list[int], list[tuple[str, str]]]:
+    """The files of the rows that are not ``repeated``: those that exist, their row indices, and the
+    missing ones as (path, reason). A path that leaves the image folder is an error."""
+    files: list[Path] = []
+    kept: list[int] = []
+    missing: list[tuple[str, str]] = []
+    for i, p in enumerate(paths):
+        if repeated[i]:
+            continue
+        try:
+            f = resolve_inside(images_dir, p)
+        except ValueError as e:
+            raise LabelcleanError(f"{labels_csv} row {i + 2}: path '{p}' is refused: {e}.") from None
+        if f.is_file():
+            files.append(f)
+            kept.append(i)
+        else:
+            missing.append((p, "file not found"))
+    return files, kept, missing
+
+
 def read_labels(
     images_dir: Path,
     labels_csv: Path,
@@ -173,21 +195,7 @@ def read_labels(
         )
     skipped = [(paths[i], "repeated path; the first row was kept") for i in np.flatnonzero(duplicated)]
 
-    files: list[Path] = []
-    kept: list[int] = []
-    missing: list[tuple[str, str]] = []
-    for i, p in enumerate(paths):
-        if duplicated[i]:
-            continue
-        try:
-            f = resolve_inside(images_dir, p)
-        except ValueError as e:
-            raise LabelcleanError(f"{labels_csv} row {row(i)}: path '{p}' is refused: {e}.") from None
-        if f.is_file():
-            files.append(f)
-            kept.append(i)
-        else:
-            missing.append((p, "file not found"))
+    files, kept, missing = _existing_files(images_dir, labels_csv, paths, duplicated)
     if missing and not skip_missing:
         examples = ", ".join(f"'{p}'" for p, _ in missing[:MAX_LISTED])
         raise LabelcleanError(
@@ -269,6 +277,44 @@ def median_side(files: Sequence[Path], sample: int = 1000, seed: int = 0) -> int
     if not sides:
         raise LabelcleanError(f"None of the images could be read (e.g. '{files[0]}'); check the image folder.")
     return int(np.median(sides))
+
+
+def refuse_unreadable(bad: list[tuple[int, str]], shown: Sequence[str], what: str, fix: str) -> None:
+    """One error naming the first unreadable images (``bad``: (index, reason)) and the fix; nothing when none are."""
+    if bad:
+        examples = "; ".join(f"'{shown[i]}': {why}" for i, why in bad[:MAX_LISTED])
+        raise LabelcleanError(f"{len(bad):,} {what} cannot be read ({examples}). {fix}")
+
+
+def without_rows(labeled: LabeledImages, bad: list[tuple[int, str]]) -> LabeledImages:
+    """``labeled`` less the rows in ``bad`` (index, reason), which join its skipped rows."""
+    keep = np.ones(len(labeled.paths), dtype=bool)
+    keep[[i for i, _ in bad]] = False
+    return LabeledImages(paths=[p for p, k in zip(labeled.paths, keep) if k],
+                         files=[f for f, k in zip(labeled.files, keep) if k],
+                         labels=labeled.labels[keep], classes=labeled.classes,
+                         skipped=labeled.skipped + [(labeled.paths[i], why) for i, why in bad])
+
+
+def decode_for_prediction(files: Sequence[Path], shown: Sequence[str], size: int, channels: int,
+                          convert_channels: bool, run_dir: Path, progress: Progress | None = None) -> torch.Tensor:
+    """Images to predict on, decoded in memory with the run's size and channels.
+
+    Colour images for a run trained on grayscale are refused unless ``convert_channels``: the model
+    never saw colour, and such images are often from the wrong folder. Gray images for a colour run
+    are converted, since nothing is lost.
+    """
+    rgb, bad = decode_images(files, size, 3, progress=progress)
+    refuse_unreadable(bad, shown, "input image(s)", "Fix or remove them.")
+    colour = has_colour(rgb.numpy())
+    if channels == 1 and colour.any() and not convert_channels:
+        examples = ", ".join(f"'{shown[i]}'" for i in np.flatnonzero(colour)[:MAX_LISTED])
+        raise LabelcleanError(
+            f"{int(colour.sum())} of {len(files)} input image(s) are in colour (e.g. {examples}) but the run "
+            f"in {run_dir} was trained on grayscale (1 channel); predict on grayscale images, or pass "
+            f"--convert-channels to convert them."
+        )
+    return to_channels(rgb.numpy(), channels, colour)
 
 
 def decode_images(

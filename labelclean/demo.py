@@ -17,7 +17,7 @@ from sklearn.datasets import load_digits
 from sklearn.metrics import average_precision_score, precision_recall_fscore_support, roc_auc_score
 
 from .errors import LabelcleanError
-from .run import write_text
+from .files import write_text
 
 # Class-pair flips of the asymmetric setting (the CIFAR-10 recipe transposed to look-alike digits).
 DIGIT_PAIRS = {2: 7, 3: 8, 5: 6, 6: 5, 7: 1}

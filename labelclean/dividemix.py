@@ -22,7 +22,7 @@ import logging
 import math
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from functools import partial
 
 import numpy as np
@@ -36,16 +36,13 @@ from . import distributed
 from .auto import (
     LOCK_EPOCHS,
     MAX_RECOVERIES,
-    MAX_WARMUP_EPOCHS,
-    MIN_WARMUP_EPOCHS,
     best_warmup_epoch,
     choose_settings,
     estimate_noise,
     is_locked,
-    train_epochs,
     warmup_over,
 )
-from .config import PAPER_SETTINGS, FitConfig
+from .config import FitConfig, resolve, warmup_limit
 from .errors import LabelcleanError
 from .training import (
     EpochReport,
@@ -291,23 +288,8 @@ def co_divide(net: nn.Module, data: TrainingData, history: list[torch.Tensor], c
 
 
 # ---------------------------------------------------------------------------------------------
-# The schedule and the settings chosen from the data (rules in auto.py), kept in state.extra["auto"].
-
-
-def warmup_limit(cfg: FitConfig) -> int:
-    """Longest adaptive warm-up: MAX_WARMUP_EPOCHS, or a third of a given --epochs."""
-    return MAX_WARMUP_EPOCHS if cfg.epochs is None else max(MIN_WARMUP_EPOCHS, cfg.epochs // 3)
-
-
-def planned(cfg: FitConfig, state: TrainingState, n_samples: int) -> FitConfig:
-    """``cfg`` with every value left to the rules filled in, as far as decided: before an adaptive
-    warm-up ends, its length is the longest it may take and the settings are the paper's."""
-    decided = state.extra.get("auto", {})
-    warmup = cfg.warmup if cfg.warmup is not None else decided.get("warmup", warmup_limit(cfg))
-    epochs = cfg.epochs if cfg.epochs is not None else warmup + train_epochs(n_samples, cfg.batch_size)
-    settings = decided.get("settings", PAPER_SETTINGS) if cfg.auto else PAPER_SETTINGS
-    return replace(cfg, warmup=warmup, epochs=epochs,
-                   **{name: value for name, value in settings.items() if getattr(cfg, name) is None})
+# The settings chosen from the data (rules in auto.py), kept in state.extra["auto"]; config.resolve
+# turns them into the effective config.
 
 
 def ensemble_agreement(nets: list[nn.Module], data: TrainingData, cfg: FitConfig) -> tuple[float, np.ndarray]:
@@ -327,7 +309,7 @@ def adaptive_warmup(nets: list[nn.Module], optimizers: list[torch.optim.Optimize
     """After warm-up epoch ``epoch``: measure agreement, keep the best networks so far, and when
     ``auto.warmup_over`` says so, go back to the best ones and end warm-up (returns a note).
 
-    ``cfg`` is the config as given (None where the rules decide), not the planned one.
+    ``cfg`` is the config as given (None where the rules decide), not the resolved one.
     """
     decided = state.extra.setdefault("auto", {})
     agreement, predicted = ensemble_agreement(nets, data, cfg)
@@ -405,7 +387,7 @@ def one_epoch(nets: list[nn.Module], optimizers: list[torch.optim.Optimizer], da
     note = None
     if cfg.warmup is not None and epoch >= cfg.warmup and "warmup" not in state.extra.get("auto", {}):
         note = end_warmup(ensemble_agreement(nets, data, cfg)[1], data, cfg, state, cfg.warmup)
-    plan = planned(cfg, state, len(data))
+    plan = resolve(cfg, len(data), state.extra.get("auto"))
     lr = learning_rate(epoch, plan)
     set_learning_rate(optimizers, lr)
     if epoch < plan.warmup:
@@ -413,7 +395,7 @@ def one_epoch(nets: list[nn.Module], optimizers: list[torch.optim.Optimizer], da
                              loss=warmup_both(nets, optimizers, data, plan, state))
         if cfg.warmup is None:
             agreement, report.note = adaptive_warmup(nets, optimizers, data, cfg, state, epoch)
-            report.agreement, report.epochs = [agreement], planned(cfg, state, len(data)).epochs
+            report.agreement, report.epochs = [agreement], resolve(cfg, len(data), state.extra.get("auto")).epochs
         return report
     divided = once(state, "co-divide", lambda: [co_divide(net, data, hist, plan, seed=cfg.seed + epoch)
                                                 for net, hist in zip(nets, state.loss_history)])
@@ -431,6 +413,10 @@ def one_epoch(nets: list[nn.Module], optimizers: list[torch.optim.Optimizer], da
 
     results = [once(state, f"train {k + 1}", partial(train_on_peer_split, k)) for k in (0, 1)]
     labeled = [n for _, _, n in results]
+    if 0 in labeled and not state.extra.get("warned_empty"):
+        state.extra["warned_empty"] = True
+        log.warning("A network's labeled set is empty this epoch (its GMM put every sample on the noisy side); "
+                    "training continues on the unlabeled loss only.")
     return EpochReport(
         epoch + 1, plan.epochs, "train", lr, 0.0,
         loss=[r[0] for r in results],
@@ -451,7 +437,7 @@ def train(nets: list[nn.Module], optimizers: list[torch.optim.Optimizer], data: 
 
     ``after_epoch(state)`` runs at every epoch boundary (the caller checkpoints there).
     """
-    run_epochs(state, lambda: planned(cfg, state, len(data)).epochs,
+    run_epochs(state, lambda: resolve(cfg, len(data), state.extra.get("auto")).epochs,
                partial(one_epoch, nets, optimizers, data, cfg, state), on_epoch, after_epoch)
 
 

@@ -36,12 +36,13 @@ import numpy as np
 import pandas as pd
 
 from .errors import LabelcleanError
-from .run import atomic_write
+from .files import atomic_write
 
 COLUMNS = ["path", "given_label", "clean_prob", "clean_prob_net1", "clean_prob_net2", "refined_label",
            "refined_confidence", "predicted_label", "predicted_confidence", "is_noisy", "is_error",
            "suggested_label"]
 FORMATS = ("csv", "jsonl", "parquet")
+DEFAULT_THRESHOLD = 0.5  # clean_prob below which a sample is flagged: the GMM's own decision boundary
 SORT_KEYS = ("clean_prob", "refined_confidence", "predicted_confidence")
 
 

@@ -50,15 +50,13 @@ import copy
 import math
 from bisect import bisect_right
 from collections.abc import Callable
-from dataclasses import replace
 from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .auto import train_epochs
-from .config import PAPER_SETTINGS, FitConfig
+from .config import FitConfig, resolve
 from .dividemix import FinalEvaluation, clean_probability, normalized_loss, warmup_epoch
 from .dividemix import evaluate as evaluate_pair
 from .errors import LabelcleanError
@@ -74,8 +72,6 @@ from .training import (
     set_learning_rate,
     step_decay,
 )
-
-BASELINE_EPOCHS = 10  # baseline length without --warmup: the DivideMix paper's CIFAR warm-up
 
 # ---------------------------------------------------------------------------------------------
 # The method's math, as functions on tensors and modules.
@@ -296,20 +292,9 @@ def train(nets: list[nn.Module], optimizers: list[torch.optim.Optimizer], data: 
     Only the student's optimizer steps. ``state.extra`` holds the frozen feature model and the
     current round's kept-sample mask, so a resumed run continues mid-round exactly.
     """
-    cfg = with_schedule(cfg, len(data))
+    cfg = resolve(cfg, len(data))
     run_epochs(state, lambda: cfg.epochs, partial(one_epoch, nets, optimizers, data, cfg, state), on_epoch,
                after_epoch)
-
-
-def with_schedule(cfg: FitConfig, n_samples: int) -> FitConfig:
-    """``cfg`` with a fixed schedule: MLNT has no adaptive baseline; without --warmup it trains
-    BASELINE_EPOCHS (fewer when --epochs is short), then ``auto.train_epochs`` unless --epochs is given."""
-    warmup = cfg.warmup if cfg.warmup is not None else (
-        BASELINE_EPOCHS if cfg.epochs is None else min(BASELINE_EPOCHS, max(1, cfg.epochs // 3)))
-    epochs = cfg.epochs if cfg.epochs is not None else warmup + train_epochs(n_samples, cfg.batch_size)
-    cfg.check_warmup(warmup, epochs)
-    return replace(cfg, warmup=warmup, epochs=epochs,
-                   p_threshold=PAPER_SETTINGS["p_threshold"] if cfg.p_threshold is None else cfg.p_threshold)
 
 
 def evaluate(nets: list[nn.Module], data: TrainingData, cfg: FitConfig) -> FinalEvaluation:

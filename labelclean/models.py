@@ -85,9 +85,9 @@ def torchvision_resnet(name: str, in_channels: int, num_classes: int) -> nn.Modu
     return model
 
 
-def default_arch(device: torch.device, image_size: int) -> str:
+def default_arch(device_type: str, image_size: int) -> str:
     """The paper's PreAct ResNet-18 for small images on a GPU, ResNet-18 for large ones, a small CNN on CPU."""
-    if device.type != "cuda":
+    if device_type != "cuda":
         return "small_cnn"
     return "preact_resnet18" if image_size <= 64 else "resnet18"
 

@@ -17,10 +17,11 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .api import Run
 from .data import resolve_inside, to_rgb
 from .errors import LabelcleanError
-from .run import write_text
+from .export import DEFAULT_THRESHOLD
+from .files import write_text
+from .run import Run
 from .svg import histogram_chart, line_chart
 
 THUMB_SIDE = 96  # px, longest side of a thumbnail: ~2–3 KB as base64 JPEG, so 1,000 suspects stay well < 5 MB
@@ -59,7 +60,7 @@ svg .grid{stroke:#eee}svg .axis{stroke:#999}svg .marker{stroke:#444;stroke-dasha
 """.strip()
 
 
-def write_report(run: Run, out: Path, *, threshold: float = 0.5, max_items: int = 1000) -> int:
+def write_report(run: Run, out: Path, *, threshold: float = DEFAULT_THRESHOLD, max_items: int = 1000) -> int:
     """Write the report of ``run`` to ``out``; returns its size in bytes.
 
     Parameters
@@ -72,7 +73,7 @@ def write_report(run: Run, out: Path, *, threshold: float = 0.5, max_items: int 
     return len(page.encode("utf-8"))
 
 
-def render_report(run: Run, *, threshold: float = 0.5, max_items: int = 1000) -> str:
+def render_report(run: Run, *, threshold: float = DEFAULT_THRESHOLD, max_items: int = 1000) -> str:
     """The report as one HTML string (see :func:`write_report`)."""
     if max_items < 0:
         raise LabelcleanError(f"The 'max_items' option must be at least 0. Got {max_items}.")
@@ -108,8 +109,9 @@ def overview_section(run: Run, table: pd.DataFrame, threshold: float) -> str:
              ("flagged", f"{int(flagged.sum()):,}"), ("estimated noise", f"{flagged.mean():.1%}"),
              ("fit time", f"{run.config.get('fit_seconds', 0):,.0f} s")]
     hint = run.config.get("threshold_hint")
-    advice = (f"<p><b>The fit suggests --threshold {hint:g}</b>: at this much noise clean_prob &lt; 0.5 flags far "
-              f"fewer labels than the networks predict another class for (labelclean report --threshold {hint:g}).</p>"
+    advice = (f"<p><b>The fit suggests --threshold {hint:g}</b>: at this much noise clean_prob &lt; "
+              f"{DEFAULT_THRESHOLD:g} flags far fewer labels than the networks predict another class for "
+              f"(labelclean report --threshold {hint:g}).</p>"
               if hint and hint != threshold else "")
     return (f'<p class="muted">{escape(str(run.directory))} · flagged = clean_prob &lt; {threshold:g} '
             f"(lower clean_prob = more likely mislabeled)</p>" + advice +
@@ -126,11 +128,12 @@ def noise_section(table: pd.DataFrame, classes: list[str]) -> str:
 
 
 def settings_section(run: Run, threshold: float) -> str:
-    """Every setting of the fit, with the versions and data it ran on."""
+    """Every setting of the fit (its effective value, as config.json's ``settings`` records it), with the
+    versions and data it ran on."""
     config = run.config
     settings = {"method": config.get("method", ""), "created": config.get("created", ""),
                 "device": config.get("device", ""), "labelclean": config.get("labelclean_version", ""),
-                "threshold": threshold, **config.get("fit", {}),
+                "threshold": threshold, **config.get("settings", config.get("fit", {})),
                 "images_dir": config["data"]["images_dir"], "labels_csv": config["data"]["labels_csv"]}
     items = "".join(f"<div>{escape(str(k))}<span>{escape(str(v))}</span></div>" for k, v in settings.items())
     return f'<h2>Settings</h2><div class="settings">{items}</div>'

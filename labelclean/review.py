@@ -29,7 +29,7 @@ import pandas as pd
 from .data import LABEL_COLUMNS, MAX_LISTED, PATH_COLUMNS, detect_column, read_csv_table
 from .errors import LabelcleanError
 from .export import write_output
-from .run import write_text
+from .files import write_text
 
 IMAGE_NAME = "image"  # name of the config's <Image> tag and the task data key holding the image URL
 CHOICES_NAME = "label"  # name of the config's <Choices> tag: the from_name of predictions and annotations

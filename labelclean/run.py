@@ -1,38 +1,59 @@
-"""The run directory: where a fit leaves its config, history, per-sample results and model.
+"""The run directory: what a fit leaves behind, and the one module that reads and writes it.
 
-Every file is written atomically (temp file in the same directory, then ``os.replace``),
-so an interrupted process never leaves a half-written output behind.
+:class:`RunDirectory` is the writer ``labelclean.fit`` uses (checks, config, checkpoints,
+results); :class:`Run` is the read-only view of a finished fit that ``export``, ``predict``
+and ``report`` use. Every file is written atomically (:mod:`labelclean.files`), so an
+interrupted process never leaves a half-written output behind.
 
 Layout::
 
     RUN_DIR/
-      config.json      every option, the class list, preprocessing, versions (JSON, never pickle)
+      config.json      the declared options ("fit"), their effective values ("settings"), what the
+                       rules chose from the data ("auto"), the class list, preprocessing, versions
       history.jsonl    one line of figures per epoch
       samples.csv      per-sample results of the final evaluation, in input order
       probs.npy        (n_samples, n_classes) two-network mean softmax of the final evaluation
       checkpoint.pt    while training: both networks, optimizers, RNG state, loss history and the
                        method's extra state (MLNT: frozen feature model, kept-sample mask)
       model.pt         after training (unless --no-keep-model): both networks' weights
-      skipped.csv      rows left out by --skip-missing / --skip-bad, with the reason
+      skipped.csv      rows left out by --skip-missing / --skip-bad / --dedupe, with the reason
       decoded-*.u8     the decoded images (uint8, memory-mapped) and their shape, kept for the
       decoded-*.json   next fit on the same files, unless --cache-dir puts them elsewhere (cache.py)
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import os
-import tempfile
-from collections.abc import Callable
+import platform
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from importlib.metadata import version
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
+from torch import nn
 
+from . import distributed
+from .config import FitConfig, resolve_device
+from .data import LabeledImages, decode_for_prediction, list_images
 from .errors import LabelcleanError
+from .export import DEFAULT_THRESHOLD, review_table, select_rows
+from .files import (
+    load_torch,
+    read_json,
+    read_jsonl,
+    save_torch,
+    write_json,
+    write_jsonl,
+    write_npy,
+    write_skipped,
+    write_text,
+)
+from .models import build_model
+from .review import CleanedLabels, apply_decisions, model_decisions
+from .training import TrainingData, TrainingState, predict_logits
 
 CONFIG = "config.json"
 HISTORY = "history.jsonl"
@@ -41,93 +62,247 @@ PROBS = "probs.npy"
 CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"
 SKIPPED = "skipped.csv"
+OUTPUTS = (CONFIG, HISTORY, SAMPLES, PROBS, CHECKPOINT, MODEL, SKIPPED)  # what --overwrite replaces
 
-T = TypeVar("T")
+Progress = Callable[[str, int, int], None]  # (task, done, total)
 
 
-def atomic_write(path: Path, write: Callable[[io.BufferedRandom], T]) -> T:
-    """Call ``write(file)`` on a temp file next to ``path``, then rename it over ``path``.
+class RunDirectory:
+    """The run directory a fit writes. Only the main process of a multi-process fit writes."""
 
-    The file is also readable, so that ``write`` can rework what it wrote (the decoded-image
-    cache shrinks RGB rows to one channel in place). Returns what ``write`` returns.
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def check(self, resume: bool, overwrite: bool) -> dict[str, Any] | None:
+        """Check what the directory holds against ``resume``/``overwrite``; the saved config when resuming."""
+        config_file = self.path / CONFIG
+        if not config_file.exists():
+            if resume:
+                raise LabelcleanError(f"Nothing to resume: {self.path} holds no labelclean run. Drop --resume.")
+            return None
+        saved = read_json(config_file)
+        if resume:
+            if saved.get("status") == "complete":
+                raise LabelcleanError(f"The run in {self.path} is already complete; nothing to resume.")
+            if not (self.path / CHECKPOINT).exists():
+                raise LabelcleanError(f"{self.path} has no checkpoint to resume from; start again with --overwrite.")
+            return saved
+        if not overwrite:
+            state = ("a finished run" if saved.get("status") == "complete"
+                     else "an unfinished run (add --resume to continue it)")
+            raise LabelcleanError(f"{self.path} already holds {state}; pass --overwrite to replace it or choose "
+                                  f"another --out.")
+        return None
+
+    def clear(self) -> None:
+        """Remove the outputs of the run that ``--overwrite`` replaces (the decoded images stay)."""
+        if distributed.is_main():
+            for name in OUTPUTS:
+                (self.path / name).unlink(missing_ok=True)
+
+    def start(self, config: dict[str, Any], skipped: list[tuple[str, str]], device: torch.device) -> None:
+        """Write the config of a fit that starts (or resumes, perhaps elsewhere) and the rows it left out."""
+        config.update(device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                      processes=distributed.world_size())
+        if distributed.is_main():
+            write_json(self.path / CONFIG, config)
+            write_skipped(self.path / SKIPPED, skipped)
+
+    def save_checkpoint(self, state: TrainingState, nets: list[nn.Module], optimizers: list[torch.optim.Optimizer],
+                        device: torch.device) -> None:
+        """Everything a resume needs: at an epoch boundary, or mid-epoch after Ctrl-C (``state.partial``)."""
+        if not distributed.is_main():
+            return
+        save_torch(self.path / CHECKPOINT, {
+            "epoch": state.epoch,
+            "nets": [net.state_dict() for net in nets],
+            "optimizers": [opt.state_dict() for opt in optimizers],
+            "loss_history": state.loss_history,
+            "history": state.history,
+            "extra": state.extra,
+            "partial": state.partial,
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        })
+        write_jsonl(self.path / HISTORY, state.history)
+
+    def restore(self, nets: list[nn.Module], optimizers: list[torch.optim.Optimizer],
+                device: torch.device) -> TrainingState:
+        """Load the checkpoint into ``nets`` and ``optimizers``; the training state to continue from."""
+        saved = load_torch(self.path / CHECKPOINT)
+        for net, opt, net_state, opt_state in zip(nets, optimizers, saved["nets"], saved["optimizers"]):
+            net.load_state_dict(net_state)
+            opt.load_state_dict(opt_state)
+        torch.set_rng_state(saved["rng_cpu"])
+        if device.type == "cuda" and saved["rng_cuda"] is not None:
+            torch.cuda.set_rng_state(saved["rng_cuda"], device)
+        return TrainingState(saved["epoch"], saved["loss_history"], saved["history"], saved.get("extra", {}),
+                             saved.get("partial", {}))
+
+    def finish(self, config: dict[str, Any], samples: pd.DataFrame, probs: np.ndarray,
+               nets: list[nn.Module] | None) -> None:
+        """Write the results, the model (when kept) and the completed config; drop the checkpoint."""
+        if not distributed.is_main():
+            return
+        write_text(self.path / SAMPLES, samples.to_csv(index=False))
+        write_npy(self.path / PROBS, probs.astype(np.float32))
+        if nets is not None:
+            save_torch(self.path / MODEL, {"nets": [net.state_dict() for net in nets]})
+        write_json(self.path / CONFIG, {**config, "status": "complete"})
+        (self.path / CHECKPOINT).unlink(missing_ok=True)
+
+
+def new_config(cfg: FitConfig, inputs: dict[str, Any], labeled: LabeledImages,
+               preprocessing: dict[str, Any]) -> dict[str, Any]:
+    """The ``config.json`` of a fit that starts: versions, options, its data, classes, preprocessing."""
+    data = {k: v for k, v in inputs.items() if k != "keep_model"}
+    data.update(images_dir=str(Path(data["images_dir"]).resolve()), labels_csv=str(Path(data["labels_csv"]).resolve()))
+    return {
+        "labelclean_version": version("labelclean"),
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "method": cfg.method,
+        "status": "training",
+        "fit": cfg.to_dict(),
+        "data": {**data, "n_samples": len(labeled.paths), "n_skipped": len(labeled.skipped)},
+        "classes": labeled.classes,
+        "preprocessing": preprocessing,
+        "keep_model": inputs["keep_model"],
+    }
+
+
+class Run:
+    """A finished fit, read back from its run directory.
+
+    Attributes
+    ----------
+    directory : Path
+    config : dict, the saved ``config.json``
+    classes : list of str
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w+b") as f:
-            result = write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes files owner-only; outputs are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return result
 
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+        if not self.directory.is_dir():
+            raise LabelcleanError(f"Run directory {self.directory} does not exist; run 'labelclean fit' first "
+                                  f"or pass the --out folder of an earlier fit.")
+        self.config: dict[str, Any] = read_json(self.directory / CONFIG)
+        if self.config.get("status") != "complete":
+            raise LabelcleanError(
+                f"The run in {self.directory} did not finish; continue it with 'labelclean fit ... "
+                f"--out {self.directory} --resume'."
+            )
+        self.classes: list[str] = self.config["classes"]
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    @classmethod
+    def load(cls, directory: str | Path) -> Run:
+        return cls(directory)
 
+    @property
+    def fit_config(self) -> FitConfig:
+        """The options as declared (``None`` where the rules chose); see ``config['settings']`` for the effective ones."""
+        return FitConfig.from_dict(self.config["fit"])
 
-def write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+    @property
+    def suggested_threshold(self) -> float:
+        """The export threshold to use: the default, or the fit's ``threshold_hint`` when the final
+        split flags far fewer labels than the networks disagree with (the fit warned about it)."""
+        return self.config.get("threshold_hint") or DEFAULT_THRESHOLD
 
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """Per-epoch figures (see ``training.EpochReport``)."""
+        return read_jsonl(self.directory / HISTORY)
 
-def write_json(path: Path, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2) + "\n")
+    def samples(self) -> pd.DataFrame:
+        """The raw per-sample results of the final evaluation, in input order."""
+        try:
+            return pd.read_csv(self.directory / SAMPLES, dtype={"path": str, "given_label": str},
+                               keep_default_na=False)
+        except FileNotFoundError:
+            raise LabelcleanError(f"{self.directory} lacks {SAMPLES}; re-run 'labelclean fit'.") from None
 
+    def probs(self) -> np.ndarray:
+        """(n_samples, n_classes) mean softmax of the two networks."""
+        try:
+            return np.load(self.directory / PROBS, allow_pickle=False)
+        except FileNotFoundError:
+            raise LabelcleanError(f"{self.directory} lacks {PROBS}; re-run 'labelclean fit'.") from None
 
-def write_npy(path: Path, array: np.ndarray) -> None:
-    atomic_write(path, lambda f: np.save(f, array, allow_pickle=False))
+    def export(self, threshold: float = DEFAULT_THRESHOLD, *, only_noisy: bool = False, only_errors: bool = False,
+               sort: str | None = None) -> pd.DataFrame:
+        """The per-sample review table (see :mod:`labelclean.export` for its columns)."""
+        samples = self.samples()
+        index = {c: k for k, c in enumerate(self.classes)}
+        given = samples["given_label"].map(index).to_numpy(dtype=np.int64)
+        clean = samples[["clean_prob_net1", "clean_prob_net2"]].to_numpy().T
+        table = review_table(samples["path"].tolist(), given, self.classes, clean, self.probs(), threshold)
+        return select_rows(table, only_noisy, sort, only_errors)
 
+    def cleaned_labels(self, threshold: float = DEFAULT_THRESHOLD, *, action: str = "relabel") -> CleanedLabels:
+        """The labels CSV the run was fitted on, with every flagged (``is_noisy``) row relabeled to its
+        refined label (``action='relabel'``) or left out (``'drop'``), and a change log."""
+        if action not in ("relabel", "drop"):
+            raise LabelcleanError(f"The 'action' option must be relabel or drop. Got {action!r}.")
+        data = self.config["data"]
+        return apply_decisions(Path(data["labels_csv"]), model_decisions(self.export(threshold)),
+                               drop_rejected=action == "drop", path_column=data["path_column"],
+                               label_column=data["label_column"])
 
-def save_torch(path: Path, obj: Any) -> None:
-    atomic_write(path, lambda f: torch.save(obj, f))
+    def load_networks(self, device: torch.device) -> list[nn.Module]:
+        """Both trained networks, in eval mode, from ``model.pt`` (loaded with ``weights_only=True``)."""
+        model_file = self.directory / MODEL
+        if not model_file.exists():
+            raise LabelcleanError(f"{self.directory} has no kept model (it was fitted with --no-keep-model); "
+                                  f"fit again with --keep-model to predict.")
+        saved = load_torch(model_file)
+        prep, cfg = self.config["preprocessing"], self.fit_config
+        nets = []
+        for state in saved["nets"]:
+            net = build_model(cfg.arch, prep["channels"], len(self.classes), prep["image_size"])
+            net.load_state_dict(state)
+            nets.append(net.to(device).eval())
+        return nets
 
+    def predict(self, inputs: Sequence[str | Path], *, top_k: int = 1, images_dir: str | Path | None = None,
+                device: str = "auto", batch_size: int = 512, convert_channels: bool = False,
+                on_progress: Progress | None = None) -> pd.DataFrame:
+        """Classify new images with the two-network ensemble: the mean of their softmax, the rule the
+        export's ``predicted_label`` uses, so a training image gets the same prediction from both
+        (for an MLNT run the two networks are the student and its EMA teacher).
 
-def load_torch(path: Path) -> Any:
-    """Load a checkpoint without executing code from it (``weights_only=True``)."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises several types for corrupt/untrusted files
-        raise LabelcleanError(
-            f"Cannot load {path}: {str(e).splitlines()[0]}. The file is corrupt or was not "
-            f"written by labelclean; re-run 'labelclean fit'."
-        ) from e
+        Parameters
+        ----------
+        inputs : image files, folders (searched recursively) or CSVs with a path column
+        top_k : how many classes to report per image, best first
+        batch_size : images per forward pass
+        convert_channels : convert colour images to grayscale for a run trained on grayscale. Without it
+            they are an error: the model never saw colour, and such images are often from the wrong
+            folder. Gray images for a run trained on colour are always converted, since nothing is lost.
 
-
-def read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise LabelcleanError(
-            f"{path.parent} is not a labelclean run directory (no {path.name}). "
-            f"Pass the --out directory of a finished 'labelclean fit'."
-        ) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise LabelcleanError(f"{path} is not valid JSON ({e}); re-run 'labelclean fit'.") from None
-
-
-def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
-    write_text(path, "".join(json.dumps(r) + "\n" for r in records))
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
-
-
-def write_skipped(path: Path, skipped: list[tuple[str, str]]) -> None:
-    """List the rows a fit left out; no file when none were."""
-    if not skipped:
-        path.unlink(missing_ok=True)
-        return
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["path", "reason"])
-    writer.writerows(skipped)
-    write_text(path, buffer.getvalue())
+        Returns
+        -------
+        DataFrame with ``path``, ``predicted_label``, ``confidence`` (and ``label_2``,
+        ``confidence_2``, ... up to ``top_k``).
+        """
+        if not 1 <= top_k <= len(self.classes):
+            raise LabelcleanError(f"The 'top_k' option must be in [1, {len(self.classes)}]. Got {top_k}.")
+        if batch_size < 1:
+            raise LabelcleanError(f"The 'batch_size' option must be at least 1. Got {batch_size}.")
+        dev = resolve_device(device)
+        nets = self.load_networks(dev)  # before decoding: a run without a model fails fast
+        shown, files = list_images([Path(p) for p in inputs], Path(images_dir) if images_dir else None)
+        prep = self.config["preprocessing"]
+        images = decode_for_prediction(files, shown, prep["image_size"], prep["channels"], convert_channels,
+                                       self.directory, progress=on_progress and (lambda d, t: on_progress("decode", d, t)))
+        data = TrainingData.build(images, None, len(self.classes), prep["mean"], prep["std"], dev)
+        probs = torch.stack([torch.softmax(predict_logits(net, data, batch_size), dim=1) for net in nets]).mean(0)
+        confidence, label = probs.topk(top_k, dim=1)
+        names = np.asarray(self.classes, dtype=object)
+        table = pd.DataFrame({"path": shown, "predicted_label": names[label[:, 0].cpu().numpy()],
+                              "confidence": confidence[:, 0].cpu().numpy()})
+        for k in range(1, top_k):
+            table[f"label_{k + 1}"] = names[label[:, k].cpu().numpy()]
+            table[f"confidence_{k + 1}"] = confidence[:, k].cpu().numpy()
+        return table

@@ -38,6 +38,17 @@ class TrainingData:
     augment: Augment
     device: torch.device
 
+    @classmethod
+    def build(cls, images: torch.Tensor, labels: torch.Tensor | None, num_classes: int, mean: list[float],
+              std: list[float], device: torch.device, padding: int = 0, flip: bool = False) -> TrainingData:
+        """Images standardized with the fit's per-channel ``mean``/``std``; ``padding`` and ``flip``
+        are the training augmentation (none to evaluate or predict)."""
+        def stat(values: list[float]) -> torch.Tensor:
+            return torch.tensor(values, device=device).view(1, -1, 1, 1)
+
+        labels = labels if labels is None else torch.as_tensor(labels, device=device)
+        return cls(images, labels, num_classes, Augment(stat(mean), stat(std), padding, flip), device)
+
     def batch(self, idx: torch.Tensor) -> torch.Tensor:
         return self.images[idx.to(self.images.device)].to(self.device, non_blocking=True)
 

@@ -14,7 +14,7 @@ from conftest import TINY, fit_interrupted_after
 
 import labelclean
 from labelclean.errors import LabelcleanError
-from labelclean.run import atomic_write, load_torch, write_text
+from labelclean.files import atomic_write, load_torch, write_text
 from labelclean.training import STOP, Interrupted, Loop
 
 RESUME = dict(TINY, epochs=4, warmup=1)

@@ -1,0 +1,108 @@
+"""Files written atomically (temp file in the same directory, then ``os.replace``), so an
+interrupted process never leaves a half-written output behind, and read back with one-line errors."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+
+from .errors import LabelcleanError
+
+T = TypeVar("T")
+
+
+def atomic_write(path: Path, write: Callable[[io.BufferedRandom], T]) -> T:
+    """Call ``write(file)`` on a temp file next to ``path``, then rename it over ``path``.
+
+    The file is also readable, so that ``write`` can rework what it wrote (the decoded-image
+    cache shrinks RGB rows to one channel in place). Returns what ``write`` returns.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w+b") as f:
+            result = write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes files owner-only; outputs are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return result
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def write_json(path: Path, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def write_npy(path: Path, array: np.ndarray) -> None:
+    atomic_write(path, lambda f: np.save(f, array, allow_pickle=False))
+
+
+def save_torch(path: Path, obj: Any) -> None:
+    atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def load_torch(path: Path) -> Any:
+    """Load a checkpoint without executing code from it (``weights_only=True``)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for corrupt/untrusted files
+        raise LabelcleanError(
+            f"Cannot load {path}: {str(e).splitlines()[0]}. The file is corrupt or was not "
+            f"written by labelclean; re-run 'labelclean fit'."
+        ) from e
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise LabelcleanError(
+            f"{path.parent} is not a labelclean run directory (no {path.name}). "
+            f"Pass the --out directory of a finished 'labelclean fit'."
+        ) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise LabelcleanError(f"{path} is not valid JSON ({e}); re-run 'labelclean fit'.") from None
+
+
+def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
+    write_text(path, "".join(json.dumps(r) + "\n" for r in records))
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def write_skipped(path: Path, skipped: list[tuple[str, str]]) -> None:
+    """List the rows a fit left out; no file when none were."""
+    if not skipped:
+        path.unlink(missing_ok=True)
+        return
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["path", "reason"])
+    writer.writerows(skipped)
+    write_text(path, buffer.getvalue())
