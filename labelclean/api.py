@@ -136,7 +136,8 @@ def fit(
     run_config.update(fit_seconds=round(time.perf_counter() - started, 2), epochs=state.epoch,
                       settings=resolve(cfg, len(data), state.extra.get("auto")).to_dict(),
                       auto={k: v for k, v in state.extra.get("auto", {}).items() if k != "best"},
-                      threshold_hint=_threshold_hint(result.clean_prob.mean(0), result.probs.argmax(1) != labeled.labels))
+                      threshold_hint=_threshold_hint(result.clean_prob.mean(0),
+                                                     result.probs.argmax(1) != labeled.labels))
     directory.finish(run_config, samples, result.probs, nets if inputs["keep_model"] else None)
     distributed.barrier()  # the others return the run once the main process has written it
     return Run(directory.path)

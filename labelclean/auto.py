@@ -120,7 +120,7 @@ def choose_settings(noise: NoiseEstimate, num_classes: int) -> dict[str, float |
 
     The paper's appendix: λu = 0 for class-pair noise and for low noise (CIFAR-10 at 20%), 25 at
     50–80%, 50 at 90%; with 100 classes 25 at 20% and 150 above; threshold 0.6 at 90%. The loss
-    window follows the official code at 90% and our measurement at 80% (see README, "--auto").
+    window follows the official code at 90% and our measurement at 80% (see docs/methods.md, "--auto").
 
     >>> choose_settings(NoiseEstimate(0.42, 0.2, "spread"), 10)
     {'lambda_u': 25.0, 'p_threshold': 0.5, 'loss_window': 1}

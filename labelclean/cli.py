@@ -209,7 +209,7 @@ def fit(
                                                     "class-pair noise) or 'none'.", rich_help_panel=MLNT)]
     = DEFAULTS.mentor_filter,
     first_order: Annotated[bool, typer.Option("--first-order", help="Drop the second-order terms of the "
-                                              "meta-gradient: cheaper per epoch (see README, 'Choosing a "
+                                              "meta-gradient: cheaper per epoch (see docs/methods.md, 'Choosing a "
                                               "method').", rich_help_panel=MLNT)] = DEFAULTS.first_order,
     arch: Annotated[str, typer.Option(help="small_cnn, preact_resnet18, resnet18/34/50, or auto (by device "
                                            "and image size).")] = DEFAULTS.arch,
@@ -241,7 +241,7 @@ def fit(
     nproc: Annotated[int, typer.Option("--nproc", "--gpus", min=1,
                                        help="Train DivideMix on this many processes of this machine, one per GPU "
                                             "(or CPU processes with --device cpu), with torchrun's agent; see "
-                                            "README, 'Several GPUs'.")] = 1,
+                                            "docs/scaling.md.")] = 1,
 ) -> None:
     """Train DivideMix or MLNT on IMAGES_DIR + LABELS_CSV and write per-sample clean probabilities to --out.
 

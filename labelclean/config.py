@@ -89,7 +89,7 @@ class FitConfig:
     mentor_filter: str = "disagree"  # 'disagree': it predicts another class than the given label;
     #   'gmm': its GMM clean probability is ≤ p_threshold (can drop whole classes under class-pair
     #   noise, see mlnt.py); 'none': keep every sample
-    first_order: bool = False  # ignore second-order terms of the meta-gradient (cheaper, see README)
+    first_order: bool = False  # ignore second-order terms of the meta-gradient (cheaper: docs/methods.md)
 
     # Data and network.
     arch: str = "auto"  # see models.ARCHS; 'auto' picks by device and image size

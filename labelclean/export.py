@@ -17,7 +17,7 @@ is_noisy               ``clean_prob < threshold``: the GMM's view, built to pick
                        set; it also flags hard but correct samples (precision 0.59 on digits with
                        class-pair flips)
 is_error               ``is_noisy`` *and* the networks predict another class than the given label:
-                       the sharper decision, the one to review first (see README, "Which column")
+                       the sharper decision, the one to review first (docs/methods.md, "Which column to use")
 suggested_label        ``predicted_label`` where ``is_error``, else the given label
 =====================  =============================================================================
 

@@ -201,7 +201,7 @@ class Run:
 
     @property
     def fit_config(self) -> FitConfig:
-        """The options as declared (``None`` where the rules chose); see ``config['settings']`` for the effective ones."""
+        """The options as declared (``None`` where the rules chose); ``config['settings']`` has the effective ones."""
         return FitConfig.from_dict(self.config["fit"])
 
     @property
@@ -294,8 +294,9 @@ class Run:
         nets = self.load_networks(dev)  # before decoding: a run without a model fails fast
         shown, files = list_images([Path(p) for p in inputs], Path(images_dir) if images_dir else None)
         prep = self.config["preprocessing"]
+        progress = on_progress and (lambda done, total: on_progress("decode", done, total))
         images = decode_for_prediction(files, shown, prep["image_size"], prep["channels"], convert_channels,
-                                       self.directory, progress=on_progress and (lambda d, t: on_progress("decode", d, t)))
+                                       self.directory, progress)
         data = TrainingData.build(images, None, len(self.classes), prep["mean"], prep["std"], dev)
         probs = torch.stack([torch.softmax(predict_logits(net, data, batch_size), dim=1) for net in nets]).mean(0)
         confidence, label = probs.topk(top_k, dim=1)
