@@ -35,7 +35,7 @@ def auroc(run: labelclean.Run, digits) -> float:
 def two_process_run(digits, tmp_path_factory):
     out = tmp_path_factory.mktemp("distributed") / "run"
     subprocess.run(torchrun(str(digits.images_dir), str(digits.labels_csv), f"--out={out}"), env=ENV, check=True,
-                   capture_output=True, timeout=300)
+                   capture_output=True, timeout=1200)
     return labelclean.Run(out)
 
 
@@ -70,14 +70,14 @@ def test_ctrl_c_stops_both_processes_and_the_run_resumes_exactly(digits, tmp_pat
     while not (out / "checkpoint.pt").exists() and launcher.poll() is None:
         time.sleep(0.02)
     os.killpg(launcher.pid, signal.SIGINT)  # Ctrl-C in a terminal reaches the launcher and both processes
-    output, _ = launcher.communicate(timeout=120)
+    output, _ = launcher.communicate(timeout=600)
     assert launcher.returncode == 130, output
     assert output.count("Stopped cleanly") == 1, output  # both stopped, the main process saved and said so
     assert "Traceback" not in output, output
     assert (out / "checkpoint.pt").exists()
 
     resumed = subprocess.run([sys.executable, "-m", "labelclean", "fit", f"--out={out}", "--resume", "--nproc=2"],
-                             env=ENV, capture_output=True, text=True, timeout=300, check=False)
+                             env=ENV, capture_output=True, text=True, timeout=1200, check=False)
     assert resumed.returncode == 0, resumed.stderr
     pd.testing.assert_frame_equal(labelclean.Run(out).export(), two_process_run.export(), check_exact=False, atol=1e-5)
 
@@ -86,7 +86,7 @@ def test_an_error_in_the_processes_is_one_line_once(digits, tmp_path):
     bad = tmp_path / "labels.csv"
     bad.write_text("path,label\nmissing.png,3\n")
     failed = subprocess.run(nproc(str(digits.images_dir), str(bad), f"--out={tmp_path / 'run'}"), env=ENV,
-                            capture_output=True, text=True, timeout=120, check=False)
+                            capture_output=True, text=True, timeout=600, check=False)
     assert failed.returncode == 1
     message = (f"error: {bad} has 1 rows but 1 path(s) do not exist under {digits.images_dir} (e.g. 'missing.png'). "
                "Fix the paths or pass --skip-missing.")

@@ -4,6 +4,7 @@ import io
 import json
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -16,6 +17,7 @@ import labelclean
 from labelclean.augment import Augment
 from labelclean.cli import app
 from labelclean.config import FitConfig
+from labelclean.dividemix import clean_probability, normalized_loss
 from labelclean.errors import LabelcleanError
 from labelclean.export import COLUMNS
 from labelclean.mlnt import (
@@ -189,7 +191,13 @@ def test_fit_method_mlnt_then_export_and_predict_from_the_command_line(digits, t
     assert exported.exit_code == 0, exported.output
     table = pd.read_csv(io.StringIO(exported.stdout))
     assert list(table.columns) == COLUMNS and len(table) == 300
-    assert table["clean_prob"].between(0, 1).all()
+    samples = labelclean.Run(out).samples()  # student's and teacher's GMM posteriors of their saved losses
+    for net in ("net1", "net2"):
+        loss = torch.tensor(samples[f"loss_{net}"].to_numpy(), dtype=torch.float32)
+        expected, _ = clean_probability(normalized_loss(loss).numpy(), seed=config["fit"]["seed"])
+        np.testing.assert_allclose(samples[f"clean_prob_{net}"], expected, atol=1e-4)
+    np.testing.assert_allclose(table["clean_prob"], (samples["clean_prob_net1"] + samples["clean_prob_net2"]) / 2,
+                               atol=1e-6)
 
     new = copy_images(digits, tmp_path / "new", 3)
     predicted = runner.invoke(app, ["predict", str(out), str(new[0].parent)])

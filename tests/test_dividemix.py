@@ -51,7 +51,8 @@ def test_co_guess_averages_both_networks_and_views_then_sharpens():
     peer = torch.tensor([[[0.5, 0.5]], [[0.0, 1.0]]])
     torch.testing.assert_close(co_guess(own, peer, 1.0), torch.tensor([[0.5, 0.5]]))
     guess = co_guess(own, torch.tensor([[[0.5, 0.5]], [[0.5, 0.5]]]), 0.5)
-    assert guess[0, 0] > 0.625  # mean is 0.625; sharpening pushes it further
+    mean = torch.tensor([[0.625, 0.375]])  # over both networks and both views; then sharpened with T = 0.5
+    torch.testing.assert_close(guess, mean**2 / (mean**2).sum())
 
 
 def test_mixmatch_keeps_lambda_at_least_half_and_mixes_inputs_and_targets_alike():
@@ -87,6 +88,12 @@ def test_semi_supervised_loss_parts():
     torch.testing.assert_close(total, loss_x + uniform_prior_penalty(logits))
     _, loss_x0, _ = semi_supervised_loss(logits, targets, n_labeled=0, lambda_u=1.0)
     assert loss_x0.item() == 0.0
+    guessed = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])  # the unlabeled row's softmax is (0.5, 0.5)
+    total, loss_x, loss_u = semi_supervised_loss(logits, guessed, n_labeled=2, lambda_u=10.0)
+    assert loss_u.item() == pytest.approx(0.25)  # mean over classes of (0.5 − 1)² and (0.5 − 0)²
+    torch.testing.assert_close(total, loss_x + 10.0 * loss_u + uniform_prior_penalty(logits))
+    torch.testing.assert_close(uniform_prior_penalty(torch.tensor([[5.0, 0.0], [5.0, 0.0]])),
+                               0.5 * torch.log(0.5 / torch.softmax(torch.tensor([5.0, 0.0]), 0)).sum())
 
 
 def test_linear_rampup():
@@ -133,13 +140,21 @@ def test_train_epoch_survives_an_empty_labeled_or_unlabeled_set(clean):
     from labelclean.training import make_optimizer
 
     data = tiny_training_data()
-    cfg = FitConfig(epochs=2, warmup=0, batch_size=8, p_threshold=0.5, lambda_u=25.0)
+    cfg = FitConfig(epochs=2, warmup=0, batch_size=8, p_threshold=0.5, lambda_u=25.0, weight_decay=0.0)
     net, peer = build_model("small_cnn", 1, 3, 8), build_model("small_cnn", 1, 3, 8)
-    before = [p.detach().clone() for p in net.parameters()]
+    peer_before = {k: v.clone() for k, v in peer.state_dict().items()}
     clean_prob = {"none": torch.zeros(len(data)), "all": torch.ones(len(data)),
                   "half": torch.arange(len(data)) % 2 * 0.9}[clean]
-    loss_x, loss_u, n_labeled = train_epoch(net, peer, make_optimizer(net, cfg), data, clean_prob, 1, cfg)
+    optimizer = make_optimizer(net, cfg)
+    steps = []
+    optimizer.register_step_post_hook(lambda opt, args, kwargs: steps.append(
+        [p.grad.abs().sum().item() for p in net.parameters()]))
+    loss_x, loss_u, n_labeled = train_epoch(net, peer, optimizer, data, clean_prob, 1, cfg)
     assert n_labeled == int((clean_prob > cfg.p_threshold).sum())
+    assert len(steps) == -(-(n_labeled or len(data)) // cfg.batch_size)  # one pass over the labeled set
+    assert all(sum(grads) > 0 for grads in steps)  # every step had a loss to descend
     assert torch.isfinite(loss_x) and torch.isfinite(loss_u)
     assert (loss_x > 0) == (n_labeled > 0)
-    assert any(not torch.equal(a, b) for a, b in zip(before, net.parameters()))  # it trained
+    assert (loss_u > 0) == (n_labeled < len(data))
+    for name, value in peer.state_dict().items():  # the peer only predicts: its weights and statistics stay
+        assert torch.equal(value, peer_before[name]), name
