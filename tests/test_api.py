@@ -96,6 +96,7 @@ def test_fit_takes_a_config_object_and_options_that_override_it(digits, tmp_path
         run.predict([digits.images_dir])
 
 
+@pytest.mark.slow
 def test_the_example_script_runs_as_a_user_would_run_it(tmp_path):
     out = tmp_path / "example"
     result = subprocess.run([sys.executable, str(EXAMPLE), str(out), "--samples", "200", "--epochs", "3",

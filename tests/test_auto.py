@@ -6,6 +6,7 @@ import shutil
 import numpy as np
 import pytest
 from conftest import TINY, fit_interrupted_after
+from typer.testing import CliRunner
 
 import labelclean
 from labelclean import cli
@@ -26,7 +27,6 @@ from labelclean.dividemix import guard_fires, linear_rampup
 from labelclean.errors import LabelcleanError
 from labelclean.report import render_report
 from labelclean.training import TrainingState
-from typer.testing import CliRunner
 
 
 def networks_that_know_the_truth(mode: str, rate: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray, float]:
@@ -139,6 +139,7 @@ def test_guard_recovers_a_limited_number_of_times_and_only_with_auto(caplog):
     assert manual.extra["auto"]["guard"]["recoveries"] == 0
 
 
+@pytest.mark.slow
 def test_adaptive_warmup_chooses_and_records_the_settings(digits, tmp_path):
     run = labelclean.fit(digits.images_dir, digits.labels_csv, tmp_path / "run", **dict(TINY, epochs=7, warmup=None))
     decided = run.config["auto"]
@@ -162,6 +163,7 @@ def test_adaptive_warmup_chooses_and_records_the_settings(digits, tmp_path):
         f"loss_window {chosen['loss_window']:g}")
 
 
+@pytest.mark.slow
 def test_resume_inside_an_adaptive_warmup_gives_the_same_result(digits, tmp_path):
     settings = dict(TINY, epochs=7, warmup=None)
     reference = labelclean.fit(digits.images_dir, digits.labels_csv, tmp_path / "ref", **settings)
@@ -180,11 +182,11 @@ def lambda_u_per_epoch(run: labelclean.Run) -> list[float]:
 
 
 @pytest.mark.parametrize("options, lambda_u, kind", [
-    ([], None, None),  # --auto: the rules' choice
-    (["--no-auto"], PAPER_SETTINGS["lambda_u"], None),  # the paper's 50%-noise settings
+    pytest.param([], None, None, marks=pytest.mark.slow),  # --auto: the rules' choice
+    pytest.param(["--no-auto"], PAPER_SETTINGS["lambda_u"], None, marks=pytest.mark.slow),  # the paper's 50% settings
     (["--lambda-u", "3"], 3.0, None),  # an explicit value wins over --auto
-    (["--no-auto", "--lambda-u", "3"], 3.0, None),
-    (["--noise-mode", "asym"], 0.0, "pair"),  # the user's word on the kind of noise wins over the estimate
+    pytest.param(["--no-auto", "--lambda-u", "3"], 3.0, None, marks=pytest.mark.slow),
+    pytest.param(["--noise-mode", "asym"], 0.0, "pair", marks=pytest.mark.slow),  # the user's word on the kind wins
 ])
 def test_explicit_values_and_no_auto_win_over_the_rules(digits, tmp_path, options, lambda_u, kind):
     out = tmp_path / "run"
@@ -207,6 +209,7 @@ def test_explicit_values_and_no_auto_win_over_the_rules(digits, tmp_path, option
     assert run.history[1]["note"].endswith(announced) if config["fit"]["auto"] else "; chose" not in run.history[1]["note"]
 
 
+@pytest.mark.slow
 def test_the_guard_fires_inside_a_real_fit_and_recovers_with_a_warm_up_epoch(digits, tmp_path, caplog):
     """--p-threshold 1 leaves every labeled set empty: the split is locked from the first DivideMix epoch."""
     settings = dict(TINY, epochs=6, warmup=1, p_threshold=1.0)

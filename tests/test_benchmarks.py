@@ -26,6 +26,7 @@ def benchmarks(monkeypatch: pytest.MonkeyPatch):
     torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 def test_quality_benchmark_scores_every_method(benchmarks, tmp_path):
     pytest.importorskip("cleanlab")
     import quality
@@ -53,6 +54,7 @@ def test_quality_benchmark_scores_every_method(benchmarks, tmp_path):
     assert "refined acc." in result.stdout
 
 
+@pytest.mark.slow
 def test_speed_benchmark_projects_an_epoch(benchmarks, tmp_path):
     import speed
 
@@ -80,6 +82,7 @@ def test_speed_benchmark_projects_an_epoch(benchmarks, tmp_path):
     assert "projected run" in result.stdout
 
 
+@pytest.mark.slow
 def test_memory_benchmark_measures_both_placements(benchmarks, tmp_path):
     import memory
 

@@ -5,6 +5,7 @@ import json
 import re
 
 import numpy as np
+import pytest
 import pandas as pd
 import typer
 from conftest import copy_images
@@ -96,6 +97,7 @@ def test_user_errors_are_one_line_with_exit_code_1(digits, tiny_run, tmp_path):
         assert re.search(message, result.stderr.replace("\n", " ")), (args, result.stderr)
 
 
+@pytest.mark.slow
 def test_no_keep_model_refuses_predict_with_a_hint(digits, tmp_path):
     out = tmp_path / "run"
     assert invoke("fit", digits.images_dir, digits.labels_csv, "--out", out, "--no-keep-model",

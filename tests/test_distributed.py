@@ -51,6 +51,7 @@ def test_the_processes_get_the_command_less_nproc():
     assert cli.without_nproc(argv) == ["-v", "fit", "images", "labels.csv", "--out=run", "--epochs", "3"]
 
 
+@pytest.mark.slow
 def test_two_processes_match_one(digits, tmp_path, two_process_run):
     one = labelclean.fit(digits.images_dir, digits.labels_csv, tmp_path / "one", **SETTINGS)
     table = two_process_run.export()
@@ -63,6 +64,7 @@ def nproc(*args: str) -> list[str]:
     return [sys.executable, "-m", "labelclean", "fit", *args, *OPTIONS, "--nproc=2"]
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_both_processes_and_the_run_resumes_exactly(digits, tmp_path, two_process_run):
     out = tmp_path / "cut"
     launcher = subprocess.Popen(nproc(str(digits.images_dir), str(digits.labels_csv), f"--out={out}"), env=ENV,
@@ -82,6 +84,7 @@ def test_ctrl_c_stops_both_processes_and_the_run_resumes_exactly(digits, tmp_pat
     pd.testing.assert_frame_equal(labelclean.Run(out).export(), two_process_run.export(), check_exact=False, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_an_error_in_the_processes_is_one_line_once(digits, tmp_path):
     bad = tmp_path / "labels.csv"
     bad.write_text("path,label\nmissing.png,3\n")

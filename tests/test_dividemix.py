@@ -3,7 +3,10 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
+from labelclean.augment import Augment
+from labelclean.config import FitConfig
 from labelclean.dividemix import (
     clean_probability,
     co_guess,
@@ -14,9 +17,13 @@ from labelclean.dividemix import (
     normalized_loss,
     semi_supervised_loss,
     sharpen,
+    train_epoch,
     uniform_prior_penalty,
+    warmup_epoch,
 )
 from labelclean.errors import LabelcleanError
+from labelclean.models import build_model
+from labelclean.training import TrainingData, make_optimizer
 
 
 def test_sharpen_lowers_entropy_and_keeps_rows_normalized():
@@ -121,36 +128,47 @@ def test_normalized_loss_refuses_identical_losses():
         normalized_loss(torch.ones(5))
 
 
-def tiny_training_data(n: int = 24, classes: int = 3):
-    from labelclean.augment import Augment
-    from labelclean.training import TrainingData
-
+def tiny_training_data(n: int = 24, classes: int = 3, padding: int = 1, flip: bool = True):
     torch.manual_seed(0)
     images = torch.randint(0, 255, (n, 1, 8, 8), dtype=torch.uint8)
     labels = torch.randint(0, classes, (n,))
-    augment = Augment(torch.tensor(0.5).view(1, 1, 1, 1), torch.tensor(0.25).view(1, 1, 1, 1), 1, True)
+    augment = Augment(torch.tensor(0.5).view(1, 1, 1, 1), torch.tensor(0.25).view(1, 1, 1, 1), padding, flip)
     return TrainingData(images, labels, classes, augment, torch.device("cpu"))
 
 
-@pytest.mark.parametrize("clean", ["none", "all", "half"])
-def test_train_epoch_survives_an_empty_labeled_or_unlabeled_set(clean):
-    from labelclean.config import FitConfig
-    from labelclean.dividemix import train_epoch
-    from labelclean.models import build_model
-    from labelclean.training import make_optimizer
+@pytest.mark.parametrize("noise_mode", ["sym", "asym"])
+def test_warmup_is_one_sgd_step_of_cross_entropy_per_batch_plus_a_confidence_penalty_under_pair_noise(noise_mode):
+    data = tiny_training_data(n=16, padding=0, flip=False)  # no random augmentation: the step can be redone
+    cfg = FitConfig(batch_size=8, noise_mode=noise_mode)  # one batch of 2 × 8: the whole set
+    net, manual = build_model("small_cnn", 1, 3, 8), build_model("small_cnn", 1, 3, 8)
+    manual.load_state_dict(net.state_dict())
+    loss = warmup_epoch(net, make_optimizer(net, cfg), data, cfg)
 
+    logits = manual(data.augment.plain(data.images))
+    expected = F.cross_entropy(logits, data.labels)
+    objective = expected + (negative_entropy(logits) if noise_mode == "asym" else 0)
+    objective.backward()
+    make_optimizer(manual, cfg).step()
+    torch.testing.assert_close(loss, expected.detach())
+    for (name, trained), (_, redone) in zip(net.named_parameters(), manual.named_parameters()):
+        torch.testing.assert_close(trained, redone, atol=1e-6, rtol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("clean", ["none", "all", "half", "at threshold"])
+def test_train_epoch_survives_an_empty_labeled_or_unlabeled_set(clean):
     data = tiny_training_data()
     cfg = FitConfig(epochs=2, warmup=0, batch_size=8, p_threshold=0.5, lambda_u=25.0, weight_decay=0.0)
     net, peer = build_model("small_cnn", 1, 3, 8), build_model("small_cnn", 1, 3, 8)
     peer_before = {k: v.clone() for k, v in peer.state_dict().items()}
     clean_prob = {"none": torch.zeros(len(data)), "all": torch.ones(len(data)),
-                  "half": torch.arange(len(data)) % 2 * 0.9}[clean]
+                  "half": torch.arange(len(data)) % 2 * 0.9,
+                  "at threshold": torch.tensor([0.5, 0.9]).repeat_interleave(len(data) // 2)}[clean]
     optimizer = make_optimizer(net, cfg)
     steps = []
     optimizer.register_step_post_hook(lambda opt, args, kwargs: steps.append(
         [p.grad.abs().sum().item() for p in net.parameters()]))
     loss_x, loss_u, n_labeled = train_epoch(net, peer, optimizer, data, clean_prob, 1, cfg)
-    assert n_labeled == int((clean_prob > cfg.p_threshold).sum())
+    assert n_labeled == int((clean_prob > cfg.p_threshold).sum())  # strictly above: 0.5 is not labeled at 0.5
     assert len(steps) == -(-(n_labeled or len(data)) // cfg.batch_size)  # one pass over the labeled set
     assert all(sum(grads) > 0 for grads in steps)  # every step had a loss to descend
     assert torch.isfinite(loss_x) and torch.isfinite(loss_u)

@@ -174,6 +174,7 @@ def test_penultimate_features_are_the_classifier_input():
     torch.testing.assert_close(net[-1](features), net(x))
 
 
+@pytest.mark.slow
 def test_fit_method_mlnt_then_export_and_predict_from_the_command_line(digits, tmp_path):
     out = tmp_path / "run"
     args = ["fit", digits.images_dir, digits.labels_csv, "--out", out, "--method", "mlnt", "--meta-sets", "2",
@@ -205,6 +206,7 @@ def test_fit_method_mlnt_then_export_and_predict_from_the_command_line(digits, t
     assert len(pd.read_csv(io.StringIO(predicted.stdout))) == 3
 
 
+@pytest.mark.slow
 def test_interrupted_mlnt_fit_resumes_mid_round_to_the_same_result(digits, tmp_path):
     settings = dict(MLNT_TINY, epochs=4)  # rounds: epoch 2, then epochs 3–4
     reference = labelclean.fit(digits.images_dir, digits.labels_csv, tmp_path / "ref", **settings)

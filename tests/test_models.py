@@ -67,8 +67,8 @@ REFERENCES = {
 
 
 @pytest.mark.parametrize("arch", [
-    "small_cnn", "preact_resnet18", "resnet18",
-    pytest.param("resnet34", marks=pytest.mark.slow), pytest.param("resnet50", marks=pytest.mark.slow),
+    "small_cnn", *(pytest.param(arch, marks=pytest.mark.slow)
+                   for arch in ("preact_resnet18", "resnet18", "resnet34", "resnet50")),
 ])
 def test_every_arch_fits_saves_and_predicts(few_digits, tmp_path, arch):
     run = labelclean.fit(few_digits.images_dir, few_digits.labels_csv, tmp_path / "run", arch=arch, **SHORT)

@@ -52,6 +52,7 @@ def test_existing_run_is_not_overwritten_without_permission(digits, tiny_run):
     assert (tiny_run.directory / "samples.csv").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_interrupted_fit_resumes_to_the_same_result(digits, tmp_path):
     reference = labelclean.fit(digits.images_dir, digits.labels_csv, tmp_path / "ref", **RESUME)
     fit_interrupted_after(2, digits, tmp_path / "cut", **RESUME)
@@ -67,6 +68,7 @@ def test_interrupted_fit_resumes_to_the_same_result(digits, tmp_path):
     assert len(resumed.history) == 4
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_at_a_step_boundary_and_resumes_there(digits, tmp_path, monkeypatch):
     reference = labelclean.fit(digits.images_dir, digits.labels_csv, tmp_path / "ref", **RESUME)
     steps = Loop.steps
@@ -101,6 +103,7 @@ def start_fit(digits, out: Path, *extra: str) -> tuple[subprocess.Popen, list[st
     return process, args
 
 
+@pytest.mark.slow
 def test_fit_killed_with_sigkill_resumes(digits, tmp_path):
     """A kill may land inside an atomic write and leave its temp file: the resume must not mind."""
     out = tmp_path / "run"
@@ -117,6 +120,7 @@ def test_fit_killed_with_sigkill_resumes(digits, tmp_path):
     assert run.config["status"] == "complete" and not (out / "checkpoint.pt").exists()
 
 
+@pytest.mark.slow
 def test_ctrl_c_on_the_command_line_saves_and_says_how_to_resume(digits, tmp_path):
     out = tmp_path / "run"
     process, _ = start_fit(digits, out)
