@@ -2,11 +2,13 @@
 
 Every test runs in its own temporary directory (``run_in_tmp_path``), so a ``labelclean-run/`` or
 any other file in the directory pytest was started from never changes a result, and nothing a test
-writes lands there. Hypothesis draws the same examples on every run and keeps no database.
+writes (temp files included) lands outside it. Hypothesis draws the same examples on every run and
+keeps no database.
 """
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +28,10 @@ TINY = dict(epochs=3, warmup=1, batch_size=32, arch="small_cnn", device="cpu")
 
 @pytest.fixture(autouse=True)
 def run_in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test's working directory and temp folder (here and in the processes it starts) are its own."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
 
 
 @pytest.fixture(scope="session")

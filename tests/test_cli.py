@@ -5,8 +5,8 @@ import json
 import re
 
 import numpy as np
-import pytest
 import pandas as pd
+import pytest
 import typer
 from conftest import copy_images
 from typer.testing import CliRunner

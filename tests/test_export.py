@@ -14,27 +14,28 @@ from labelclean.dividemix import clean_probability, normalized_loss
 from labelclean.errors import LabelcleanError
 from labelclean.export import COLUMNS, select_rows
 
-# Four samples of a 10-class run: (given, clean_prob of net 1 and net 2, the ensemble's softmax as {class: p}).
+# Five samples of a 10-class run: (given, clean_prob of net 1 and net 2, the ensemble's softmax as {class: p}).
 HAND = [
     (3, (0.9, 0.7), {5: 0.6, 3: 0.4}),  # w 0.8: clean; the networks say 5, the refined label stays 3
     (1, (0.1, 0.3), {7: 0.9, 1: 0.1}),  # w 0.2: flagged, and the networks say another class: an error
     (2, (0.4, 0.2), {2: 0.7, 0: 0.3}),  # w 0.3: flagged, but the networks agree with the label
     (4, (0.9, 0.1), {9: 0.55, 4: 0.45}),  # w 0.5 (the nets disagree): not below 0.5; below 0.6
+    (6, (0.4, 0.4), {8: 0.5, 6: 0.3, 0: 0.2}),  # an error whose refined label is still the given one
 ]
 # What each column must be, worked out by hand from w·onehot(given) + (1−w)·p.
 EXPECTED = pd.DataFrame({
-    "path": ["a.png", "b.png", "c.png", "d.png"],
-    "given_label": ["3", "1", "2", "4"],
-    "clean_prob": [0.8, 0.2, 0.3, 0.5],
-    "clean_prob_net1": [0.9, 0.1, 0.4, 0.9],
-    "clean_prob_net2": [0.7, 0.3, 0.2, 0.1],
-    "refined_label": ["3", "7", "2", "4"],
-    "refined_confidence": [0.8 + 0.2 * 0.4, 0.8 * 0.9, 0.3 + 0.7 * 0.7, 0.5 + 0.5 * 0.45],
-    "predicted_label": ["5", "7", "2", "9"],
-    "predicted_confidence": [0.6, 0.9, 0.7, 0.55],
-    "is_noisy": [False, True, True, False],
-    "is_error": [False, True, False, False],
-    "suggested_label": ["3", "7", "2", "4"],
+    "path": ["a.png", "b.png", "c.png", "d.png", "e.png"],
+    "given_label": ["3", "1", "2", "4", "6"],
+    "clean_prob": [0.8, 0.2, 0.3, 0.5, 0.4],
+    "clean_prob_net1": [0.9, 0.1, 0.4, 0.9, 0.4],
+    "clean_prob_net2": [0.7, 0.3, 0.2, 0.1, 0.4],
+    "refined_label": ["3", "7", "2", "4", "6"],
+    "refined_confidence": [0.8 + 0.2 * 0.4, 0.8 * 0.9, 0.3 + 0.7 * 0.7, 0.5 + 0.5 * 0.45, 0.4 + 0.6 * 0.3],
+    "predicted_label": ["5", "7", "2", "9", "8"],
+    "predicted_confidence": [0.6, 0.9, 0.7, 0.55, 0.5],
+    "is_noisy": [False, True, True, False, True],
+    "is_error": [False, True, False, False, True],
+    "suggested_label": ["3", "7", "2", "4", "8"],  # the networks' prediction where is_error, not the refined label
 })
 
 
@@ -63,21 +64,22 @@ def test_every_column_follows_its_definition_on_hand_worked_numbers(hand_run):
 
 def test_the_threshold_moves_is_noisy_is_error_and_suggested_label_only(hand_run):
     table = hand_run.export(threshold=0.6)
-    expected = EXPECTED.assign(is_noisy=[False, True, True, True], is_error=[False, True, False, True],
-                               suggested_label=["3", "7", "2", "9"])
+    expected = EXPECTED.assign(is_noisy=[False, True, True, True, True], is_error=[False, True, False, True, True],
+                               suggested_label=["3", "7", "2", "9", "8"])
     pd.testing.assert_frame_equal(table, expected, check_exact=False, atol=1e-6, check_dtype=False)
     assert not hand_run.export(threshold=0.0)["is_noisy"].any()  # nothing is below 0
     assert hand_run.export(threshold=1.0)["is_noisy"].all()
 
 
 def test_rows_are_selected_and_sorted_as_asked(hand_run):
-    assert hand_run.export(only_noisy=True)["path"].tolist() == ["b.png", "c.png"]
-    assert hand_run.export(only_errors=True)["path"].tolist() == ["b.png"]
-    assert hand_run.export(sort="clean_prob")["path"].tolist() == ["b.png", "c.png", "d.png", "a.png"]
-    assert hand_run.export(sort="refined_confidence")["path"].tolist() == ["b.png", "d.png", "c.png", "a.png"]
-    assert hand_run.export(sort="predicted_confidence")["path"].tolist() == ["d.png", "a.png", "c.png", "b.png"]
+    assert hand_run.export(only_noisy=True)["path"].tolist() == ["b.png", "c.png", "e.png"]
+    assert hand_run.export(only_errors=True)["path"].tolist() == ["b.png", "e.png"]
+    assert hand_run.export(sort="clean_prob")["path"].tolist() == ["b.png", "c.png", "e.png", "d.png", "a.png"]
+    assert hand_run.export(sort="refined_confidence")["path"].tolist() == ["e.png", "b.png", "d.png", "c.png", "a.png"]
+    assert hand_run.export(sort="predicted_confidence")["path"].tolist() == ["e.png", "d.png", "a.png", "c.png", "b.png"]
     sorted_noisy = hand_run.export(threshold=0.6, only_noisy=True, sort="clean_prob")
-    assert sorted_noisy["path"].tolist() == ["b.png", "c.png", "d.png"] and sorted_noisy.index.tolist() == [0, 1, 2]
+    assert sorted_noisy["path"].tolist() == ["b.png", "c.png", "e.png", "d.png"]
+    assert sorted_noisy.index.tolist() == [0, 1, 2, 3]
     with pytest.raises(LabelcleanError, match="'sort' option must be one of"):
         select_rows(EXPECTED, sort="path")
     with pytest.raises(LabelcleanError, match=r"'threshold' option must be in \[0, 1\]. Got -0.1"):
