@@ -206,7 +206,8 @@ def test_explicit_values_and_no_auto_win_over_the_rules(digits, tmp_path, option
         assert decided["noise"]["kind"] == kind
     chosen = {k: v for k, v in decided["settings"].items() if config["fit"][k] is None}
     announced = "; chose " + ", ".join(f"{k} {v:g}" for k, v in chosen.items())
-    assert run.history[1]["note"].endswith(announced) if config["fit"]["auto"] else "; chose" not in run.history[1]["note"]
+    note = run.history[1]["note"]
+    assert note.endswith(announced) if config["fit"]["auto"] else "; chose" not in note
 
 
 @pytest.mark.slow

@@ -33,7 +33,8 @@ def test_quality_benchmark_scores_every_method(benchmarks, tmp_path):
 
     result = runner.invoke(quality.app, [
         "--setting", "asym:0.4", "--seeds", "1", "--subset", "100", "--set", "epochs=2,warmup=1,batch_size=32", "--baseline-epochs", "2",
-        "--variant", "lambda_u=0", "--folds", "2", "--device", "cpu", "--threads", "1", "--results", str(tmp_path), "--work", str(tmp_path / "work"),
+        "--variant", "lambda_u=0", "--folds", "2", "--device", "cpu", "--threads", "1", "--results", str(tmp_path),
+        "--work", str(tmp_path / "work"),
     ])
     assert result.exit_code == 0, result.output
     saved = json.loads((tmp_path / "quality-digits-asym40.json").read_text())

@@ -76,7 +76,8 @@ def test_rows_are_selected_and_sorted_as_asked(hand_run):
     assert hand_run.export(only_errors=True)["path"].tolist() == ["b.png", "e.png"]
     assert hand_run.export(sort="clean_prob")["path"].tolist() == ["b.png", "c.png", "e.png", "d.png", "a.png"]
     assert hand_run.export(sort="refined_confidence")["path"].tolist() == ["e.png", "b.png", "d.png", "c.png", "a.png"]
-    assert hand_run.export(sort="predicted_confidence")["path"].tolist() == ["e.png", "d.png", "a.png", "c.png", "b.png"]
+    by_prediction = hand_run.export(sort="predicted_confidence")
+    assert by_prediction["path"].tolist() == ["e.png", "d.png", "a.png", "c.png", "b.png"]
     sorted_noisy = hand_run.export(threshold=0.6, only_noisy=True, sort="clean_prob")
     assert sorted_noisy["path"].tolist() == ["b.png", "c.png", "e.png", "d.png"]
     assert sorted_noisy.index.tolist() == [0, 1, 2, 3]

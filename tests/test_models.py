@@ -21,6 +21,11 @@ def torchvision_reference(name: str) -> dict[str, torch.Size]:
     return {k: v.shape for k, v in net.state_dict().items()}
 
 
+def batch_norm(prefix: str, channels: int) -> dict[str, torch.Size]:
+    shapes = {f"{prefix}.{name}": torch.Size([channels]) for name in ("weight", "bias", "running_mean", "running_var")}
+    return shapes | {f"{prefix}.num_batches_tracked": torch.Size([])}
+
+
 def preact_resnet18_reference() -> dict[str, torch.Size]:
     """The paper's PreAct ResNet-18 for 1 channel, written out: stem, 4 stages of 2 blocks, BN head."""
     shapes = {"stem.weight": torch.Size([64, 1, 3, 3])}
@@ -29,19 +34,14 @@ def preact_resnet18_reference() -> dict[str, torch.Size]:
         for first in (True, False):
             prefix = f"blocks.{block}."
             for bn, c in (("bn1", c_in if first else c_out), ("bn2", c_out)):
-                shapes |= {prefix + bn + ".weight": torch.Size([c]), prefix + bn + ".bias": torch.Size([c]),
-                           prefix + bn + ".running_mean": torch.Size([c]), prefix + bn + ".running_var": torch.Size([c]),
-                           prefix + bn + ".num_batches_tracked": torch.Size([])}
+                shapes |= batch_norm(prefix + bn, c)
             shapes[prefix + "conv1.weight"] = torch.Size([c_out, c_in if first else c_out, 3, 3])
             shapes[prefix + "conv2.weight"] = torch.Size([c_out, c_out, 3, 3])
             if first and c_in != c_out:
                 shapes[prefix + "shortcut.weight"] = torch.Size([c_out, c_in, 1, 1])
             c_in, block = c_out, block + 1
-    shapes |= {"head.0.weight": torch.Size([512]), "head.0.bias": torch.Size([512]),
-               "head.0.running_mean": torch.Size([512]), "head.0.running_var": torch.Size([512]),
-               "head.0.num_batches_tracked": torch.Size([]), "head.4.weight": torch.Size([10, 512]),
-               "head.4.bias": torch.Size([10])}
-    return shapes
+    classifier = {"head.4.weight": torch.Size([10, 512]), "head.4.bias": torch.Size([10])}
+    return shapes | batch_norm("head.0", 512) | classifier
 
 
 def small_cnn_reference() -> dict[str, torch.Size]:
@@ -49,10 +49,7 @@ def small_cnn_reference() -> dict[str, torch.Size]:
     4 px (after the first two stages at 8 px), then pooling, flatten and a linear layer."""
     shapes, c_in = {}, 1
     for index, c_out in zip((0, 3, 7, 10, 14, 17), (32, 32, 64, 64, 128, 128)):
-        shapes[f"{index}.weight"] = torch.Size([c_out, c_in, 3, 3])
-        for name in ("weight", "bias", "running_mean", "running_var"):
-            shapes[f"{index + 1}.{name}"] = torch.Size([c_out])
-        shapes[f"{index + 1}.num_batches_tracked"] = torch.Size([])
+        shapes |= {f"{index}.weight": torch.Size([c_out, c_in, 3, 3])} | batch_norm(str(index + 1), c_out)
         c_in = c_out
     return shapes | {"22.weight": torch.Size([10, 128]), "22.bias": torch.Size([10])}
 
