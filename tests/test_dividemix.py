@@ -18,6 +18,7 @@ from labelclean.dividemix import (
     semi_supervised_loss,
     sharpen,
     train_epoch,
+    train_step,
     uniform_prior_penalty,
     warmup_epoch,
 )
@@ -150,6 +151,34 @@ def test_warmup_is_one_sgd_step_of_cross_entropy_per_batch_plus_a_confidence_pen
     objective.backward()
     make_optimizer(manual, cfg).step()
     torch.testing.assert_close(loss, expected.detach())
+    for (name, trained), (_, redone) in zip(net.named_parameters(), manual.named_parameters()):
+        torch.testing.assert_close(trained, redone, atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_train_step_follows_the_paper_co_refine_co_guess_mixmatch_then_one_sgd_step():
+    """Algorithm 1 of the paper, redone by hand on a batch without random augmentation: the only
+    random draw left is MixMatch's partner permutation, seeded alike for both."""
+    data = tiny_training_data(n=12, padding=0, flip=False)
+    cfg = FitConfig(batch_size=4, temperature=0.5, weight_decay=0.0)
+    labeled, unlabeled = torch.tensor([0, 3, 5, 7]), torch.tensor([1, 2, 10, 11])
+    clean_prob = torch.tensor([0.9, 0.6, 0.8, 0.7])
+    net, peer, manual = (build_model("small_cnn", 1, 3, 8) for _ in range(3))
+    manual.load_state_dict(net.state_dict())
+    torch.manual_seed(5)
+    loss_x, loss_u = train_step(net, peer, make_optimizer(net, cfg), data, labeled, clean_prob, unlabeled,
+                                lam=0.3, lambda_u=2.0, cfg=cfg)
+
+    x, u = data.augment.plain(data.images[labeled]), data.augment.plain(data.images[unlabeled])
+    with torch.no_grad():
+        own = torch.softmax(manual(torch.cat([x, u, x, u])), dim=1).view(2, 8, 3)
+        refined = co_refine(own[:, :4], F.one_hot(data.labels[labeled], 3).float(), clean_prob, 0.5)
+        guessed = co_guess(own[:, 4:], torch.softmax(peer(torch.cat([u, u])), dim=1).view(2, 4, 3), 0.5)
+    torch.manual_seed(5)
+    mixed_x, mixed_y = mixmatch(torch.cat([x, x, u, u]), torch.cat([refined, refined, guessed, guessed]), 0.3)
+    total, expected_x, expected_u = semi_supervised_loss(manual(mixed_x), mixed_y, 8, 2.0)
+    torch.testing.assert_close((loss_x, loss_u), (expected_x.detach(), expected_u.detach()))
+    total.backward()
+    make_optimizer(manual, cfg).step()
     for (name, trained), (_, redone) in zip(net.named_parameters(), manual.named_parameters()):
         torch.testing.assert_close(trained, redone, atol=1e-6, rtol=1e-5, msg=name)
 
