@@ -6,6 +6,7 @@ import shutil
 import numpy as np
 import pytest
 from conftest import TINY, fit_interrupted_after
+from typer.testing import CliRunner
 
 import labelclean
 from labelclean import cli
@@ -13,15 +14,16 @@ from labelclean.auto import (
     LOCK_EPOCHS,
     MAX_RECOVERIES,
     NoiseEstimate,
+    best_warmup_epoch,
     choose_settings,
     estimate_noise,
     is_locked,
     threshold_hint,
     warmup_over,
 )
-from labelclean.config import FitConfig
+from labelclean.config import PAPER_SETTINGS, FitConfig
 from labelclean.demo import DIGIT_PAIRS, flip_labels
-from labelclean.dividemix import guard_fires
+from labelclean.dividemix import guard_fires, linear_rampup
 from labelclean.errors import LabelcleanError
 from labelclean.report import render_report
 from labelclean.training import TrainingState
@@ -137,19 +139,31 @@ def test_guard_recovers_a_limited_number_of_times_and_only_with_auto(caplog):
     assert manual.extra["auto"]["guard"]["recoveries"] == 0
 
 
+@pytest.mark.slow
 def test_adaptive_warmup_chooses_and_records_the_settings(digits, tmp_path):
     run = labelclean.fit(digits.images_dir, digits.labels_csv, tmp_path / "run", **dict(TINY, epochs=7, warmup=None))
     decided = run.config["auto"]
     assert decided["warmup"] == 2  # the limit: a third of --epochs 7
-    assert len(decided["warmup_agreement"]) == 2
-    assert decided["noise"]["kind"] in ("pair", "spread") and 0 <= decided["noise"]["rate"] <= 1
-    assert set(decided["settings"]) == {"lambda_u", "p_threshold", "loss_window"}
+    agreement = decided["warmup_agreement"]
+    assert len(agreement) == 2 and [h["agreement"] for h in run.history[:2]] == [[a] for a in agreement]
+    # The noise is estimated from the networks kept (the best warm-up epoch): its rate is their disagreement.
+    noise = NoiseEstimate(**decided["noise"])
+    assert noise.rate == pytest.approx(1 - agreement[best_warmup_epoch(agreement)], abs=1e-6)  # float32 mean
+    assert noise.kind == ("pair" if noise.pair_share >= 0.5 else "spread")
+    assert decided["settings"] == choose_settings(noise, 10)
+    chosen = decided["settings"]
+    assert run.fit_config.lambda_u is None  # left to the rules, which then decide every DivideMix epoch:
+    assert [h["lambda_u"] for h in run.history[2:]] == pytest.approx(
+        [chosen["lambda_u"] * linear_rampup(e + 1, 2, 16) for e in range(2, 7)])
     phases = [epoch["phase"] for epoch in run.history]
     assert phases[:2] == ["warm-up"] * 2 and "train" in phases[2:] and len(phases) == 7
     assert run.history[1]["note"].startswith("Warm-up ended after 2 epoch(s)")
-    assert "; chose lambda_u" in run.history[1]["note"]  # what --auto chose is said
+    assert run.history[1]["note"].endswith(  # what --auto chose is said
+        f"; chose lambda_u {chosen['lambda_u']:g}, p_threshold {chosen['p_threshold']:g}, "
+        f"loss_window {chosen['loss_window']:g}")
 
 
+@pytest.mark.slow
 def test_resume_inside_an_adaptive_warmup_gives_the_same_result(digits, tmp_path):
     settings = dict(TINY, epochs=7, warmup=None)
     reference = labelclean.fit(digits.images_dir, digits.labels_csv, tmp_path / "ref", **settings)
@@ -157,3 +171,59 @@ def test_resume_inside_an_adaptive_warmup_gives_the_same_result(digits, tmp_path
     resumed = labelclean.fit(None, None, tmp_path / "cut", resume=True)
     assert resumed.export().equals(reference.export())
     assert resumed.config["auto"] == reference.config["auto"]
+
+
+def lambda_u_per_epoch(run: labelclean.Run) -> list[float]:
+    """The λu each DivideMix epoch trained with, divided by its ramp-up: the setting in force."""
+    cfg = run.fit_config
+    warmup = run.config["auto"]["warmup"]
+    return [h["lambda_u"] / linear_rampup(h["epoch"], warmup, cfg.rampup_epochs)
+            for h in run.history if h["phase"] == "train"]
+
+
+@pytest.mark.parametrize("options, lambda_u, kind", [
+    pytest.param([], None, None, marks=pytest.mark.slow),  # --auto: the rules' choice
+    pytest.param(["--no-auto"], PAPER_SETTINGS["lambda_u"], None, marks=pytest.mark.slow),  # the paper's 50% settings
+    (["--lambda-u", "3"], 3.0, None),  # an explicit value wins over --auto
+    pytest.param(["--no-auto", "--lambda-u", "3"], 3.0, None, marks=pytest.mark.slow),
+    pytest.param(["--noise-mode", "asym"], 0.0, "pair", marks=pytest.mark.slow),  # the user's word on the kind wins
+])
+def test_explicit_values_and_no_auto_win_over_the_rules(digits, tmp_path, options, lambda_u, kind):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli.app, [str(a) for a in ["fit", digits.images_dir, digits.labels_csv, "--out", out,
+                                                           "--epochs", "3", "--warmup", "1", "--batch-size", "32",
+                                                           "--arch", "small_cnn", "--device", "cpu", *options]])
+    assert result.exit_code == 0, result.output
+    run = labelclean.Run(out)
+    config = json.loads((out / "config.json").read_text())
+    assert config["fit"]["auto"] == ("--no-auto" not in options)
+    assert config["fit"]["lambda_u"] == (3.0 if "--lambda-u" in options else None)
+    decided = config["auto"]
+    assert decided["settings"] == choose_settings(NoiseEstimate(**decided["noise"]), 10)  # recorded either way
+    expected = decided["settings"]["lambda_u"] if lambda_u is None else lambda_u
+    assert lambda_u_per_epoch(run) == pytest.approx([expected, expected])
+    if kind:
+        assert decided["noise"]["kind"] == kind
+    chosen = {k: v for k, v in decided["settings"].items() if config["fit"][k] is None}
+    announced = "; chose " + ", ".join(f"{k} {v:g}" for k, v in chosen.items())
+    note = run.history[1]["note"]
+    assert note.endswith(announced) if config["fit"]["auto"] else "; chose" not in note
+
+
+@pytest.mark.slow
+def test_the_guard_fires_inside_a_real_fit_and_recovers_with_a_warm_up_epoch(digits, tmp_path, caplog):
+    """--p-threshold 1 leaves every labeled set empty: the split is locked from the first DivideMix epoch."""
+    settings = dict(TINY, epochs=6, warmup=1, p_threshold=1.0)
+    run = labelclean.fit(digits.images_dir, digits.labels_csv, tmp_path / "auto", **settings)
+    phases = [h["phase"] for h in run.history]
+    assert phases == ["warm-up", "train", "train", "warm-up", "train", "train"]  # fires on the LOCK_EPOCHS-th
+    assert run.history[3]["note"].startswith("The split has locked itself: the labeled sets hold 0% of the samples")
+    assert run.history[3]["note"].endswith("Running a warm-up epoch on all labels to recover.")
+    assert [h["labeled"] for h in run.history if h["phase"] == "train"] == [[0, 0]] * 4
+    assert run.config["auto"]["guard"]["recoveries"] == 1
+
+    manual = labelclean.fit(digits.images_dir, digits.labels_csv, tmp_path / "manual", auto=False, **settings)
+    assert [h["phase"] for h in manual.history] == ["warm-up"] + ["train"] * 5  # without --auto it only warns
+    assert manual.config["auto"]["guard"]["recoveries"] == 0
+    assert "Consider a longer --warmup (or --auto)" in caplog.text
+

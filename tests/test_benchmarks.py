@@ -5,6 +5,7 @@ that the JSON results have the shape the README's tables are built from.
 """
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ def benchmarks(monkeypatch: pytest.MonkeyPatch):
     torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 def test_quality_benchmark_scores_every_method(benchmarks, tmp_path):
     pytest.importorskip("cleanlab")
     import quality
@@ -32,6 +34,7 @@ def test_quality_benchmark_scores_every_method(benchmarks, tmp_path):
     result = runner.invoke(quality.app, [
         "--setting", "asym:0.4", "--seeds", "1", "--subset", "100", "--set", "epochs=2,warmup=1,batch_size=32", "--baseline-epochs", "2",
         "--variant", "lambda_u=0", "--folds", "2", "--device", "cpu", "--threads", "1", "--results", str(tmp_path),
+        "--work", str(tmp_path / "work"),
     ])
     assert result.exit_code == 0, result.output
     saved = json.loads((tmp_path / "quality-digits-asym40.json").read_text())
@@ -39,12 +42,20 @@ def test_quality_benchmark_scores_every_method(benchmarks, tmp_path):
     assert list(saved["summary"]) == ["labelclean", "labelclean is_error", "labelclean is_error@hint",
                                       "labelclean[lambda_u=0]", "labelclean[lambda_u=0] is_error",
                                       "labelclean[lambda_u=0] is_error@hint", "plain_ce", "cleanlab"]
-    for figures in saved["summary"].values():
-        assert all(0 <= figures[f]["mean"] <= 1 for f in quality.FIGURES[:-1]), figures
-    assert {run["noise_rate"] for run in saved["runs"]} == {saved["runs"][0]["noise_rate"]}  # same noise for all
+    runs = {run["method"]: run for run in saved["runs"]}
+    assert list(runs) == list(saved["summary"])  # one seed: one run per method, and the summary is its figures
+    for method, figures in saved["summary"].items():
+        assert {f: figures[f]["mean"] for f in quality.FIGURES} == {f: runs[method][f] for f in quality.FIGURES}
+        assert all(figures[f]["std"] == 0 for f in quality.FIGURES)
+    noise = saved["runs"][0]["noise_rate"]
+    assert {run["noise_rate"] for run in saved["runs"]} == {noise}  # the same noisy labels for all
+    assert {run["given_accuracy"] for run in saved["runs"]} == {pytest.approx(1 - noise)}
+    assert {run["seconds"] for run in saved["runs"] if run["method"].startswith("labelclean ")} == {
+        runs["labelclean"]["seconds"]}  # the three decisions of one fit share its time
     assert "refined acc." in result.stdout
 
 
+@pytest.mark.slow
 def test_speed_benchmark_projects_an_epoch(benchmarks, tmp_path):
     import speed
 
@@ -56,11 +67,23 @@ def test_speed_benchmark_projects_an_epoch(benchmarks, tmp_path):
     assert result.exit_code == 0, result.output
     saved = json.loads(out.read_text())
     assert saved["samples"] == 256 and saved["precision"] == "fp32"
-    assert saved["projected"]["run_seconds"] > saved["projected"]["epoch_seconds"] > 0
-    assert saved["memory"]["cpu_peak_rss_mb"] > 0
+    measured, projected, settings = saved["measured"], saved["projected"], saved["settings"]
+    assert all(value > 0 for value in measured.values()), measured
+    epoch = projected["co_divide_seconds"] + projected["train_seconds"]
+    assert projected["epoch_seconds"] == pytest.approx(epoch)
+    assert projected["epoch_images_per_second"] == pytest.approx(256 / epoch)
+    assert projected["warmup_epoch_seconds"] == pytest.approx(2 * math.ceil(256 / 32) * measured["warmup_step_seconds"])
+    assert projected["co_divide_seconds"] == pytest.approx(2 * (256 / measured["eval_images_per_second"]
+                                                                + measured["gmm_seconds"]))
+    assert projected["train_seconds"] == pytest.approx(
+        2 * math.ceil(settings["labeled_fraction"] * 256 / 16) * measured["train_step_seconds"])
+    assert (settings["epochs"], settings["warmup"]) == (300, 10)  # the paper's CIFAR-10 schedule
+    assert projected["run_seconds"] == pytest.approx(10 * projected["warmup_epoch_seconds"] + 290 * epoch)
+    assert 100 < saved["memory"]["cpu_peak_rss_mb"] < 100_000  # MB, not KiB or bytes: torch alone takes ~200
     assert "projected run" in result.stdout
 
 
+@pytest.mark.slow
 def test_memory_benchmark_measures_both_placements(benchmarks, tmp_path):
     import memory
 
@@ -75,7 +98,10 @@ def test_memory_benchmark_measures_both_placements(benchmarks, tmp_path):
     runs = saved["runs"]
     assert list(runs) == list(memory.MODES)
     assert [r["placement"] for r in runs.values()] == ["RAM", "memory-mapped"]
+    assert [r["max_ram_gb"] for r in runs.values()] == list(memory.MODES.values())
     for r in runs.values():
         assert r["exit_code"] == 0 and r["reused_cache"] and r["stopped"]  # stopped after --steps, as by Ctrl-C
-        assert r["peak_rss_mb"] > 0 and r["seconds"] > 0
+        assert 100 < r["peak_rss_mb"] < 100_000  # MB: a process that imported torch holds ~200
+        assert r["peak_rss_mb"] >= r["sampled_rss_mb"] - 1  # the kernel's peak covers every 20 ms sample
+        assert r["seconds"] > r["fit_seconds"] > 0  # the child's wall time includes its fit
     assert "peak RSS MB" in result.stdout

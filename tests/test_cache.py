@@ -39,6 +39,7 @@ def files(digits, tmp_path) -> list:
     return copy_images(digits, tmp_path / "images", 20)
 
 
+@pytest.mark.slow
 def test_resuming_or_refitting_unchanged_images_reuses_them(digits, tmp_path, decoded, caplog):
     caplog.set_level(logging.INFO, "labelclean")
 
@@ -62,6 +63,7 @@ def test_resuming_or_refitting_unchanged_images_reuses_them(digits, tmp_path, de
     assert len(decoded) == 200 and len(list((tmp_path / "run").glob("decoded-*"))) == 2  # data file + sidecar
 
 
+@pytest.mark.slow
 def test_a_fit_over_the_ram_cap_reads_batches_from_the_memory_map(digits, tiny_run, tmp_path, caplog):
     caplog.set_level(logging.INFO, "labelclean")
     run = labelclean.fit(digits.images_dir, digits.labels_csv, tmp_path / "run", cache_dir=tmp_path / "cache",

@@ -4,7 +4,10 @@ import io
 import json
 import re
 
+import numpy as np
 import pandas as pd
+import pytest
+import typer
 from conftest import copy_images
 from typer.testing import CliRunner
 
@@ -37,7 +40,10 @@ def test_fit_export_predict_from_the_command_line(digits, tmp_path):
     assert list(table.columns) == COLUMNS
     assert len(table) == 300
     assert table["path"].tolist() == pd.read_csv(digits.labels_csv)["path"].tolist()  # input order
-    assert table["clean_prob"].between(0, 1).all()
+    samples = pd.read_csv(out / "samples.csv")
+    np.testing.assert_allclose(table["clean_prob"], (samples["clean_prob_net1"] + samples["clean_prob_net2"]) / 2,
+                               atol=1e-6)
+    assert table["is_noisy"].any() and not table["is_noisy"].all()
     assert (table["is_noisy"] == (table["clean_prob"] < 0.5)).all()
     disagrees = table["predicted_label"] != table["given_label"]
     assert (table["is_error"] == (table["is_noisy"] & disagrees)).all()
@@ -62,9 +68,13 @@ def test_fit_export_predict_from_the_command_line(digits, tmp_path):
     new = copy_images(digits, tmp_path / "new", 5)
     predicted = invoke("predict", out, new[0].parent, "--top-k", "2")
     assert predicted.exit_code == 0, predicted.output
-    preds = pd.read_csv(io.StringIO(predicted.stdout))
+    preds = pd.read_csv(io.StringIO(predicted.stdout), dtype={"predicted_label": str, "label_2": str})
     assert list(preds.columns) == ["path", "predicted_label", "confidence", "label_2", "confidence_2"]
-    assert len(preds) == 5 and (preds["confidence"] >= preds["confidence_2"]).all()
+    assert preds["path"].tolist() == [str(f) for f in new]
+    first = table.set_index("path").loc[[f.name for f in new]]  # the copies of the first five training images
+    assert preds["predicted_label"].tolist() == first["predicted_label"].astype(str).tolist()
+    np.testing.assert_allclose(preds["confidence"], first["predicted_confidence"], atol=1e-5)
+    assert (preds["confidence"] >= preds["confidence_2"]).all() and (preds["label_2"] != preds["predicted_label"]).all()
 
 
 def test_user_errors_are_one_line_with_exit_code_1(digits, tiny_run, tmp_path):
@@ -87,6 +97,7 @@ def test_user_errors_are_one_line_with_exit_code_1(digits, tiny_run, tmp_path):
         assert re.search(message, result.stderr.replace("\n", " ")), (args, result.stderr)
 
 
+@pytest.mark.slow
 def test_no_keep_model_refuses_predict_with_a_hint(digits, tmp_path):
     out = tmp_path / "run"
     assert invoke("fit", digits.images_dir, digits.labels_csv, "--out", out, "--no-keep-model",
@@ -97,6 +108,15 @@ def test_no_keep_model_refuses_predict_with_a_hint(digits, tmp_path):
 
 
 def test_help_explains_every_command():
-    for cmd in ["fit", "export", "predict", "demo", "report", "apply"]:
-        result = invoke(cmd, "--help")
-        assert result.exit_code == 0 and "Usage" in result.output
+    commands = typer.main.get_command(app).commands
+    assert sorted(commands) == ["apply", "demo", "export", "fit", "predict", "report"]
+    for name, command in commands.items():
+        result = runner.invoke(app, [name, "--help"], terminal_width=200, env={"COLUMNS": "200"})
+        assert result.exit_code == 0, result.output
+        text = " ".join(result.output.split())
+        assert f"Usage: root {name}" in text or f"Usage: labelclean {name}" in text, text
+        assert " ".join(command.help.split("\n\n")[0].split()) in text  # the docstring's first paragraph
+        for param in command.params:
+            if param.name != "help":
+                shown = param.opts[0] if param.param_type_name == "option" else param.name
+                assert shown.lower() in text.lower(), (name, shown)

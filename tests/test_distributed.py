@@ -17,7 +17,12 @@ from labelclean import cli, distributed
 
 SETTINGS = {"epochs": 10, "warmup": 4, "batch_size": 32, "arch": "small_cnn", "device": "cpu"}  # AUROC ≈ 0.98, one process
 OPTIONS = [f"--{name.replace('_', '-')}={value}" for name, value in SETTINGS.items()]
-ENV = dict(os.environ, OMP_NUM_THREADS="1")  # two processes on a 2-core machine
+
+
+def env() -> dict[str, str]:
+    """The test's environment (its TMPDIR is the test's own directory), one thread per process: two
+    processes on a 2-core machine."""
+    return dict(os.environ, OMP_NUM_THREADS="1")
 
 
 def torchrun(*args: str) -> list[str]:
@@ -34,8 +39,8 @@ def auroc(run: labelclean.Run, digits) -> float:
 @pytest.fixture(scope="module")
 def two_process_run(digits, tmp_path_factory):
     out = tmp_path_factory.mktemp("distributed") / "run"
-    subprocess.run(torchrun(str(digits.images_dir), str(digits.labels_csv), f"--out={out}"), env=ENV, check=True,
-                   capture_output=True, timeout=300)
+    subprocess.run(torchrun(str(digits.images_dir), str(digits.labels_csv), f"--out={out}"), env=env(), check=True,
+                   capture_output=True, timeout=1200)
     return labelclean.Run(out)
 
 
@@ -51,6 +56,7 @@ def test_the_processes_get_the_command_less_nproc():
     assert cli.without_nproc(argv) == ["-v", "fit", "images", "labels.csv", "--out=run", "--epochs", "3"]
 
 
+@pytest.mark.slow
 def test_two_processes_match_one(digits, tmp_path, two_process_run):
     one = labelclean.fit(digits.images_dir, digits.labels_csv, tmp_path / "one", **SETTINGS)
     table = two_process_run.export()
@@ -63,30 +69,32 @@ def nproc(*args: str) -> list[str]:
     return [sys.executable, "-m", "labelclean", "fit", *args, *OPTIONS, "--nproc=2"]
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_both_processes_and_the_run_resumes_exactly(digits, tmp_path, two_process_run):
     out = tmp_path / "cut"
-    launcher = subprocess.Popen(nproc(str(digits.images_dir), str(digits.labels_csv), f"--out={out}"), env=ENV,
+    launcher = subprocess.Popen(nproc(str(digits.images_dir), str(digits.labels_csv), f"--out={out}"), env=env(),
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     while not (out / "checkpoint.pt").exists() and launcher.poll() is None:
         time.sleep(0.02)
     os.killpg(launcher.pid, signal.SIGINT)  # Ctrl-C in a terminal reaches the launcher and both processes
-    output, _ = launcher.communicate(timeout=120)
+    output, _ = launcher.communicate(timeout=600)
     assert launcher.returncode == 130, output
     assert output.count("Stopped cleanly") == 1, output  # both stopped, the main process saved and said so
     assert "Traceback" not in output, output
     assert (out / "checkpoint.pt").exists()
 
     resumed = subprocess.run([sys.executable, "-m", "labelclean", "fit", f"--out={out}", "--resume", "--nproc=2"],
-                             env=ENV, capture_output=True, text=True, timeout=300, check=False)
+                             env=env(), capture_output=True, text=True, timeout=1200, check=False)
     assert resumed.returncode == 0, resumed.stderr
     pd.testing.assert_frame_equal(labelclean.Run(out).export(), two_process_run.export(), check_exact=False, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_an_error_in_the_processes_is_one_line_once(digits, tmp_path):
     bad = tmp_path / "labels.csv"
     bad.write_text("path,label\nmissing.png,3\n")
-    failed = subprocess.run(nproc(str(digits.images_dir), str(bad), f"--out={tmp_path / 'run'}"), env=ENV,
-                            capture_output=True, text=True, timeout=120, check=False)
+    failed = subprocess.run(nproc(str(digits.images_dir), str(bad), f"--out={tmp_path / 'run'}"), env=env(),
+                            capture_output=True, text=True, timeout=600, check=False)
     assert failed.returncode == 1
     message = (f"error: {bad} has 1 rows but 1 path(s) do not exist under {digits.images_dir} (e.g. 'missing.png'). "
                "Fix the paths or pass --skip-missing.")

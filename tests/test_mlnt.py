@@ -4,6 +4,7 @@ import io
 import json
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -16,6 +17,7 @@ import labelclean
 from labelclean.augment import Augment
 from labelclean.cli import app
 from labelclean.config import FitConfig
+from labelclean.dividemix import clean_probability, normalized_loss
 from labelclean.errors import LabelcleanError
 from labelclean.export import COLUMNS
 from labelclean.mlnt import (
@@ -172,6 +174,7 @@ def test_penultimate_features_are_the_classifier_input():
     torch.testing.assert_close(net[-1](features), net(x))
 
 
+@pytest.mark.slow
 def test_fit_method_mlnt_then_export_and_predict_from_the_command_line(digits, tmp_path):
     out = tmp_path / "run"
     args = ["fit", digits.images_dir, digits.labels_csv, "--out", out, "--method", "mlnt", "--meta-sets", "2",
@@ -189,7 +192,13 @@ def test_fit_method_mlnt_then_export_and_predict_from_the_command_line(digits, t
     assert exported.exit_code == 0, exported.output
     table = pd.read_csv(io.StringIO(exported.stdout))
     assert list(table.columns) == COLUMNS and len(table) == 300
-    assert table["clean_prob"].between(0, 1).all()
+    samples = labelclean.Run(out).samples()  # student's and teacher's GMM posteriors of their saved losses
+    for net in ("net1", "net2"):
+        loss = torch.tensor(samples[f"loss_{net}"].to_numpy(), dtype=torch.float32)
+        expected, _ = clean_probability(normalized_loss(loss).numpy(), seed=config["fit"]["seed"])
+        np.testing.assert_allclose(samples[f"clean_prob_{net}"], expected, atol=1e-4)
+    np.testing.assert_allclose(table["clean_prob"], (samples["clean_prob_net1"] + samples["clean_prob_net2"]) / 2,
+                               atol=1e-6)
 
     new = copy_images(digits, tmp_path / "new", 3)
     predicted = runner.invoke(app, ["predict", str(out), str(new[0].parent)])
@@ -197,6 +206,7 @@ def test_fit_method_mlnt_then_export_and_predict_from_the_command_line(digits, t
     assert len(pd.read_csv(io.StringIO(predicted.stdout))) == 3
 
 
+@pytest.mark.slow
 def test_interrupted_mlnt_fit_resumes_mid_round_to_the_same_result(digits, tmp_path):
     settings = dict(MLNT_TINY, epochs=4)  # rounds: epoch 2, then epochs 3–4
     reference = labelclean.fit(digits.images_dir, digits.labels_csv, tmp_path / "ref", **settings)

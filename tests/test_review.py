@@ -47,7 +47,8 @@ def test_label_studio_export_follows_the_documented_import_format(tiny_run, tmp_
         assert (data["path"], data["given_label"], data["refined_label"]) == (row.path, row.given_label,
                                                                                row.refined_label)
         (prediction,) = task["predictions"]
-        assert 0 <= prediction["score"] <= 1
+        assert prediction["score"] == round(row.refined_confidence, 4)
+        assert data["clean_prob"] == round(row.clean_prob, 4)
         (result_,) = prediction["result"]
         assert result_["type"] == "choices"
         assert (result_["from_name"], result_["to_name"]) == (choices.get("name"), image.get("name"))
@@ -67,8 +68,13 @@ def test_label_studio_config_escapes_class_names():
 
 def test_jsonl_on_stdout_is_only_data(tiny_run):
     result = invoke("export", tiny_run.directory, "--format", "jsonl", "--only-noisy")
-    assert result.exit_code == 0
-    assert all(json.loads(line)["is_noisy"] for line in result.stdout.splitlines())
+    assert result.exit_code == 0, result.output
+    records = pd.read_json(io.StringIO(result.stdout), lines=True, dtype={"path": str, "given_label": str,
+                                                                          "refined_label": str, "predicted_label": str,
+                                                                          "suggested_label": str})
+    expected = tiny_run.export(only_noisy=True)
+    assert 0 < len(expected) < 300
+    pd.testing.assert_frame_equal(records, expected, check_exact=False, atol=1e-6, check_dtype=False)
 
 
 @pytest.fixture

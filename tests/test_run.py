@@ -52,6 +52,7 @@ def test_existing_run_is_not_overwritten_without_permission(digits, tiny_run):
     assert (tiny_run.directory / "samples.csv").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_interrupted_fit_resumes_to_the_same_result(digits, tmp_path):
     reference = labelclean.fit(digits.images_dir, digits.labels_csv, tmp_path / "ref", **RESUME)
     fit_interrupted_after(2, digits, tmp_path / "cut", **RESUME)
@@ -67,6 +68,7 @@ def test_interrupted_fit_resumes_to_the_same_result(digits, tmp_path):
     assert len(resumed.history) == 4
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_at_a_step_boundary_and_resumes_there(digits, tmp_path, monkeypatch):
     reference = labelclean.fit(digits.images_dir, digits.labels_csv, tmp_path / "ref", **RESUME)
     steps = Loop.steps
@@ -94,32 +96,36 @@ def start_fit(digits, out: Path, *extra: str) -> tuple[subprocess.Popen, list[st
             "--out", str(out), "--epochs", "30", "--warmup", "1", "--batch-size", "32", "--arch", "small_cnn",
             "--device", "cpu", *extra]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
+    deadline = time.time() + 600  # generous: a busy 2-core machine may take minutes to import and decode
     while not (out / "history.jsonl").exists() or len((out / "history.jsonl").read_text().splitlines()) < 2:
         assert time.time() < deadline and process.poll() is None, "fit did not reach epoch 2"
         time.sleep(0.2)
     return process, args
 
 
+@pytest.mark.slow
 def test_fit_killed_with_sigkill_resumes(digits, tmp_path):
+    """A kill may land inside an atomic write and leave its temp file: the resume must not mind."""
     out = tmp_path / "run"
     process, args = start_fit(digits, out)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (out / "samples.csv").exists()
-    assert not [p for p in Path(out).iterdir() if p.name.endswith(".tmp")]
+    (out / ".checkpoint.pt.abc123.tmp").write_bytes(b"half a checkpoint")  # as a kill mid-write leaves it
     finished = subprocess.run(args[:4] + ["--out", str(out), "--resume"], capture_output=True, text=True,
-                              timeout=300, check=False)
+                              timeout=1200, check=False)
     assert finished.returncode == 0, finished.stderr
     run = labelclean.Run(out)
-    assert len(run.export()) == 300 and len(run.history) == 30
+    assert len(run.export()) == 300 and [h["epoch"] for h in run.history] == list(range(1, 31))
+    assert run.config["status"] == "complete" and not (out / "checkpoint.pt").exists()
 
 
+@pytest.mark.slow
 def test_ctrl_c_on_the_command_line_saves_and_says_how_to_resume(digits, tmp_path):
     out = tmp_path / "run"
     process, _ = start_fit(digits, out)
     process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
+    _, stderr = process.communicate(timeout=600)
     assert process.returncode == 130
     assert "Stopped cleanly after" in stderr and f"labelclean fit --out {out} --resume" in stderr
     assert "Traceback" not in stderr

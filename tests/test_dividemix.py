@@ -3,7 +3,10 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
+from labelclean.augment import Augment
+from labelclean.config import FitConfig
 from labelclean.dividemix import (
     clean_probability,
     co_guess,
@@ -14,9 +17,14 @@ from labelclean.dividemix import (
     normalized_loss,
     semi_supervised_loss,
     sharpen,
+    train_epoch,
+    train_step,
     uniform_prior_penalty,
+    warmup_epoch,
 )
 from labelclean.errors import LabelcleanError
+from labelclean.models import build_model
+from labelclean.training import TrainingData, make_optimizer
 
 
 def test_sharpen_lowers_entropy_and_keeps_rows_normalized():
@@ -51,7 +59,8 @@ def test_co_guess_averages_both_networks_and_views_then_sharpens():
     peer = torch.tensor([[[0.5, 0.5]], [[0.0, 1.0]]])
     torch.testing.assert_close(co_guess(own, peer, 1.0), torch.tensor([[0.5, 0.5]]))
     guess = co_guess(own, torch.tensor([[[0.5, 0.5]], [[0.5, 0.5]]]), 0.5)
-    assert guess[0, 0] > 0.625  # mean is 0.625; sharpening pushes it further
+    mean = torch.tensor([[0.625, 0.375]])  # over both networks and both views; then sharpened with T = 0.5
+    torch.testing.assert_close(guess, mean**2 / (mean**2).sum())
 
 
 def test_mixmatch_keeps_lambda_at_least_half_and_mixes_inputs_and_targets_alike():
@@ -87,6 +96,12 @@ def test_semi_supervised_loss_parts():
     torch.testing.assert_close(total, loss_x + uniform_prior_penalty(logits))
     _, loss_x0, _ = semi_supervised_loss(logits, targets, n_labeled=0, lambda_u=1.0)
     assert loss_x0.item() == 0.0
+    guessed = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])  # the unlabeled row's softmax is (0.5, 0.5)
+    total, loss_x, loss_u = semi_supervised_loss(logits, guessed, n_labeled=2, lambda_u=10.0)
+    assert loss_u.item() == pytest.approx(0.25)  # mean over classes of (0.5 − 1)² and (0.5 − 0)²
+    torch.testing.assert_close(total, loss_x + 10.0 * loss_u + uniform_prior_penalty(logits))
+    torch.testing.assert_close(uniform_prior_penalty(torch.tensor([[5.0, 0.0], [5.0, 0.0]])),
+                               0.5 * torch.log(0.5 / torch.softmax(torch.tensor([5.0, 0.0]), 0)).sum())
 
 
 def test_linear_rampup():
@@ -114,32 +129,79 @@ def test_normalized_loss_refuses_identical_losses():
         normalized_loss(torch.ones(5))
 
 
-def tiny_training_data(n: int = 24, classes: int = 3):
-    from labelclean.augment import Augment
-    from labelclean.training import TrainingData
-
+def tiny_training_data(n: int = 24, classes: int = 3, padding: int = 1, flip: bool = True):
     torch.manual_seed(0)
     images = torch.randint(0, 255, (n, 1, 8, 8), dtype=torch.uint8)
     labels = torch.randint(0, classes, (n,))
-    augment = Augment(torch.tensor(0.5).view(1, 1, 1, 1), torch.tensor(0.25).view(1, 1, 1, 1), 1, True)
+    augment = Augment(torch.tensor(0.5).view(1, 1, 1, 1), torch.tensor(0.25).view(1, 1, 1, 1), padding, flip)
     return TrainingData(images, labels, classes, augment, torch.device("cpu"))
 
 
-@pytest.mark.parametrize("clean", ["none", "all", "half"])
-def test_train_epoch_survives_an_empty_labeled_or_unlabeled_set(clean):
-    from labelclean.config import FitConfig
-    from labelclean.dividemix import train_epoch
-    from labelclean.models import build_model
-    from labelclean.training import make_optimizer
+@pytest.mark.parametrize("noise_mode", ["sym", "asym"])
+def test_warmup_is_one_sgd_step_of_cross_entropy_per_batch_plus_a_confidence_penalty_under_pair_noise(noise_mode):
+    data = tiny_training_data(n=16, padding=0, flip=False)  # no random augmentation: the step can be redone
+    cfg = FitConfig(batch_size=8, noise_mode=noise_mode)  # one batch of 2 × 8: the whole set
+    net, manual = build_model("small_cnn", 1, 3, 8), build_model("small_cnn", 1, 3, 8)
+    manual.load_state_dict(net.state_dict())
+    loss = warmup_epoch(net, make_optimizer(net, cfg), data, cfg)
 
+    logits = manual(data.augment.plain(data.images))
+    expected = F.cross_entropy(logits, data.labels)
+    objective = expected + (negative_entropy(logits) if noise_mode == "asym" else 0)
+    objective.backward()
+    make_optimizer(manual, cfg).step()
+    torch.testing.assert_close(loss, expected.detach())
+    for (name, trained), (_, redone) in zip(net.named_parameters(), manual.named_parameters()):
+        torch.testing.assert_close(trained, redone, atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_train_step_follows_the_paper_co_refine_co_guess_mixmatch_then_one_sgd_step():
+    """Algorithm 1 of the paper, redone by hand on a batch without random augmentation: the only
+    random draw left is MixMatch's partner permutation, seeded alike for both."""
+    data = tiny_training_data(n=12, padding=0, flip=False)
+    cfg = FitConfig(batch_size=4, temperature=0.5, weight_decay=0.0)
+    labeled, unlabeled = torch.tensor([0, 3, 5, 7]), torch.tensor([1, 2, 10, 11])
+    clean_prob = torch.tensor([0.9, 0.6, 0.8, 0.7])
+    net, peer, manual = (build_model("small_cnn", 1, 3, 8) for _ in range(3))
+    manual.load_state_dict(net.state_dict())
+    torch.manual_seed(5)
+    loss_x, loss_u = train_step(net, peer, make_optimizer(net, cfg), data, labeled, clean_prob, unlabeled,
+                                lam=0.3, lambda_u=2.0, cfg=cfg)
+
+    x, u = data.augment.plain(data.images[labeled]), data.augment.plain(data.images[unlabeled])
+    with torch.no_grad():
+        own = torch.softmax(manual(torch.cat([x, u, x, u])), dim=1).view(2, 8, 3)
+        refined = co_refine(own[:, :4], F.one_hot(data.labels[labeled], 3).float(), clean_prob, 0.5)
+        guessed = co_guess(own[:, 4:], torch.softmax(peer(torch.cat([u, u])), dim=1).view(2, 4, 3), 0.5)
+    torch.manual_seed(5)
+    mixed_x, mixed_y = mixmatch(torch.cat([x, x, u, u]), torch.cat([refined, refined, guessed, guessed]), 0.3)
+    total, expected_x, expected_u = semi_supervised_loss(manual(mixed_x), mixed_y, 8, 2.0)
+    torch.testing.assert_close((loss_x, loss_u), (expected_x.detach(), expected_u.detach()))
+    total.backward()
+    make_optimizer(manual, cfg).step()
+    for (name, trained), (_, redone) in zip(net.named_parameters(), manual.named_parameters()):
+        torch.testing.assert_close(trained, redone, atol=1e-6, rtol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("clean", ["none", "all", "half", "at threshold"])
+def test_train_epoch_survives_an_empty_labeled_or_unlabeled_set(clean):
     data = tiny_training_data()
-    cfg = FitConfig(epochs=2, warmup=0, batch_size=8, p_threshold=0.5, lambda_u=25.0)
+    cfg = FitConfig(epochs=2, warmup=0, batch_size=8, p_threshold=0.5, lambda_u=25.0, weight_decay=0.0)
     net, peer = build_model("small_cnn", 1, 3, 8), build_model("small_cnn", 1, 3, 8)
-    before = [p.detach().clone() for p in net.parameters()]
+    peer_before = {k: v.clone() for k, v in peer.state_dict().items()}
     clean_prob = {"none": torch.zeros(len(data)), "all": torch.ones(len(data)),
-                  "half": torch.arange(len(data)) % 2 * 0.9}[clean]
-    loss_x, loss_u, n_labeled = train_epoch(net, peer, make_optimizer(net, cfg), data, clean_prob, 1, cfg)
-    assert n_labeled == int((clean_prob > cfg.p_threshold).sum())
+                  "half": torch.arange(len(data)) % 2 * 0.9,
+                  "at threshold": torch.tensor([0.5, 0.9]).repeat_interleave(len(data) // 2)}[clean]
+    optimizer = make_optimizer(net, cfg)
+    steps = []
+    optimizer.register_step_post_hook(lambda opt, args, kwargs: steps.append(
+        [p.grad.abs().sum().item() for p in net.parameters()]))
+    loss_x, loss_u, n_labeled = train_epoch(net, peer, optimizer, data, clean_prob, 1, cfg)
+    assert n_labeled == int((clean_prob > cfg.p_threshold).sum())  # strictly above: 0.5 is not labeled at 0.5
+    assert len(steps) == -(-(n_labeled or len(data)) // cfg.batch_size)  # one pass over the labeled set
+    assert all(sum(grads) > 0 for grads in steps)  # every step had a loss to descend
     assert torch.isfinite(loss_x) and torch.isfinite(loss_u)
     assert (loss_x > 0) == (n_labeled > 0)
-    assert any(not torch.equal(a, b) for a, b in zip(before, net.parameters()))  # it trained
+    assert (loss_u > 0) == (n_labeled < len(data))
+    for name, value in peer.state_dict().items():  # the peer only predicts: its weights and statistics stay
+        assert torch.equal(value, peer_before[name]), name

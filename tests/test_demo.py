@@ -6,6 +6,7 @@ cross-entropy model with confidence thresholding reaches F1 ≈ 0.97 and repaire
 """
 
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 import labelclean
@@ -13,6 +14,7 @@ from labelclean.cli import app
 from labelclean.demo import score
 
 
+@pytest.mark.slow
 def test_demo_finds_flipped_labels_and_refines_them(tmp_path):
     result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path), "--noise", "0.4", "--device", "cpu"])
     assert result.exit_code == 0, result.output
