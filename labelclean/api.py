@@ -1,12 +1,12 @@
 """The Python API: ``fit`` trains DivideMix or MLNT on an image folder + labels CSV and returns a ``Run``;
 ``demo`` does it on digits with known label noise and scores the result.
 
-Examples
---------
->>> import labelclean                                                  # doctest: +SKIP
->>> run = labelclean.fit("images/", "labels.csv", out="run", epochs=30, warmup=5)
->>> suspects = run.export(only_errors=True, sort="clean_prob")
->>> run.predict(["new_images/"]).head()
+Example (``examples/python_api.py`` runs the same on digits)::
+
+    import labelclean
+    run = labelclean.fit("images/", "labels.csv", out="run", flip=False)
+    suspects = run.export(only_errors=True, sort="clean_prob")
+    run.predict(["new_images/"]).head()
 """
 
 from __future__ import annotations
