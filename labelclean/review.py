@@ -72,10 +72,9 @@ def image_urls(images_dir: Path, document_root: Path | None = None,
                               f"(Label Studio serves local files only from below it); pick one of its parents.")
     env = (f"LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true "
            f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={shlex.quote(str(root))}")
-    setup = (f"Label Studio shows these images from a Local Files storage. Start it with:\n"
-             f"  {env} label-studio start\n"
-             f"then in the project: Settings → Cloud Storage → Add Source Storage → Local files, absolute local "
-             f"path {images_dir} (add it, do not sync it), and import the tasks file.")
+    setup = (f"Label Studio shows these images from a Local Files storage. Start it with:\n  {env} label-studio start\n"
+             f"In the project: Settings → Cloud Storage → Add Source Storage → Local Files, absolute local path:\n"
+             f"  {images_dir}\nthen Save (not Save & Sync: the tasks come from the tasks file) and Import the tasks file.")
     return LOCAL_FILES_URL + quote(images_dir.relative_to(root).as_posix()) + "/", setup
 
 
@@ -118,15 +117,16 @@ def label_studio_tasks(table: pd.DataFrame, image_url_prefix: str) -> list[dict[
 
 
 def label_studio_config(classes: list[str]) -> str:
-    """The labeling config the tasks match: a header with the given/suggested labels, the image,
-    and one single-choice list over the run's classes (names escaped by ElementTree)."""
+    """The labeling config the tasks match: a header with the given/suggested labels, one
+    single-choice list over the run's classes (names escaped by ElementTree), and the image below
+    them, so that the choices stay in view however large Label Studio draws the image."""
     view = ET.Element("View")
     ET.SubElement(view, "Header", value="$summary")
-    ET.SubElement(view, "Image", name=IMAGE_NAME, value=f"${IMAGE_NAME}", zoom="true")
     choices = ET.SubElement(view, "Choices", name=CHOICES_NAME, toName=IMAGE_NAME, choice="single",
                             showInLine="true")
     for name in classes:
         ET.SubElement(choices, "Choice", value=name)
+    ET.SubElement(view, "Image", name=IMAGE_NAME, value=f"${IMAGE_NAME}", zoom="true")
     ET.indent(view)
     return ET.tostring(view, encoding="unicode") + "\n"
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
 import shlex
 import shutil
@@ -29,6 +28,7 @@ import pytest
 from typer.testing import CliRunner
 
 from labelclean.cli import app
+from labelclean.review import MODEL_VERSION
 
 STARTUP_LIMIT_S = 300  # a first start migrates a fresh sqlite database: 107 s on the busy 2-core dev machine
 OFFLINE = {"LABEL_STUDIO_LATEST_VERSION_CHECK": "false", "LABEL_STUDIO_COLLECT_ANALYTICS": "false",
@@ -144,7 +144,8 @@ def setup_from(stderr: str) -> tuple[dict[str, str], str]:
     words = shlex.split(start_line)
     assert words[-2:] == ["label-studio", "start"], start_line
     env = dict(word.split("=", 1) for word in words[:-2])
-    storage = re.search(r"absolute local path (.+) \(add it", stderr).group(1)
+    lines = stderr.splitlines()
+    storage = lines[next(i for i, line in enumerate(lines) if line.endswith("absolute local path:")) + 1].strip()
     return env, storage
 
 
@@ -166,6 +167,8 @@ def test_review_round_trip_through_a_real_label_studio_server(start_label_studio
     imported = server.json("POST", f"/api/projects/{project['id']}/import", json.loads(tasks_file.read_text()),
                            expect=201)
     assert (imported["task_count"], imported["prediction_count"]) == (300, 300)
+    settings = server.json("GET", f"/api/projects/{project['id']}/")  # the suggestions pre-select the choice
+    assert (settings["model_version"], settings["show_collab_predictions"]) == (MODEL_VERSION, True)
 
     listed = server.json("GET", f"/api/tasks/?project={project['id']}&page_size=1000")
     tasks = {t["data"]["path"]: t for t in (listed["tasks"] if isinstance(listed, dict) else listed)}

@@ -37,6 +37,7 @@ def test_label_studio_export_follows_the_documented_import_format(tiny_run, tmp_
     assert len(tasks) == len(table) > 0
 
     config = ET.fromstring(config_file.read_text())
+    assert [e.tag for e in config] == ["Header", "Choices", "Image"]  # choices above the image: always in view
     image, choices = config.find("Image"), config.find("Choices")
     assert [c.get("value") for c in choices.findall("Choice")] == tiny_run.classes
     assert choices.get("toName") == image.get("name") and image.get("value") == f"${image.get('name')}"
@@ -64,13 +65,13 @@ def test_label_studio_image_urls_follow_the_document_root_or_the_prefix(tiny_run
     assert default.exit_code == 0, default.output
     first = tiny_run.export(0.5)["path"][0]
     assert json.loads(default.stdout)[0]["data"]["image"] == f"/data/local-files/?d=images/{first}"
-    assert default.stderr.split() == [
-        "Label", "Studio", "shows", "these", "images", "from", "a", "Local", "Files", "storage.", "Start", "it",
-        "with:", "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true",
-        f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={images.parent}", "label-studio", "start", "then", "in", "the",
-        "project:", "Settings", "→", "Cloud", "Storage", "→", "Add", "Source", "Storage", "→", "Local", "files,",
-        "absolute", "local", "path", str(images), "(add", "it,", "do", "not", "sync", "it),", "and", "import",
-        "the", "tasks", "file."]
+    assert default.stderr.splitlines() == [
+        "Label Studio shows these images from a Local Files storage. Start it with:",
+        (f"  LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={images.parent} "
+         "label-studio start"),
+        "In the project: Settings → Cloud Storage → Add Source Storage → Local Files, absolute local path:",
+        f"  {images}",
+        "then Save (not Save & Sync: the tasks come from the tasks file) and Import the tasks file."]
 
     higher = invoke("export", tiny_run.directory, "--format", "label-studio", "--document-root", images.parent.parent)
     assert higher.exit_code == 0, higher.output
@@ -97,7 +98,7 @@ def test_image_urls_quote_the_folder_relative_to_the_document_root(tmp_path):
     prefix, setup = image_urls(root / "my data" / "img#1", document_root=root)
     assert prefix == "/data/local-files/?d=my%20data/img%231/"
     assert f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT='{root}' label-studio start" in setup  # a shell line
-    assert f"absolute local path {root}/my data/img#1 " in setup  # typed into a form: as it is
+    assert f"\n  {root}/my data/img#1\n" in setup  # typed into a form: as it is
 
 
 def test_label_studio_config_escapes_class_names():
