@@ -28,7 +28,7 @@ from .config import CPU_MAX_IMAGE_SIZE, GPU_MAX_IMAGE_SIZE, FitConfig, resolve_d
 from .errors import LabelcleanError
 from .export import DEFAULT_THRESHOLD, FORMATS, SORT_KEYS, format_from_suffix, write_table
 from .report import write_report
-from .review import LOCAL_FILES_PREFIX, CleanedLabels, apply_decisions, read_decisions, write_label_studio
+from .review import CleanedLabels, apply_decisions, image_urls, read_decisions, write_label_studio
 
 app = typer.Typer(
     help="Find and fix wrong labels in an image classification dataset with DivideMix or MLNT.\n\n"
@@ -326,10 +326,13 @@ def export(
                                                   "(clean_prob: worst first).", show_default=False)] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write \\[default: stdout].",
                                                 show_default=False)] = None,
-    image_url_prefix: Annotated[str, typer.Option(help="label-studio: prepended to each image path (default: "
-                                                       "Label Studio local files, with LABEL_STUDIO_LOCAL_FILES_"
-                                                       "DOCUMENT_ROOT set to the image folder).")]
-    = LOCAL_FILES_PREFIX,
+    document_root: Annotated[Path | None, typer.Option(help="label-studio: the LABEL_STUDIO_LOCAL_FILES_DOCUMENT_"
+                                                           "ROOT Label Studio will run with, a folder above the images "
+                                                           "\\[default: the images folder's parent].",
+                                                      show_default=False)] = None,
+    image_url_prefix: Annotated[str | None, typer.Option(help="label-studio: for images served elsewhere, prepended "
+                                                              "to each image path instead of a local files URL.",
+                                                         show_default=False)] = None,
     ls_config: Annotated[Path | None, typer.Option(help="label-studio: also write the matching labeling "
                                                         "config XML here.", show_default=False)] = None,
     as_labels: Annotated[bool, typer.Option(help="Write a cleaned copy of the labels CSV instead: flagged rows "
@@ -347,7 +350,10 @@ def export(
         return
     table = run.export(threshold, only_noisy=only_noisy, only_errors=only_errors, sort=sort)
     if fmt == "label-studio":
-        write_label_studio(table, run.classes, output, image_url_prefix=image_url_prefix, config_file=ls_config)
+        prefix, setup = image_urls(Path(run.config["data"]["images_dir"]), document_root, image_url_prefix)
+        write_label_studio(table, run.classes, output, image_url_prefix=prefix, config_file=ls_config)
+        if setup:
+            stderr.print(setup, highlight=False, soft_wrap=True)
     else:
         write_table(table, format_from_suffix(output, fmt), output)
 

@@ -28,6 +28,7 @@ rows to relabel.
 from __future__ import annotations
 
 import io
+import json
 import sys
 from pathlib import Path
 from typing import IO
@@ -44,6 +45,7 @@ COLUMNS = ["path", "given_label", "clean_prob", "clean_prob_net1", "clean_prob_n
 FORMATS = ("csv", "jsonl", "parquet")
 DEFAULT_THRESHOLD = 0.5  # clean_prob below which a sample is flagged: the GMM's own decision boundary
 SORT_KEYS = ("clean_prob", "refined_confidence", "predicted_confidence")
+SIGNIFICANT_DIGITS = 6  # of probabilities in text exports: enough to review and sort by, and readable
 
 
 def review_table(paths: list[str], given: np.ndarray, classes: list[str], clean_prob: np.ndarray,
@@ -94,11 +96,19 @@ def select_rows(table: pd.DataFrame, only_noisy: bool = False, sort: str | None 
     return table.reset_index(drop=True)
 
 
+def significant(x: float) -> float:
+    """``x`` rounded to :data:`SIGNIFICANT_DIGITS` significant digits (9.643617662878853e-253 → 9.64362e-253)."""
+    return float(f"{x:.{SIGNIFICANT_DIGITS}g}")
+
+
 def _encode(table: pd.DataFrame, fmt: str, stream: IO[bytes]) -> None:
+    if fmt in ("csv", "jsonl"):  # text for people: probabilities to 6 significant digits; Parquet keeps all
+        table = table.assign(**{c: table[c].map(significant) for c in table.select_dtypes("floating").columns})
     if fmt == "csv":
         stream.write(table.to_csv(index=False).encode("utf-8"))
-    elif fmt == "jsonl":
-        stream.write(table.to_json(orient="records", lines=True, force_ascii=False).encode("utf-8"))
+    elif fmt == "jsonl":  # json, not pandas' to_json: that one writes 3.51486e-07 as 3.515e-07
+        stream.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in table.to_dict("records"))
+                     .encode("utf-8"))
     elif fmt == "parquet":
         try:
             import pyarrow  # noqa: F401

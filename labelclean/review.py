@@ -5,6 +5,8 @@ The loop is find → look → decide → clean labels:
 * :func:`label_studio_tasks` and :func:`label_studio_config` — a Label Studio import file
   (Basic Label Studio JSON: a list of tasks with ``data`` and ``predictions``) whose tasks
   pre-select the suggested label, and the labeling config its ``from_name``/``to_name`` match;
+* :func:`image_urls` — where those tasks point Label Studio for the images, and how to start it so
+  that it serves them (local files: the document root is the images folder's parent);
 * :func:`read_decisions` — a reviewer's decisions, from a reviewed export CSV (an
   ``accepted_label`` column) or a Label Studio JSON export of completed annotations;
 * :func:`model_decisions` — the decisions of a reviewer who trusts the model;
@@ -18,6 +20,7 @@ label confirms it, and rows without a decision are left alone.
 from __future__ import annotations
 
 import json
+import shlex
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,48 +31,85 @@ import pandas as pd
 
 from .data import LABEL_COLUMNS, MAX_LISTED, PATH_COLUMNS, detect_column, read_csv_table
 from .errors import LabelcleanError
-from .export import write_output
+from .export import significant, write_output
 from .files import write_text
 
 IMAGE_NAME = "image"  # name of the config's <Image> tag and the task data key holding the image URL
 CHOICES_NAME = "label"  # name of the config's <Choices> tag: the from_name of predictions and annotations
-LOCAL_FILES_PREFIX = "/data/local-files/?d="  # Label Studio serves LOCAL_FILES_DOCUMENT_ROOT/<path> here
+LOCAL_FILES_URL = "/data/local-files/?d="  # Label Studio serves LOCAL_FILES_DOCUMENT_ROOT/<d> here
 MODEL_VERSION = "labelclean-dividemix"
 ACCEPTED_COLUMN = "accepted_label"
 CHANGE_COLUMNS = ["line", "path", "old_label", "new_label", "action"]
 
 
-def label_studio_tasks(table: pd.DataFrame, image_url_prefix: str = LOCAL_FILES_PREFIX) -> list[dict[str, Any]]:
+def image_urls(images_dir: Path, document_root: Path | None = None,
+               image_url_prefix: str | None = None) -> tuple[str, str | None]:
+    """The prefix of the tasks' image URLs, and how to start Label Studio so that it serves them.
+
+    By default Label Studio serves the images itself, from a Local Files storage on ``images_dir``:
+    its local files document root must be a folder above ``images_dir`` (Label Studio refuses a
+    storage *at* the document root), by default its parent, and each URL names the image relative
+    to that root. ``image_url_prefix`` is for images served elsewhere: it is prepended as it is, and
+    there is nothing to set up (None).
+
+    Examples
+    --------
+    >>> prefix, setup = image_urls(Path("/data/digits/images"))
+    >>> prefix, "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=/data/digits " in setup
+    ('/data/local-files/?d=images/', True)
+    >>> image_urls(Path("/data/digits/images"), image_url_prefix="https://host/imgs/")
+    ('https://host/imgs/', None)
+    """
+    if image_url_prefix is not None:
+        if document_root is not None:
+            raise LabelcleanError("--image-url-prefix is for images served elsewhere and --document-root for "
+                                  "Label Studio's local files serving; give one of them.")
+        return image_url_prefix, None
+    images_dir = Path(images_dir).resolve()
+    root = Path(document_root).resolve() if document_root is not None else images_dir.parent
+    if root == images_dir or not images_dir.is_relative_to(root):
+        raise LabelcleanError(f"The document root {root} must be a folder above the images folder {images_dir} "
+                              f"(Label Studio serves local files only from below it); pick one of its parents.")
+    env = (f"LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true "
+           f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={shlex.quote(str(root))}")
+    setup = (f"Label Studio shows these images from a Local Files storage. Start it with:\n  {env} label-studio start\n"
+             f"In the project: Settings → Cloud Storage → Add Source Storage → Local Files, absolute local path:\n"
+             f"  {images_dir}\nthen Save (not Save & Sync: the tasks come from the tasks file) and Import the tasks file.")
+    return LOCAL_FILES_URL + quote(images_dir.relative_to(root).as_posix()) + "/", setup
+
+
+def label_studio_tasks(table: pd.DataFrame, image_url_prefix: str) -> list[dict[str, Any]]:
     """One Label Studio task per row of a review table, with the refined label pre-selected.
 
     ``data`` carries what a reviewer sorts and filters by in Label Studio's Data Manager:
     ``given_label``, ``clean_prob`` (0–1, lower = more likely mislabeled), ``refined_label`` and
-    ``refined_confidence`` (named as in the export's columns); ``path`` ties the task back to the
-    labels CSV. The prediction's ``score`` is the refined label's confidence.
+    ``refined_confidence`` (named as in the export's columns, to 6 significant digits); ``path``
+    ties the task back to the labels CSV. The prediction's ``score`` is the refined label's
+    confidence. The image URL is ``image_url_prefix`` + the URL-quoted path (see :func:`image_urls`).
 
     Examples
     --------
     >>> row = dict(path="a b.png", given_label="cat", clean_prob=0.1, refined_label="dog",
     ...            refined_confidence=0.8, predicted_label="dog")
-    >>> task = label_studio_tasks(pd.DataFrame([row]))[0]
+    >>> task = label_studio_tasks(pd.DataFrame([row]), "/data/local-files/?d=images/")[0]
     >>> task["data"]["image"], task["predictions"][0]["result"][0]["value"]
-    ('/data/local-files/?d=a%20b.png', {'choices': ['dog']})
+    ('/data/local-files/?d=images/a%20b.png', {'choices': ['dog']})
     """
     return [{
         "data": {
             IMAGE_NAME: image_url_prefix + quote(row.path),
             "path": row.path,
             "given_label": row.given_label,
-            "clean_prob": round(float(row.clean_prob), 4),
+            "clean_prob": significant(row.clean_prob),
             "refined_label": row.refined_label,
-            "refined_confidence": round(float(row.refined_confidence), 4),
+            "refined_confidence": significant(row.refined_confidence),
             "predicted_label": row.predicted_label,
             "summary": f"given: {row.given_label}  →  refined: {row.refined_label}  "
-                       f"(clean_prob {row.clean_prob:.3f})",
+                       f"(clean_prob {row.clean_prob:.3g})",
         },
         "predictions": [{
             "model_version": MODEL_VERSION,
-            "score": round(float(row.refined_confidence), 4),
+            "score": significant(row.refined_confidence),
             "result": [{"from_name": CHOICES_NAME, "to_name": IMAGE_NAME, "type": "choices",
                         "value": {"choices": [row.refined_label]}}],
         }],
@@ -77,21 +117,22 @@ def label_studio_tasks(table: pd.DataFrame, image_url_prefix: str = LOCAL_FILES_
 
 
 def label_studio_config(classes: list[str]) -> str:
-    """The labeling config the tasks match: a header with the given/suggested labels, the image,
-    and one single-choice list over the run's classes (names escaped by ElementTree)."""
+    """The labeling config the tasks match: a header with the given/suggested labels, one
+    single-choice list over the run's classes (names escaped by ElementTree), and the image below
+    them, so that the choices stay in view however large Label Studio draws the image."""
     view = ET.Element("View")
     ET.SubElement(view, "Header", value="$summary")
-    ET.SubElement(view, "Image", name=IMAGE_NAME, value=f"${IMAGE_NAME}", zoom="true")
     choices = ET.SubElement(view, "Choices", name=CHOICES_NAME, toName=IMAGE_NAME, choice="single",
                             showInLine="true")
     for name in classes:
         ET.SubElement(choices, "Choice", value=name)
+    ET.SubElement(view, "Image", name=IMAGE_NAME, value=f"${IMAGE_NAME}", zoom="true")
     ET.indent(view)
     return ET.tostring(view, encoding="unicode") + "\n"
 
 
 def write_label_studio(table: pd.DataFrame, classes: list[str], out: Path | None, *,
-                       image_url_prefix: str = LOCAL_FILES_PREFIX, config_file: Path | None = None) -> None:
+                       image_url_prefix: str, config_file: Path | None = None) -> None:
     """Write the tasks to ``out`` (stdout when None) and, if asked, the labeling config to ``config_file``."""
     tasks = label_studio_tasks(table, image_url_prefix)
     write_output((json.dumps(tasks, ensure_ascii=False, indent=1) + "\n").encode("utf-8"), out)

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 import labelclean
 from labelclean.cli import app
 from labelclean.report import THUMB_SIDE, gmm_components, render_report, thumbnail_uri
-from labelclean.review import label_studio_config
+from labelclean.review import image_urls, label_studio_config
 
 runner = CliRunner()
 NASTY = '<script>alert("x")</script> & co'
@@ -37,13 +37,14 @@ def test_label_studio_export_follows_the_documented_import_format(tiny_run, tmp_
     assert len(tasks) == len(table) > 0
 
     config = ET.fromstring(config_file.read_text())
+    assert [e.tag for e in config] == ["Header", "Choices", "Image"]  # choices above the image: always in view
     image, choices = config.find("Image"), config.find("Choices")
     assert [c.get("value") for c in choices.findall("Choice")] == tiny_run.classes
     assert choices.get("toName") == image.get("name") and image.get("value") == f"${image.get('name')}"
     for task, row in zip(tasks, table.itertuples()):
         assert set(task) == {"data", "predictions"}
         data = task["data"]
-        assert data[image.get("name")] == f"/data/local-files/?d={row.path}"
+        assert data[image.get("name")] == f"/data/local-files/?d=images/{row.path}"  # document root: images/..
         assert (data["path"], data["given_label"], data["refined_label"]) == (row.path, row.given_label,
                                                                                row.refined_label)
         (prediction,) = task["predictions"]
@@ -56,9 +57,49 @@ def test_label_studio_export_follows_the_documented_import_format(tiny_run, tmp_
         assert result_["value"]["choices"][0] in tiny_run.classes
     assert [t["data"]["clean_prob"] for t in tasks] == sorted(t["data"]["clean_prob"] for t in tasks)
 
-    prefixed = json.loads(invoke("export", tiny_run.directory, "--format", "label-studio",
-                                 "--image-url-prefix", "https://bucket/imgs/").stdout)
-    assert len(prefixed) == 300 and prefixed[0]["data"]["image"].startswith("https://bucket/imgs/")
+    assert "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT" in result.stderr  # how to serve them: tested below
+
+
+def test_label_studio_image_urls_follow_the_document_root_or_the_prefix(tiny_run, digits):
+    images = digits.images_dir.resolve()
+    default = invoke("export", tiny_run.directory, "--format", "label-studio")
+    assert default.exit_code == 0, default.output
+    first = tiny_run.export(0.5)["path"][0]
+    assert json.loads(default.stdout)[0]["data"]["image"] == f"/data/local-files/?d=images/{first}"
+    assert default.stderr.splitlines() == [
+        "Label Studio shows these images from a Local Files storage. Start it with:",
+        (f"  LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={images.parent} "
+         "label-studio start"),
+        "In the project: Settings → Cloud Storage → Add Source Storage → Local Files, absolute local path:",
+        f"  {images}",
+        "then Save (not Save & Sync: the tasks come from the tasks file) and Import the tasks file."]
+
+    higher = invoke("export", tiny_run.directory, "--format", "label-studio", "--document-root", images.parent.parent)
+    assert higher.exit_code == 0, higher.output
+    assert json.loads(higher.stdout)[0]["data"]["image"] == f"/data/local-files/?d={images.parent.name}/images/{first}"
+    assert f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={images.parent.parent} " in higher.stderr
+
+    prefixed = invoke("export", tiny_run.directory, "--format", "label-studio", "--image-url-prefix",
+                      "https://bucket/imgs/")
+    assert prefixed.exit_code == 0 and prefixed.stderr == ""  # nothing to set up in Label Studio
+    assert [t["data"]["image"] for t in json.loads(prefixed.stdout)] == [
+        "https://bucket/imgs/" + p for p in tiny_run.export(0.5)["path"]]
+
+    for bad_root in (images, images / "sub", images.parent / "other"):
+        refused = invoke("export", tiny_run.directory, "--format", "label-studio", "--document-root", bad_root)
+        assert refused.exit_code == 1 and refused.stdout == ""
+        assert refused.stderr.startswith(f"error: The document root {bad_root} must be a folder above the images")
+    both = invoke("export", tiny_run.directory, "--format", "label-studio", "--document-root", images.parent,
+                  "--image-url-prefix", "https://bucket/imgs/")
+    assert both.exit_code == 1 and "give one of them" in both.stderr
+
+
+def test_image_urls_quote_the_folder_relative_to_the_document_root(tmp_path):
+    root = tmp_path / "my root"
+    prefix, setup = image_urls(root / "my data" / "img#1", document_root=root)
+    assert prefix == "/data/local-files/?d=my%20data/img%231/"
+    assert f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT='{root}' label-studio start" in setup  # a shell line
+    assert f"\n  {root}/my data/img#1\n" in setup  # typed into a form: as it is
 
 
 def test_label_studio_config_escapes_class_names():
@@ -75,6 +116,20 @@ def test_jsonl_on_stdout_is_only_data(tiny_run):
     expected = tiny_run.export(only_noisy=True)
     assert 0 < len(expected) < 300
     pd.testing.assert_frame_equal(records, expected, check_exact=False, atol=1e-6, check_dtype=False)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_text_exports_write_probabilities_to_six_significant_digits(tiny_run, fmt):
+    exact = tiny_run.export(0.5)
+    text = invoke("export", tiny_run.directory, "--format", fmt).stdout
+    if fmt == "csv":
+        written = pd.read_csv(io.StringIO(text), dtype=str)
+    else:  # the numbers as written
+        written = pd.DataFrame([json.loads(line, parse_float=str) for line in text.splitlines()])
+    for column in [c for c in exact.columns if exact[c].dtype.kind == "f"]:
+        np.testing.assert_allclose(written[column].astype(float), exact[column], rtol=5e-6, atol=0)
+        digits = written[column].str.split("e").str[0].str.replace(".", "").str.lstrip("0").str.len()
+        assert digits.max() == 6, (column, written[column][digits.idxmax()])  # full precision writes 16-17
 
 
 @pytest.fixture
