@@ -1,9 +1,11 @@
 """The review round trip against a real Label Studio server: export → import → review → export → apply.
 
-Label Studio lives in its own virtual environment (its pins would downgrade numpy and pyarrow here), so
-the test runs the ``label-studio`` command named by ``LABELCLEAN_LABEL_STUDIO``, else the one on the
-PATH, and skips when there is none (CI installs it: see docs/review.md). The server gets a free port
-on 127.0.0.1 and its own data folder, and is stopped by its process group at the end, pass or fail.
+The ``test`` extra installs label-studio==1.23.2 beside labelclean (its pins lower numpy and pyarrow a
+little there; users run it from a venv of its own, see docs/review.md). The test runs the ``label-studio``
+command named by ``LABELCLEAN_LABEL_STUDIO``, else the one beside this Python, else the one on the PATH,
+and skips when there is none — except in CI, where a skip would hide the only end-to-end review check.
+The server gets a free port on 127.0.0.1 and its own data folder, and is stopped by its process group at
+the end, pass or fail.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -37,7 +40,9 @@ USER, PASSWORD = "reviewer@example.com", "labelclean-test"
 
 
 def label_studio_command() -> str:
-    command = os.environ.get("LABELCLEAN_LABEL_STUDIO") or shutil.which("label-studio")
+    beside = Path(sys.executable).parent / "label-studio"
+    command = (os.environ.get("LABELCLEAN_LABEL_STUDIO") or (str(beside) if beside.is_file() else None)
+               or shutil.which("label-studio"))
     if command is None:
         reason = ("Label Studio is not installed: set LABELCLEAN_LABEL_STUDIO to the label-studio command of a venv "
                   "with label-studio==1.23.2 (see docs/review.md)")
