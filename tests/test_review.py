@@ -48,8 +48,8 @@ def test_label_studio_export_follows_the_documented_import_format(tiny_run, tmp_
         assert (data["path"], data["given_label"], data["refined_label"]) == (row.path, row.given_label,
                                                                                row.refined_label)
         (prediction,) = task["predictions"]
-        assert prediction["score"] == round(row.refined_confidence, 4)
-        assert data["clean_prob"] == round(row.clean_prob, 4)
+        assert prediction["score"] == float(f"{row.refined_confidence:.6g}")
+        assert data["clean_prob"] == float(f"{row.clean_prob:.6g}")
         (result_,) = prediction["result"]
         assert result_["type"] == "choices"
         assert (result_["from_name"], result_["to_name"]) == (choices.get("name"), image.get("name"))
