@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet  # noqa: F401  before torch: its parquet reader loaded after torch can crash (apache/arrow#2637)
 import pytest
 from hypothesis import settings
 
