@@ -53,9 +53,13 @@ from .training import (
     Interrupted,
     TrainingData,
     TrainingState,
+    cpu_threads,
     make_optimizer,
+    place,
+    precision,
     predict_logits,
     stop_on_ctrl_c,
+    threads,
 )
 
 log = logging.getLogger("labelclean")
@@ -217,6 +221,7 @@ def fit(
     Run
     """
     started = time.perf_counter()
+    kernel_threads = cpu_threads()  # before this fit loads the machine (decoding)
     out = Path(out)
     saved = _prepare_run_dir(out, resume, overwrite)
     if saved is not None:
@@ -268,8 +273,7 @@ def fit(
     if init_weights is not None:
         loaded = [load_initial_weights(net, Path(init_weights)) for net in nets]
         log.info("Loaded %d tensors from %s into both networks.", loaded[0], init_weights)
-    nets = [net.to(device, memory_format=torch.channels_last if device.type == "cuda" else torch.preserve_format)
-            for net in nets]
+    nets = [place(net, device) for net in nets]
     optimizers = [make_optimizer(net, cfg) for net in nets]
     augment = Augment(torch.tensor(mean, device=device).view(1, -1, 1, 1),
                       torch.tensor(std, device=device).view(1, -1, 1, 1), crop_padding(size), cfg.flip)
@@ -293,6 +297,7 @@ def fit(
     }
     run_config["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     run_config["processes"] = distributed.world_size()
+    run_config["precision"], run_config["threads"] = precision(device), kernel_threads
     if distributed.is_main():
         rundir.write_json(out / rundir.CONFIG, run_config)
         rundir.write_skipped(out / rundir.SKIPPED, labeled.skipped)
@@ -320,14 +325,14 @@ def fit(
         rundir.write_jsonl(out / rundir.HISTORY, state.history)
 
     method = METHODS[cfg.method]
-    try:
-        with stop_on_ctrl_c():
-            method.train(nets, optimizers, data, cfg, state, on_epoch or (lambda report: None), save_checkpoint)
-    except Interrupted:
-        save_checkpoint(state)  # mid-epoch: state.partial says where the epoch stopped
-        raise
-
-    result = method.evaluate(nets, data, cfg)
+    with threads(kernel_threads):
+        try:
+            with stop_on_ctrl_c():
+                method.train(nets, optimizers, data, cfg, state, on_epoch or (lambda report: None), save_checkpoint)
+        except Interrupted:
+            save_checkpoint(state)  # mid-epoch: state.partial says where the epoch stopped
+            raise
+        result = method.evaluate(nets, data, cfg)
     if distributed.is_main():
         samples = pd.DataFrame({
             "path": labeled.paths,
@@ -448,7 +453,7 @@ class Run:
         for state in saved["nets"]:
             net = build_model(cfg.arch, prep["channels"], len(self.classes), prep["image_size"])
             net.load_state_dict(state)
-            nets.append(net.to(device).eval())
+            nets.append(place(net, device).eval())
         return nets
 
     def predict(self, inputs: Sequence[str | Path], *, top_k: int = 1, images_dir: str | Path | None = None,
