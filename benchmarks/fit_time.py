@@ -125,9 +125,15 @@ def main(
         work = workdir or Path(tmp)
         images_dir, labels_csv, truth_csv = write_shifted_digits(work, samples, image_size, noise, noise_mode, seed)
         reports: list[EpochReport] = []
+
+        def on_epoch(report: EpochReport) -> None:  # progress, so that a stopped run still tells its pace
+            reports.append(report)
+            console.print(f"epoch {report.epoch}/{report.epochs} {report.phase}: {report.seconds:.0f} s"
+                          + (f", labeled {report.labeled}" if report.labeled else ""))
+
         console.print(f"Fitting {samples:,} digits at {image_size}px with {settings}…")
         start = time.perf_counter()
-        run = labelclean.fit(images_dir, labels_csv, work / "run", overwrite=True, on_epoch=reports.append, **settings)
+        run = labelclean.fit(images_dir, labels_csv, work / "run", overwrite=True, on_epoch=on_epoch, **settings)
         fit_seconds = time.perf_counter() - start
         quality = score(run.export(), pd.read_csv(truth_csv))
         cfg = run.fit_config
