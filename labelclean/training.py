@@ -67,7 +67,7 @@ class TrainingData:
 def cpu_has_fast_bf16() -> bool:
     """Whether this CPU computes bf16 in hardware (x86 AVX-512 BF16 or AMX). Elsewhere PyTorch
     emulates bf16 (oneDNN's AVX-512 path converts every tensor) and a step is slower than in fp32."""
-    if hasattr(torch.cpu, "get_capabilities"):  # torch >= 2.9
+    if hasattr(torch.cpu, "get_capabilities"):  # recent torch; older ones: read the flags ourselves
         capabilities = torch.cpu.get_capabilities()
         return bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
     try:
