@@ -112,7 +112,7 @@ def main(
     """Side by side with the official code, fit → export → predict, 2 processes, peak memory; JSON out."""
     start = time.perf_counter()
     dev = resolve_device(device)
-    torch.set_num_threads(cpu_threads())
+    torch.set_num_threads(cpu_threads(dev))
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     gpus = torch.cuda.device_count() if dev.type == "cuda" else 0

@@ -323,8 +323,8 @@ def epochs(
     if official is not None and (arch, image_size, channels) != ("preact_resnet18", 32, 3):
         raise typer.BadParameter("The official code trains PreAct ResNet-18 on 3×32×32 images; compare with "
                                  "--arch preact_resnet18 --image-size 32 --channels 3.")
-    torch.set_num_threads(threads or cpu_threads())
     dev = resolve_device(device)
+    torch.set_num_threads(threads or cpu_threads(dev))
     cfg = FitConfig(epochs=warmup + dividemix_epochs, warmup=warmup, batch_size=batch_size, image_size=image_size,
                     arch=arch, device=device, auto=False, **PAPER_SETTINGS).validate()
     data = training_data(*synthetic_images(samples, channels, image_size, 10), cfg, dev)
@@ -410,7 +410,7 @@ def precision_layout(
     out: Annotated[Path | None, typer.Option(help="JSON file (default: benchmarks/results/speed-precision-….json).")] = None,
 ) -> None:
     """Time a CPU training step and evaluation pass in fp32 and bf16, NCHW and channels-last (and compiled)."""
-    torch.set_num_threads(threads or cpu_threads())
+    torch.set_num_threads(threads or cpu_threads(torch.device("cpu")))
     variants = {(bf16, name, compiled): variant_step(arch, channels, image_size, batch, bf16, layout, compiled)
                 for compiled in ([False, True] if compile_ else [False]) for bf16 in (False, True)
                 for name, layout in (("NCHW", torch.contiguous_format), ("channels-last", torch.channels_last))}
@@ -464,8 +464,8 @@ def parts(
     out: Annotated[Path | None, typer.Option(help="JSON file (default: benchmarks/results/speed-….json).")] = None,
 ) -> None:
     """Time the parts of a DivideMix epoch and project the time of a full run."""
-    torch.set_num_threads(threads or cpu_threads())
     dev = resolve_device(device)
+    torch.set_num_threads(threads or cpu_threads(dev))
     if (images is None) != (labels is None):
         raise typer.BadParameter("Your own data needs both --images and --labels.")
     raw, given, k = (synthetic_images(samples, channels, image_size, classes) if images is None

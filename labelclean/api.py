@@ -221,7 +221,6 @@ def fit(
     Run
     """
     started = time.perf_counter()
-    kernel_threads = cpu_threads()  # before this fit loads the machine (decoding)
     out = Path(out)
     saved = _prepare_run_dir(out, resume, overwrite)
     if saved is not None:
@@ -245,6 +244,7 @@ def fit(
         raise LabelcleanError("--method mlnt trains on one process; start it without torchrun or --nproc.")
     # Under torchrun, init waits for every process, so all have read `out` before the main one changes it.
     device = distributed.init(resolve_device(cfg.device))
+    kernel_threads = cpu_threads(device)  # before this fit loads the machine (decoding)
     if saved is None and overwrite and distributed.is_main():
         _clear_run_dir(out)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import signal
 import threading
@@ -99,19 +100,41 @@ def place(net: nn.Module, device: torch.device) -> nn.Module:
     return net.to(device, memory_format=torch.channels_last)
 
 
-def cpu_threads() -> int:
-    """Threads for the CPU's kernels: the cores this process may use, less those other processes keep
-    busy (the 1-minute load average), at least 1; ``OMP_NUM_THREADS`` wins when set.
+def cpu_threads(device: torch.device) -> int:
+    """Threads for a fit's CPU kernels: 1 or every core this process may use, whichever runs a probe
+    step faster (:func:`probe_seconds`); ``OMP_NUM_THREADS`` wins; torch's default off the CPU.
 
-    Every kernel waits for its slowest thread, so a thread that must queue for a busy core stalls the
-    others: with other jobs keeping both cores of a 2-core machine busy, a bf16 training step took
-    8x longer on 2 threads than on 1. Ask before the fit loads the machine itself (decoding).
+    Every kernel waits at its barriers for its slowest thread, so more threads can be slower: on the
+    2-vCPU machine of docs/speed.md, shared with other jobs, a bf16 training step took 8x longer on 2
+    threads than on 1. Ask before the fit loads the machine itself (decoding).
     """
-    if os.environ.get("OMP_NUM_THREADS"):
+    if device.type != "cpu" or os.environ.get("OMP_NUM_THREADS"):
         return torch.get_num_threads()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    return max(1, min(torch.get_num_threads(), cores, round(cores - busy)))
+    most = min(torch.get_num_threads(), cores)
+    if most == 1:
+        return 1
+    single = probe_seconds(1)
+    return most if probe_seconds(most, give_up=single) < single else 1
+
+
+def probe_seconds(count: int, repeats: int = 3, give_up: float = math.inf) -> float:
+    """Median of ``repeats`` timings, on ``count`` CPU threads, of a 3×3 convolution's forward and
+    backward as training runs it (64 channels, 16 px, batch 32, channels-last, CPU :func:`autocast`);
+    infinite as soon as one timing exceeds ``give_up`` seconds."""
+    conv = nn.Conv2d(64, 64, 3, padding=1).to(memory_format=torch.channels_last)
+    x = torch.randn(32, 64, 16, 16).contiguous(memory_format=torch.channels_last)
+    seconds: list[float] = []
+    with threads(count):
+        for _ in range(repeats + 1):  # the first call builds the kernels
+            start = time.perf_counter()
+            with autocast(torch.device("cpu")):
+                out = conv(x)
+            out.float().sum().backward()
+            seconds.append(time.perf_counter() - start)
+            if len(seconds) > 1 and seconds[-1] > give_up:
+                return math.inf
+    return sorted(seconds[1:])[repeats // 2]
 
 
 @contextmanager

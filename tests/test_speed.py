@@ -75,18 +75,25 @@ def test_networks_and_batches_are_channels_last():
     assert all(v.is_contiguous(memory_format=torch.channels_last) for v in views)
 
 
-def test_cpu_threads_leave_busy_cores_alone(monkeypatch):
+def test_cpu_threads_are_the_faster_of_one_and_all_cores(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     monkeypatch.setattr(training.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    monkeypatch.setattr(training.os, "getloadavg", lambda: (0.2, 0.0, 0.0))
-    assert training.cpu_threads() == 2  # idle: every core
-    monkeypatch.setattr(training.os, "getloadavg", lambda: (1.1, 0.0, 0.0))
-    assert training.cpu_threads() == 1  # another job on one core
-    monkeypatch.setattr(training.os, "getloadavg", lambda: (7.0, 0.0, 0.0))
-    assert training.cpu_threads() == 1  # never fewer than one
+    monkeypatch.setattr(training, "probe_seconds", lambda count, give_up=0: {1: 0.010, 2: 0.006}[count])
+    assert training.cpu_threads(CPU) == 2  # the cores are free: both
+    monkeypatch.setattr(training, "probe_seconds", lambda count, give_up=0: {1: 0.010, 2: 0.080}[count])
+    assert training.cpu_threads(CPU) == 1  # other jobs on the cores: a second thread stalls the first
+    monkeypatch.setattr(training.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert training.cpu_threads(CPU) == 1  # one core: nothing to probe
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
-    assert training.cpu_threads() == 2  # the user's word wins
+    assert training.cpu_threads(CPU) == 2  # the user's word wins
+
+
+def test_the_thread_probe_times_a_training_step_and_restores_the_threads():
+    before = torch.get_num_threads()
+    assert 0 < training.probe_seconds(1, repeats=1) < 10
+    assert training.probe_seconds(1, repeats=1, give_up=0.0) == float("inf")  # a first timing too slow ends it
+    assert torch.get_num_threads() == before
 
 
 def test_threads_are_restored_after_the_block():
