@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import torch
 import typer
-from torch import nn
 
 from labelclean.config import FitConfig
 from labelclean.training import TrainingData
@@ -50,11 +49,6 @@ def machine(device: torch.device) -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
-
-
-def place(net: nn.Module, device: torch.device) -> nn.Module:
-    """Move a network to ``device`` as ``labelclean.fit`` does (channels-last on CUDA, for tensor cores)."""
-    return net.to(device, memory_format=torch.channels_last if device.type == "cuda" else torch.preserve_format)
 
 
 def rows(data: TrainingData, idx: np.ndarray | torch.Tensor) -> TrainingData:

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 import torch
 import typer
-from common import RESULTS, machine, parse_overrides, place, rows
+from common import RESULTS, machine, parse_overrides, rows
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -53,7 +53,7 @@ from labelclean.demo import score, write_digits
 from labelclean.dividemix import warmup_epoch
 from labelclean.files import write_json, write_text
 from labelclean.models import build_model
-from labelclean.training import TrainingData, learning_rate, make_optimizer, predict_logits, set_learning_rate
+from labelclean.training import TrainingData, learning_rate, make_optimizer, place, predict_logits, set_learning_rate
 
 METHODS = ("labelclean", "plain_ce", "cleanlab")
 DIGITS_SETTINGS = ["sym:0.2", "sym:0.4", "sym:0.6", "sym:0.8", "asym:0.4"]

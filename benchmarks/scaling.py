@@ -36,7 +36,7 @@ from typing import Annotated, Any
 
 import torch
 import typer
-from common import RESULTS, machine, place, rows
+from common import RESULTS, machine, rows
 from rich.console import Console
 from rich.table import Table
 from speed import Parts, project, slug, synthetic_images
@@ -48,7 +48,7 @@ from labelclean.data import channel_stats
 from labelclean.dividemix import co_divide, train_epoch
 from labelclean.files import write_json
 from labelclean.models import build_model, default_arch
-from labelclean.training import Loop, TrainingData, TrainingState, make_optimizer
+from labelclean.training import Loop, TrainingData, TrainingState, make_optimizer, place
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 CLOTHING1M = 1_000_000  # images in Clothing1M's noisy training set, rounded

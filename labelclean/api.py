@@ -37,7 +37,17 @@ from .errors import LabelcleanError
 from .export import DEFAULT_THRESHOLD
 from .models import build_model, load_initial_weights
 from .run import Progress, Run, RunDirectory, new_config
-from .training import EpochReport, Interrupted, TrainingData, TrainingState, make_optimizer, stop_on_ctrl_c
+from .training import (
+    EpochReport,
+    Interrupted,
+    TrainingData,
+    TrainingState,
+    cpu_threads,
+    make_optimizer,
+    place,
+    stop_on_ctrl_c,
+    threads,
+)
 
 __all__ = ["DemoResult", "EpochReport", "Interrupted", "Run", "demo", "fit"]
 
@@ -104,6 +114,7 @@ def fit(
     _check_options(cfg.validate(), max_ram_gb, init_weights)
     # Under torchrun, init waits for every process, so all have read `out` before the main one changes it.
     device = distributed.init(resolve_device(cfg.device))
+    kernel_threads = cpu_threads(device)  # before this fit loads the machine (decoding)
     if saved is None and overwrite:
         directory.clear()
     labeled = read_labels(inputs["images_dir"], inputs["labels_csv"], path_column=inputs["path_column"],
@@ -118,12 +129,13 @@ def fit(
     nets, optimizers = _networks(cfg, data, init_weights, device)
 
     run_config = saved or new_config(cfg, inputs, labeled, preprocessing)
-    directory.start(run_config, labeled.skipped, device)
+    directory.start(run_config, labeled.skipped, device, kernel_threads)
     state = directory.restore(nets, optimizers, device) if saved else TrainingState()
     if saved:
         log.info("Resuming %s after epoch %d.", directory.path, state.epoch)
     nets = [distributed.wrap(net, device) for net in nets]
-    result = _train(nets, optimizers, data, cfg, state, directory, device, on_epoch)
+    with threads(kernel_threads):
+        result = _train(nets, optimizers, data, cfg, state, directory, device, on_epoch)
 
     samples = pd.DataFrame({
         "path": labeled.paths,
@@ -247,8 +259,7 @@ def _networks(cfg: FitConfig, data: TrainingData, init_weights: str | Path | Non
     if init_weights is not None:
         loaded = [load_initial_weights(net, Path(init_weights)) for net in nets]
         log.info("Loaded %d tensors from %s into both networks.", loaded[0], init_weights)
-    memory_format = torch.channels_last if device.type == "cuda" else torch.preserve_format
-    nets = [net.to(device, memory_format=memory_format) for net in nets]
+    nets = [place(net, device) for net in nets]
     return nets, [make_optimizer(net, cfg) for net in nets]
 
 

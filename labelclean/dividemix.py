@@ -213,20 +213,19 @@ def train_step(net: nn.Module, peer: nn.Module, optimizer: torch.optim.Optimizer
     Either batch may be empty (a split that put every sample on one side): that term is skipped.
     Returns the labeled and unlabeled losses (device tensors).
     """
-    x1, x2 = data.views(labeled)
-    u1, u2 = data.views(unlabeled)
     n_x, n_u = len(labeled), len(unlabeled)
+    v1, v2 = data.views(torch.cat([labeled, unlabeled]))  # each: the labeled samples, then the unlabeled
     given = F.one_hot(data.labels[labeled], data.num_classes).float()
     with torch.no_grad(), autocast(data.device):
-        own = torch.softmax(net(data.to_model(torch.cat([x1, u1, x2, u2]))).float(), dim=1)
+        own = torch.softmax(net(torch.cat([v1, v2])).float(), dim=1)
         own = own.view(2, n_x + n_u, data.num_classes)  # (view, sample, class)
         targets_x = co_refine(own[:, :n_x], given, clean_prob, cfg.temperature)
         if n_u:
-            peer_probs = torch.softmax(peer(data.to_model(torch.cat([u1, u2]))).float(), dim=1)
+            peer_probs = torch.softmax(peer(torch.cat([v1[n_x:], v2[n_x:]])).float(), dim=1)
             targets_u = co_guess(own[:, n_x:], peer_probs.view(2, n_u, data.num_classes), cfg.temperature)
         else:
             targets_u = given[:0]
-    inputs = torch.cat([x1, x2, u1, u2])
+    inputs = torch.cat([v1[:n_x], v2[:n_x], v1[n_x:], v2[n_x:]])
     targets = torch.cat([targets_x, targets_x, targets_u, targets_u])
     mixed_inputs, mixed_targets = mixmatch(inputs, targets, lam)
     with autocast(data.device):

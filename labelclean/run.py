@@ -53,7 +53,7 @@ from .files import (
 )
 from .models import build_model
 from .review import CleanedLabels, apply_decisions, model_decisions
-from .training import TrainingData, TrainingState, predict_logits
+from .training import TrainingData, TrainingState, place, precision, predict_logits
 
 CONFIG = "config.json"
 HISTORY = "history.jsonl"
@@ -100,10 +100,11 @@ class RunDirectory:
             for name in OUTPUTS:
                 (self.path / name).unlink(missing_ok=True)
 
-    def start(self, config: dict[str, Any], skipped: list[tuple[str, str]], device: torch.device) -> None:
+    def start(self, config: dict[str, Any], skipped: list[tuple[str, str]], device: torch.device,
+              threads: int) -> None:
         """Write the config of a fit that starts (or resumes, perhaps elsewhere) and the rows it left out."""
         config.update(device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-                      processes=distributed.world_size())
+                      processes=distributed.world_size(), precision=precision(device), threads=threads)
         if distributed.is_main():
             write_json(self.path / CONFIG, config)
             write_skipped(self.path / SKIPPED, skipped)
@@ -262,7 +263,7 @@ class Run:
         for state in saved["nets"]:
             net = build_model(cfg.arch, prep["channels"], len(self.classes), prep["image_size"])
             net.load_state_dict(state)
-            nets.append(net.to(device).eval())
+            nets.append(place(net, device).eval())
         return nets
 
     def predict(self, inputs: Sequence[str | Path], *, top_k: int = 1, images_dir: str | Path | None = None,

@@ -12,6 +12,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from labelclean.training import precision
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 runner = CliRunner()
 
@@ -61,12 +63,12 @@ def test_speed_benchmark_projects_an_epoch(benchmarks, tmp_path):
 
     out = tmp_path / "speed.json"
     result = runner.invoke(speed.app, [
-        "--samples", "256", "--image-size", "16", "--arch", "small_cnn", "--batch-size", "16", "--steps", "2",
+        "parts", "--samples", "256", "--image-size", "16", "--arch", "small_cnn", "--batch-size", "16", "--steps", "2",
         "--eval-batch-size", "64", "--eval-batches", "1", "--device", "cpu", "--threads", "1", "--out", str(out),
     ])
     assert result.exit_code == 0, result.output
     saved = json.loads(out.read_text())
-    assert saved["samples"] == 256 and saved["precision"] == "fp32"
+    assert saved["samples"] == 256 and saved["precision"] == precision(torch.device("cpu"))
     measured, projected, settings = saved["measured"], saved["projected"], saved["settings"]
     assert all(value > 0 for value in measured.values()), measured
     epoch = projected["co_divide_seconds"] + projected["train_seconds"]
@@ -105,3 +107,91 @@ def test_memory_benchmark_measures_both_placements(benchmarks, tmp_path):
         assert r["peak_rss_mb"] >= r["sampled_rss_mb"] - 1  # the kernel's peak covers every 20 ms sample
         assert r["seconds"] > r["fit_seconds"] > 0  # the child's wall time includes its fit
     assert "peak RSS MB" in result.stdout
+
+
+FAKE_HARNESS = """
+import json, sys
+args = dict(zip(sys.argv[1::2], sys.argv[2::2]))
+assert args["--batch-size"] == "16" and args["--warmup-epochs"] == "1" and args["--dividemix-epochs"] == "1"
+print("run_official: noise on stderr", file=sys.stderr)
+print(json.dumps({"impl": "official-dividemix", "N": int(args["--n-train"]), "warmup_epoch_s": 8.0,
+                  "dividemix_epoch_s": 30.0, "dividemix_train_s": 27.0, "dividemix_labeled_sizes": [40, 20]}))
+"""
+
+
+@pytest.mark.slow  # PreAct ResNet-18, the official code's network
+def test_speed_epochs_put_labelclean_beside_the_official_harness(benchmarks, tmp_path):
+    import speed
+
+    harness = tmp_path / "run_official.py"
+    harness.write_text(FAKE_HARNESS)
+    out = tmp_path / "epochs.json"
+    result = runner.invoke(speed.app, [
+        "epochs", "--samples", "64", "--batch-size", "16", "--official", str(harness),
+        "--threads", "1", "--device", "cpu", "--out", str(out),
+    ])
+    assert result.exit_code == 0, result.output
+    saved = json.loads(out.read_text())
+    ours = saved["labelclean"]
+    assert [e["phase"] for e in ours] == ["warm-up", "train"] and ours[0]["steps"] == 2 * 2  # 64 images, 2B = 32
+    assert ours[1]["steps"] == sum(-(-n // 16) for n in ours[1]["labeled"])
+    assert saved["official"]["warmup_steps"] == 2 * 2 and saved["official"]["dividemix_steps"] == 3 + 2
+    step = saved["side_by_side"]["DivideMix step (B labeled + B unlabeled)"]
+    assert step["official"] == 30.0 / 5 and step["ratio"] == step["official"] / step["labelclean"]
+    assert 0 < ours[1]["training_seconds"] < ours[1]["seconds"]
+    assert "faster" in result.stdout
+
+
+def test_speed_epochs_compare_only_the_official_network(benchmarks, tmp_path):
+    import speed
+
+    result = runner.invoke(speed.app, ["epochs", "--arch", "small_cnn", "--official", str(tmp_path / "x.py")])
+    assert result.exit_code != 0 and "PreAct ResNet-18" in result.output
+
+
+def test_speed_precision_layout_times_every_variant(benchmarks, tmp_path):
+    import speed
+
+    out = tmp_path / "precision.json"
+    result = runner.invoke(speed.app, ["precision-layout", "--image-size", "8", "--batch", "8", "--repeats", "1",
+                                       "--threads", "1", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    variants = json.loads(out.read_text())["variants"]
+    assert {(v["precision"], v["layout"]) for v in variants} == {
+        (p, layout) for p in ("fp32", "bf16 autocast") for layout in ("NCHW", "channels-last")}
+    assert all(v["train_step_seconds"] > 0 for v in variants)
+
+
+@pytest.mark.slow
+def test_fit_time_benchmark_scores_a_fit(benchmarks, tmp_path):
+    import fit_time
+
+    out = tmp_path / "fit.json"
+    result = runner.invoke(fit_time.app, ["--samples", "160", "--set", "epochs=2,warmup=1,batch_size=32",
+                                          "--workdir", str(tmp_path / "work"), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    saved = json.loads(out.read_text())
+    phases = saved["phases"]
+    assert phases["warmup_epochs"] == 1 and phases["dividemix_epochs"] == 1 and phases["dividemix_steps"] >= 2
+    assert 0 < phases["warmup_seconds"] + phases["dividemix_seconds"] < phases["fit_seconds"]
+    assert 0 <= saved["quality"]["auroc"] <= 1
+    with __import__("PIL").Image.open(tmp_path / "work" / "images" / "00000.png") as image:
+        assert image.size == (28, 28) and image.mode == "L"
+
+
+@pytest.mark.slow
+def test_gpu_check_logic_runs_on_the_cpu_with_tiny_sizes(benchmarks, tmp_path):
+    import gpu_check
+
+    harness = tmp_path / "run_official.py"
+    harness.write_text(FAKE_HARNESS.replace('"16"', '"64"'))
+    out = tmp_path / "gpu.json"
+    result = runner.invoke(gpu_check.app, [
+        "--samples", "128", "--warmup", "1", "--dividemix-epochs", "1", "--arch", "small_cnn", "--fit-samples", "160",
+        "--fit-epochs", "2", "--fit-warmup", "1", "--official", str(harness), "--device", "cpu", "--out", str(out),
+    ])
+    assert result.exit_code == 0, result.output
+    saved = json.loads(out.read_text())
+    assert saved["end_to_end"]["ok"] and saved["end_to_end"]["export_rows"] == 160
+    assert saved["two_processes"] == {"skipped": "0 GPU(s); needs 2"}
+    assert saved["side_by_side"]["warm-up epoch"]["ratio"] > 0
