@@ -69,3 +69,12 @@ def copy_images(digits: DigitsDataset, dest: Path, count: int) -> list[Path]:
         (dest / f.name).write_bytes(f.read_bytes())
     return [dest / f.name for f in files]
 
+
+
+@pytest.fixture
+def fp32(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Full precision on any CPU, for tests that redo a step by hand in fp32 (bf16 autocast, used on CPUs
+    with native bf16, rounds every matmul to 8 bits of mantissa)."""
+    from labelclean import training
+
+    monkeypatch.setattr(training, "cpu_has_fast_bf16", lambda: False)

@@ -138,7 +138,7 @@ def tiny_training_data(n: int = 24, classes: int = 3, padding: int = 1, flip: bo
 
 
 @pytest.mark.parametrize("noise_mode", ["sym", "asym"])
-def test_warmup_is_one_sgd_step_of_cross_entropy_per_batch_plus_a_confidence_penalty_under_pair_noise(noise_mode):
+def test_warmup_is_one_sgd_step_of_cross_entropy_per_batch_plus_a_confidence_penalty_under_pair_noise(noise_mode, fp32):
     data = tiny_training_data(n=16, padding=0, flip=False)  # no random augmentation: the step can be redone
     cfg = FitConfig(batch_size=8, noise_mode=noise_mode)  # one batch of 2 × 8: the whole set
     net, manual = build_model("small_cnn", 1, 3, 8), build_model("small_cnn", 1, 3, 8)
@@ -155,7 +155,7 @@ def test_warmup_is_one_sgd_step_of_cross_entropy_per_batch_plus_a_confidence_pen
         torch.testing.assert_close(trained, redone, atol=1e-6, rtol=1e-5, msg=name)
 
 
-def test_train_step_follows_the_paper_co_refine_co_guess_mixmatch_then_one_sgd_step():
+def test_train_step_follows_the_paper_co_refine_co_guess_mixmatch_then_one_sgd_step(fp32):
     """Algorithm 1 of the paper, redone by hand on a batch without random augmentation: the only
     random draw left is MixMatch's partner permutation, seeded alike for both."""
     data = tiny_training_data(n=12, padding=0, flip=False)
