@@ -3,5 +3,6 @@
 from .api import Run, fit
 from .config import FitConfig
 from .errors import LabelcleanError
+from .pretrain import PretrainConfig, pretrain
 
-__all__ = ["FitConfig", "LabelcleanError", "Run", "fit"]
+__all__ = ["FitConfig", "LabelcleanError", "PretrainConfig", "Run", "fit", "pretrain"]

@@ -31,7 +31,7 @@ from torch import nn
 from . import distributed, dividemix, mlnt
 from . import run as rundir
 from .augment import Augment, crop_padding
-from .auto import threshold_hint
+from .auto import image_side, start_kind, start_lr, threshold_hint
 from .cache import decode_cached
 from .config import FitConfig
 from .data import (
@@ -47,7 +47,7 @@ from .data import (
 )
 from .errors import LabelcleanError
 from .export import review_table, select_rows
-from .models import build_model, default_arch, load_initial_weights
+from .models import build_model, default_arch, imagenet_weights, load_weights, read_weights
 from .training import (
     EpochReport,
     Interrupted,
@@ -61,7 +61,6 @@ from .training import (
 log = logging.getLogger("labelclean")
 
 Progress = Callable[[str, int, int], None]  # (task, done, total)
-CPU_MAX_IMAGE_SIZE = 32  # default cap on CPU: a small-CNN step at 54 px costs ~3x one at 32 px (measured)
 # Each method trains two networks with ``train(nets, optimizers, data, cfg, state, on_epoch, after_epoch)``
 # and returns the per-sample results with ``evaluate(nets, data, cfg)``; MLNT's pair is (student, teacher).
 METHODS = {"dividemix": dividemix, "mlnt": mlnt}
@@ -69,9 +68,11 @@ METHODS = {"dividemix": dividemix, "mlnt": mlnt}
 
 def with_image_settings(cfg: FitConfig, files: Sequence[Path], device: torch.device) -> FitConfig:
     """``cfg`` with its image size and network fixed: by default the median shorter side of the
-    images (at most 32 px on CPU, 224 on GPU) and the network that suits the device and size."""
-    size = cfg.image_size or min(median_side(files, seed=cfg.seed), 224 if device.type == "cuda" else CPU_MAX_IMAGE_SIZE)
-    return replace(cfg, image_size=size, arch=cfg.arch if cfg.arch != "auto" else default_arch(device, size))
+    images (at most 32 px on CPU, 224 on GPU or from ImageNet weights: ``auto.image_side``) and the
+    network that suits the device and size."""
+    size = cfg.image_size or image_side(median_side(files, seed=cfg.seed), device.type == "cuda", cfg.pretrained)
+    return replace(cfg, image_size=size,
+                   arch=cfg.arch if cfg.arch != "auto" else default_arch(device, size, cfg.pretrained))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -141,6 +142,39 @@ def _decode(labeled: LabeledImages, size: int, channels: int | None, skip_bad: b
         )
         log.warning("Left out %d unreadable image(s); see skipped.csv in the run directory.", len(bad))
     return images, labeled
+
+
+def _start_weights(cfg: FitConfig, init_weights: str | Path | None) -> tuple[dict[str, torch.Tensor], str] | None:
+    """The weights both networks start from, and where they come from: a local file
+    (``init_weights``), torchvision's ImageNet weights (``cfg.pretrained``), or None (random)."""
+    if init_weights is not None and cfg.pretrained:
+        raise LabelcleanError("Give either --pretrained (torchvision's ImageNet weights) or --init-weights FILE, "
+                              "not both.")
+    if init_weights is not None:
+        if not Path(init_weights).is_file():
+            raise LabelcleanError(f"Initial weights file {init_weights} does not exist.")
+        return read_weights(Path(init_weights)), str(init_weights)
+    if cfg.pretrained:
+        return imagenet_weights(cfg.arch), f"torchvision's ImageNet weights of {cfg.arch}"
+    return None
+
+
+def _start(nets: list[nn.Module], start: tuple[dict[str, torch.Tensor], str] | None,
+           cfg: FitConfig) -> tuple[FitConfig, dict[str, Any]]:
+    """Load the start weights into both networks; ``cfg`` with the learning rate for that start
+    (with ``auto``: ``auto.start_lr``) and what was decided, for config.json."""
+    loaded = [load_weights(net, *start) for net in nets] if start is not None else None
+    kind = start_kind(loaded is not None, loaded is not None and loaded[0].with_classifier)
+    record: dict[str, Any] = {"kind": kind}
+    if loaded is not None:
+        log.info(loaded[0].describe(start[1]))
+        record.update(source=start[1], loaded_tensors=loaded[0].count, new_tensors=loaded[0].new)
+    if cfg.lr is None:
+        cfg = replace(cfg, lr=start_lr(kind if cfg.auto else "random"))
+        record["lr"] = cfg.lr
+        if loaded is not None:
+            log.info("Networks start from %s weights: learning rate %g.", kind, cfg.lr)
+    return cfg, record
 
 
 def _prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> dict[str, Any] | None:
@@ -256,8 +290,7 @@ def fit(
             f"{labels_csv} has {len(labeled.paths)} usable images, fewer than two batches of "
             f"{cfg.batch_size}; lower --batch-size (e.g. {max(1, len(labeled.paths) // 4)})."
         )
-    if init_weights is not None and not Path(init_weights).is_file():
-        raise LabelcleanError(f"Initial weights file {init_weights} does not exist.")
+    start = _start_weights(cfg, init_weights) if saved is None else None  # before decoding: fail fast
     decoded, labeled = distributed.main_first(
         lambda: _decode(labeled, size, channels, skip_bad, labels_csv, cache_dir and Path(cache_dir), out, on_progress))
     images = _place_images(decoded, device, max_ram_gb)
@@ -265,9 +298,8 @@ def fit(
 
     torch.manual_seed(cfg.seed)
     nets = [build_model(cfg.arch, images.shape[1], len(labeled.classes), size) for _ in range(2)]
-    if init_weights is not None:
-        loaded = [load_initial_weights(net, Path(init_weights)) for net in nets]
-        log.info("Loaded %d tensors from %s into both networks.", loaded[0], init_weights)
+    if saved is None:
+        cfg, start_record = _start(nets, start, cfg)
     nets = [net.to(device, memory_format=torch.channels_last if device.type == "cuda" else torch.preserve_format)
             for net in nets]
     optimizers = [make_optimizer(net, cfg) for net in nets]
@@ -298,7 +330,9 @@ def fit(
         rundir.write_skipped(out / rundir.SKIPPED, labeled.skipped)
 
     state = TrainingState()
-    if saved is not None:
+    if saved is None:
+        state.extra["auto"] = {"start": start_record}
+    else:
         state = _restore(out / rundir.CHECKPOINT, nets, optimizers, device)
         log.info("Resuming %s after epoch %d.", out, state.epoch)
     nets = [distributed.wrap(net, device) for net in nets]

@@ -28,6 +28,8 @@ from . import api, distributed
 from .config import FitConfig
 from .demo import DEMO_SETTINGS, score, write_digits
 from .errors import LabelcleanError
+from .pretrain import PretrainConfig
+from .pretrain import pretrain as pretrain_images
 from .export import FORMATS, SORT_KEYS, format_from_suffix, write_table
 from .report import write_report
 from .review import (
@@ -49,6 +51,7 @@ app = typer.Typer(
 )
 stderr = Console(stderr=True)
 DEFAULTS = FitConfig()
+PRETRAIN = PretrainConfig()
 MLNT = "MLNT options (--method mlnt)"  # help panel of the options only MLNT reads
 state = {"debug": False}
 
@@ -183,7 +186,8 @@ def fit(
                                        "table), and recover from a self-locking split. --no-auto: the paper's "
                                        "50%-noise settings (25, 0.5, 1).")] = DEFAULTS.auto,
     batch_size: Annotated[int, typer.Option(help="Labeled (and unlabeled) samples per step.")] = DEFAULTS.batch_size,
-    lr: Annotated[float, typer.Option(help="SGD learning rate (÷10 after half the epochs).")] = DEFAULTS.lr,
+    lr: Annotated[float | None, typer.Option(help="SGD learning rate (÷10 after half the epochs) \\[default: 0.02; "
+                                                  "0.002 from ImageNet weights].", show_default=False)] = None,
     p_threshold: Annotated[float | None, typer.Option(
         help="Clean probability above which a sample is labeled \\[default: --auto].", show_default=False)] = None,
     lambda_u: Annotated[float | None, typer.Option(
@@ -237,8 +241,13 @@ def fit(
     seed: Annotated[int, typer.Option(help="Random seed.")] = DEFAULTS.seed,
     keep_model: Annotated[bool, typer.Option("--keep-model/--no-keep-model",
                                              help="Keep both networks for 'labelclean predict'.")] = True,
-    init_weights: Annotated[Path | None, typer.Option(help="Local state-dict file to start both networks "
-                                                           "from (matching layers).", show_default=False)] = None,
+    pretrained: Annotated[bool, typer.Option("--pretrained", help="Start both networks from torchvision's "
+                                             "ImageNet weights of --arch (resnet18 with auto; downloaded once into "
+                                             "the torch hub cache); see docs/photos.md.")] = DEFAULTS.pretrained,
+    init_weights: Annotated[Path | None, typer.Option(help="Local state-dict file to start both networks from "
+                                                           "(matching layers): torchvision-format weights, or the "
+                                                           "output of 'labelclean pretrain'.",
+                                                      show_default=False)] = None,
     resume: Annotated[bool, typer.Option(help="Continue the unfinished run in --out from its last "
                                               "checkpoint, with its saved settings.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace a run already in --out.")] = False,
@@ -273,7 +282,8 @@ def fit(
                        noise_mode=noise_mode, loss_window=loss_window, meta_sets=meta_sets,
                        perturb_ratio=perturb_ratio, neighbours=neighbours, meta_lr=meta_lr, meta_weight=meta_weight,
                        meta_rampup=meta_rampup, ema_decay=ema_decay, ema_decay_late=ema_decay_late, rounds=rounds,
-                       mentor_filter=mentor_filter, first_order=first_order, arch=arch, image_size=image_size, flip=flip, device=device,
+                       mentor_filter=mentor_filter, first_order=first_order, arch=arch, pretrained=pretrained,
+                       image_size=image_size, flip=flip, device=device,
                        seed=seed)
     try:
         with progress_bars() if distributed.is_main() else nullcontext((None, None)) as (on_epoch, on_progress):
@@ -329,6 +339,56 @@ def summarize(run: api.Run) -> None:
                  f"(clean_prob < {hint or 0.5:g}), {errors:,} of them wrong (the networks predict another class). "
                  f"Review them with:\n  labelclean export {run.directory} --only-errors --sort clean_prob"
                  + (f" --threshold {hint:g}" if hint else ""), highlight=False, soft_wrap=True)
+
+
+@command
+def pretrain(
+    images_dir: Annotated[Path, typer.Argument(help="Folder the CSV's image paths are relative to.")],
+    labels_csv: Annotated[Path, typer.Argument(help="CSV listing the images (the fit's; labels are not used).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Weights file to write, for 'fit --init-weights'.")]
+    = Path("pretrained.pt"),
+    epochs: Annotated[int, typer.Option(help="Passes over the images.")] = PRETRAIN.epochs,
+    batch_size: Annotated[int, typer.Option(help="Images per step; each view's negatives are the other "
+                                                 "images' views.")] = PRETRAIN.batch_size,
+    temperature: Annotated[float, typer.Option(help="τ of the NT-Xent loss.")] = PRETRAIN.temperature,
+    lr: Annotated[float, typer.Option(help="SGD learning rate, cosine-annealed to 0.")] = PRETRAIN.lr,
+    arch: Annotated[str, typer.Option(help="The network the fit will train: small_cnn, preact_resnet18, "
+                                           "resnet18/34/50, or auto (as fit chooses).")] = PRETRAIN.arch,
+    image_size: Annotated[int | None, typer.Option(help="Image side in pixels \\[default: as fit chooses].",
+                                                   show_default=False)] = None,
+    flip: Annotated[bool, typer.Option("--flip/--no-flip", help="Random horizontal flips (turn off when "
+                                                                "mirroring changes the class).")] = PRETRAIN.flip,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = PRETRAIN.device,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = PRETRAIN.seed,
+    resume: Annotated[bool, typer.Option(help="Continue the unfinished pretraining of --out.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace --out (and its unfinished checkpoint).")] = False,
+    path_column: Annotated[str | None, typer.Option(help="CSV column with image paths \\[default: auto-detect].",
+                                                    show_default=False)] = None,
+    label_column: Annotated[str | None, typer.Option(help="CSV label column \\[default: auto-detect].",
+                                                     show_default=False)] = None,
+    skip_missing: Annotated[bool, typer.Option(help="Leave out rows whose image file is missing.")] = False,
+    skip_bad: Annotated[bool, typer.Option(help="Leave out rows whose image cannot be decoded.")] = False,
+    dedupe: Annotated[bool, typer.Option(help="Keep the first of rows that repeat an image path.")] = False,
+    cache_dir: Annotated[Path | None, typer.Option(help="Folder for the decoded images; give fit the same to "
+                                                        "decode once \\[default: the folder of --out].",
+                                                   show_default=False)] = None,
+) -> None:
+    """Learn the fit's network from the images alone (SimCLR, as C2D does) and save it for 'fit --init-weights'."""
+    config = PretrainConfig(epochs=epochs, batch_size=batch_size, temperature=temperature, lr=lr, arch=arch,
+                            image_size=image_size, flip=flip, device=device, seed=seed)
+    try:
+        with progress_bars() as (on_epoch, on_progress):
+            weights = pretrain_images(images_dir, labels_csv, out, config=config, path_column=path_column,
+                                      label_column=label_column, resume=resume, overwrite=overwrite,
+                                      skip_missing=skip_missing, skip_bad=skip_bad, dedupe=dedupe,
+                                      cache_dir=cache_dir, on_epoch=on_epoch, on_progress=on_progress)
+    except KeyboardInterrupt:
+        stderr.print(f"Interrupted. Finished epochs are saved; continue with: labelclean pretrain {images_dir} "
+                     f"{labels_csv} --out {out} --resume", highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
+    same = (f" --arch {arch}" if arch != "auto" else "") + (f" --image-size {image_size}" if image_size else "")
+    stderr.print(f"Next: labelclean fit {images_dir} {labels_csv} --init-weights {weights}{same}", highlight=False,
+                 soft_wrap=True)
 
 
 @command

@@ -41,7 +41,8 @@ class FitConfig:
     warmup: int | None = None  # epochs of plain cross-entropy on all samples (DivideMix's warm-up, MLNT's
     #                            baseline); None: until the networks stop improving (auto.best_warmup_epoch)
     batch_size: int = 64  # labeled and unlabeled samples per step; warm-up uses twice this
-    lr: float = 0.02  # SGD learning rate, divided by 10 after half of the epochs
+    lr: float | None = None  # SGD learning rate, divided by 10 after half of the epochs; None: the paper's
+    #                          0.02, or 0.002 for weights trained with labels on other images (auto.start_lr)
     momentum: float = 0.9
     weight_decay: float = 5e-4
 
@@ -77,6 +78,7 @@ class FitConfig:
 
     # Data and network.
     arch: str = "auto"  # see models.ARCHS; 'auto' picks by device and image size
+    pretrained: bool = False  # start from torchvision's ImageNet weights of `arch` (models.imagenet_weights)
     image_size: int | None = None  # side in pixels; None = median shorter side of the images (≤ 32 on CPU, ≤ 224 on GPU)
     flip: bool = True  # random horizontal flips; turn off where mirroring changes the class
     device: str = "auto"  # 'auto' = CUDA when available
@@ -101,7 +103,7 @@ class FitConfig:
         if self.warmup is not None and self.epochs is not None:
             self.check_warmup(self.warmup, self.epochs)
         for name in ("lr", "alpha", "temperature", "meta_lr"):
-            if not getattr(self, name) > 0:
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
                 raise bad(name, "greater than 0")
         for name in ("momentum", "p_threshold", "perturb_ratio", "ema_decay", "ema_decay_late"):
             if getattr(self, name) is not None and not 0 <= getattr(self, name) <= 1:
