@@ -174,6 +174,9 @@ def _start(nets: list[nn.Module], start: tuple[dict[str, torch.Tensor], str] | N
         record["lr"] = cfg.lr
         if loaded is not None:
             log.info("Networks start from %s weights: learning rate %g.", kind, cfg.lr)
+    if cfg.pretrained:
+        log.info("Images at %d px: ImageNet weights take the images' median side up to 224 px, on a CPU too "
+                 "(see docs/photos.md for the cost; --image-size sets it).", cfg.image_size)
     return cfg, record
 
 

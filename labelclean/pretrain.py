@@ -31,6 +31,7 @@ from torch import nn
 from . import run as rundir
 from .api import Progress, _decode, _place_images, resolve_device, with_image_settings
 from .augment import colour_jitter, random_gray, random_resized_crop
+from .auto import crop_scale
 from .config import FitConfig
 from .data import channel_stats, read_labels
 from .errors import LabelcleanError
@@ -50,7 +51,8 @@ class PretrainConfig:
     lr: float = 0.3  # SGD learning rate at batch 256 (SimCLR: 0.3·N/256), cosine-annealed to 0 over all steps
     weight_decay: float = 1e-4
     projection_dim: int = 128  # output of the projection head g
-    crop_scale: float = 0.2  # a crop covers between this share and all of the image's area
+    crop_scale: float | None = None  # a crop covers between this share and all of the image's area;
+    #                                  None: by image size (auto.crop_scale: 0.2, 0.5 below 16 px)
     flip: bool = True  # random horizontal flips; turn off where mirroring changes the class
     arch: str = "auto"  # the network the fit will train (models.ARCHS); 'auto' chooses as fit does
     image_size: int | None = None  # None: as fit chooses (median shorter side, ≤ 32 px on CPU)
@@ -71,7 +73,7 @@ class PretrainConfig:
                 raise bad(name, "greater than 0")
         if self.weight_decay < 0:
             raise bad("weight_decay", "at least 0")
-        if not 0 < self.crop_scale <= 1:
+        if self.crop_scale is not None and not 0 < self.crop_scale <= 1:
             raise bad("crop_scale", "in (0, 1]")
         if self.arch not in ARCHS:
             raise bad("arch", f"one of {', '.join(ARCHS)}")
@@ -227,15 +229,17 @@ def pretrain(
                           skip_missing=skip_missing, dedupe=dedupe)
     chosen = with_image_settings(FitConfig(arch=cfg.arch, image_size=cfg.image_size, seed=cfg.seed), labeled.files,
                                  device)
-    cfg = replace(cfg, arch=chosen.arch, image_size=chosen.image_size)
+    cfg = replace(cfg, arch=chosen.arch, image_size=chosen.image_size,
+                  crop_scale=cfg.crop_scale or crop_scale(chosen.image_size))
     if len(labeled.paths) < 2 * cfg.batch_size:
         raise LabelcleanError(f"{labels_csv} has {len(labeled.paths)} usable images, fewer than two batches of "
                               f"{cfg.batch_size}; lower --batch-size (e.g. {max(2, len(labeled.paths) // 4)}).")
     decoded, labeled = _decode(labeled, cfg.image_size, saved["channels"] if saved else None, skip_bad,
                                Path(labels_csv), Path(cache_dir or out.parent.resolve()), out.parent, on_progress)
     p = start(_place_images(decoded, device, None), cfg, device, saved)
-    log.info("Pretraining %s at %d px on %d images (SimCLR, batch %d, τ %g) for %d epochs.", cfg.arch,
-             cfg.image_size, len(p.images), cfg.batch_size, cfg.temperature, cfg.epochs)
+    log.info("Pretraining %s at %d px on %d images (SimCLR, batch %d, τ %g, crops of %g-1 of the area) for %d "
+             "epochs.", cfg.arch, cfg.image_size, len(p.images), cfg.batch_size, cfg.temperature, cfg.crop_scale,
+             cfg.epochs)
     while p.epoch < cfg.epochs:
         started = time.perf_counter()
         loss = train_epoch(p)
