@@ -13,7 +13,7 @@ import torch.nn.functional as F
 import torchvision
 from typer.testing import CliRunner
 
-from labelclean.auto import image_side, start_kind, start_lr
+from labelclean.auto import crop_scale, image_side, start_kind, start_lr
 from labelclean.cli import app
 from labelclean.models import build_model, fit_stem, hub_file, load_weights
 
@@ -115,3 +115,8 @@ def test_rules_for_the_start():
     assert image_side(500, cuda=False, pretrained=True) == 224
     assert image_side(100, cuda=False, pretrained=True) == 100  # never upsampled
     assert image_side(500, cuda=True, pretrained=False) == 224
+
+
+def test_pretraining_crops_keep_more_of_small_images():
+    assert crop_scale(8) == 0.5 and crop_scale(15) == 0.5  # measured on 8 px digits
+    assert crop_scale(16) == crop_scale(224) == 0.2  # SimCLR's CIFAR recipe
