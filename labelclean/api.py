@@ -68,7 +68,7 @@ METHODS = {"dividemix": dividemix, "mlnt": mlnt}
 
 def with_image_settings(cfg: FitConfig, files: Sequence[Path], device: torch.device) -> FitConfig:
     """``cfg`` with its image size and network fixed: by default the median shorter side of the
-    images (at most 32 px on CPU, 224 on GPU or from ImageNet weights: ``auto.image_side``) and the
+    images (at most 224 px on GPU, 32 on CPU or 112 from ImageNet weights: ``auto.image_side``) and the
     network that suits the device and size."""
     size = cfg.image_size or image_side(median_side(files, seed=cfg.seed), device.type == "cuda", cfg.pretrained)
     return replace(cfg, image_size=size,
@@ -175,8 +175,8 @@ def _start(nets: list[nn.Module], start: tuple[dict[str, torch.Tensor], str] | N
         if loaded is not None:
             log.info("Networks start from %s weights: learning rate %g.", kind, cfg.lr)
     if cfg.pretrained:
-        log.info("Images at %d px: ImageNet weights take the images' median side up to 224 px, on a CPU too "
-                 "(see docs/photos.md for the cost; --image-size sets it).", cfg.image_size)
+        log.info("Images at %d px: ImageNet weights take the images' median side up to 224 px on a GPU, 112 px "
+                 "on a CPU (see docs/photos.md for the cost; --image-size sets it).", cfg.image_size)
     return cfg, record
 
 

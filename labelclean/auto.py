@@ -18,9 +18,11 @@ import numpy as np
 
 # Image size. On a CPU a small-CNN step at 54 px costs ~3x one at 32 px (measured), so by default
 # images are cut to 32 px there; a GPU takes up to ImageNet's 224 px. ImageNet weights learned their
-# features from objects at ~224 px: a pretrained start takes the images' own size up to 224 px on
-# every device (see docs/photos.md for its CPU cost).
+# features from objects at ~224 px, and at 32 px a ResNet's last stage sees 1x1 maps: a pretrained
+# start takes up to 224 px on a GPU and 112 px on a CPU, where a ResNet-18 DivideMix step costs 6x
+# one at 32 px and 224 px would cost 23x (benchmarks/speed.py, batch 8; see docs/photos.md).
 CPU_MAX_IMAGE_SIZE = 32
+PRETRAINED_CPU_MAX_IMAGE_SIZE = 112
 MAX_IMAGE_SIZE = 224
 
 # The start. The paper's CIFAR learning rate suits a random start and, as C2D (Zheltonozhskii et al.,
@@ -76,13 +78,15 @@ LENIENT_GAP = 0.25
 
 
 def image_side(median_side: int, cuda: bool, pretrained: bool) -> int:
-    """Default image side: the images' median shorter side, at most 224 px (32 px on a CPU unless
-    the networks start from ImageNet weights).
+    """Default image side: the images' median shorter side, at most 224 px on a GPU, and on a CPU
+    at most 32 px (112 px for a start from ImageNet weights); never enlarged.
 
-    >>> image_side(500, False, False), image_side(500, False, True), image_side(500, True, False), image_side(8, True, True)
-    (32, 224, 224, 8)
+    >>> image_side(500, False, False), image_side(500, False, True), image_side(500, True, True), image_side(8, True, True)
+    (32, 112, 224, 8)
     """
-    return min(median_side, MAX_IMAGE_SIZE if cuda or pretrained else CPU_MAX_IMAGE_SIZE)
+    if cuda:
+        return min(median_side, MAX_IMAGE_SIZE)
+    return min(median_side, PRETRAINED_CPU_MAX_IMAGE_SIZE if pretrained else CPU_MAX_IMAGE_SIZE)
 
 
 def start_kind(loaded: bool, with_classifier: bool) -> str:

@@ -79,7 +79,8 @@ class FitConfig:
     # Data and network.
     arch: str = "auto"  # see models.ARCHS; 'auto' picks by device and image size
     pretrained: bool = False  # start from torchvision's ImageNet weights of `arch` (models.imagenet_weights)
-    image_size: int | None = None  # side in pixels; None = median shorter side of the images (≤ 32 on CPU, ≤ 224 on GPU)
+    image_size: int | None = None  # side in pixels; None = median shorter side of the images (≤ 32 on CPU, ≤ 224 on GPU;
+    #                                with `pretrained` ≤ 112 on CPU: auto.image_side)
     flip: bool = True  # random horizontal flips; turn off where mirroring changes the class
     device: str = "auto"  # 'auto' = CUDA when available
     seed: int = 0

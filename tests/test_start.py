@@ -112,8 +112,9 @@ def test_rules_for_the_start():
     assert start_lr("random") == start_lr("self-supervised") == 0.02  # C2D trains at DivideMix's CIFAR lr
     assert start_lr("supervised") == 0.002  # DivideMix's Clothing1M fine-tuning
     assert image_side(500, cuda=False, pretrained=False) == 32
-    assert image_side(500, cuda=False, pretrained=True) == 224
-    assert image_side(100, cuda=False, pretrained=True) == 100  # never upsampled
+    assert image_side(500, cuda=False, pretrained=True) == 112
+    assert image_side(500, cuda=True, pretrained=True) == 224
+    assert image_side(100, cuda=False, pretrained=True) == 100  # never enlarged
     assert image_side(500, cuda=True, pretrained=False) == 224
 
 
