@@ -28,9 +28,9 @@ from . import api, distributed
 from .config import FitConfig
 from .demo import DEMO_SETTINGS, score, write_digits
 from .errors import LabelcleanError
+from .export import FORMATS, SORT_KEYS, format_from_suffix, write_table
 from .pretrain import PretrainConfig
 from .pretrain import pretrain as pretrain_images
-from .export import FORMATS, SORT_KEYS, format_from_suffix, write_table
 from .report import write_report
 from .review import (
     LOCAL_FILES_PREFIX,
@@ -234,7 +234,8 @@ def fit(
     arch: Annotated[str, typer.Option(help="small_cnn, preact_resnet18, resnet18/34/50, or auto (by device "
                                            "and image size).")] = DEFAULTS.arch,
     image_size: Annotated[int | None, typer.Option(help="Image side in pixels \\[default: median of the data, "
-                                                        "at most 32 on CPU (112 with --pretrained), 224 on GPU].", show_default=False)] = None,
+                                                        "at most 32 on CPU (112 with --pretrained), 224 on GPU].",
+                                                   show_default=False)] = None,
     flip: Annotated[bool, typer.Option("--flip/--no-flip", help="Random horizontal flips (turn off when "
                                                                 "mirroring changes the class).")] = DEFAULTS.flip,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = DEFAULTS.device,

@@ -132,7 +132,7 @@ def imagenet_weights(arch: str) -> dict[str, torch.Tensor]:
     weights = torchvision.models.get_model_weights(arch).DEFAULT
     try:
         return weights.get_state_dict(progress=False, check_hash=True, weights_only=True)
-    except Exception as e:  # offline, a proxy, a truncated file: urllib, OS and pickle errors alike
+    except Exception as e:  # noqa: BLE001 (offline, a proxy, a truncated file: urllib, OS and pickle errors)
         raise LabelcleanError(
             f"Cannot get torchvision's ImageNet weights for {arch} ({str(e).splitlines()[0] or type(e).__name__}): "
             f"torchvision expects the file {hub_file(arch)}. Copy it there from {weights.url}, or pass the "
@@ -144,7 +144,7 @@ def read_weights(weights: Path) -> dict[str, torch.Tensor]:
     """A local state dict (also one saved as ``{"state_dict": ...}``), read without running code."""
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 (torch raises several types for files it cannot read)
         raise LabelcleanError(f"Cannot load initial weights {weights}: {str(e).splitlines()[0]}") from None
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]

@@ -14,7 +14,7 @@ from labelclean.cli import app
 from labelclean.models import build_model, classifier_name
 from labelclean.pretrain import checkpoint_file, encoder, nt_xent
 
-TINY_PRETRAIN = dict(epochs=2, batch_size=32, arch="small_cnn", device="cpu")
+TINY_PRETRAIN = {"epochs": 2, "batch_size": 32, "arch": "small_cnn", "device": "cpu"}
 
 
 def test_nt_xent_is_the_cross_entropy_of_finding_the_partner_view():
