@@ -293,7 +293,8 @@ def fit(
             f"{labels_csv} has {len(labeled.paths)} usable images, fewer than two batches of "
             f"{cfg.batch_size}; lower --batch-size (e.g. {max(1, len(labeled.paths) // 4)})."
         )
-    start = _start_weights(cfg, init_weights) if saved is None else None  # before decoding: fail fast
+    # Before decoding, to fail fast; the main process first, so that the others find its download.
+    start = distributed.main_first(lambda: _start_weights(cfg, init_weights)) if saved is None else None
     decoded, labeled = distributed.main_first(
         lambda: _decode(labeled, size, channels, skip_bad, labels_csv, cache_dir and Path(cache_dir), out, on_progress))
     images = _place_images(decoded, device, max_ram_gb)
