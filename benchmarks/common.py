@@ -58,15 +58,16 @@ def rows(data: TrainingData, idx: np.ndarray | torch.Tensor) -> TrainingData:
     return replace(data, images=data.images[index], labels=labels)
 
 
-def parse_overrides(text: str) -> dict[str, Any]:
-    """``"epochs=2,lambda_u=0"`` → ``{"epochs": 2, "lambda_u": 0.0}``, typed like FitConfig's fields."""
-    defaults = FitConfig()
-    known = {f.name for f in fields(FitConfig)}
+def parse_overrides(text: str, config: type = FitConfig) -> dict[str, Any]:
+    """``"epochs=2,lambda_u=0"`` → ``{"epochs": 2, "lambda_u": 0.0}``, typed like the fields of ``config``
+    (a dataclass whose fields all have defaults: FitConfig, PretrainConfig)."""
+    defaults = config()
+    known = {f.name for f in fields(config)}
     overrides: dict[str, Any] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         key, sep, value = item.partition("=")
         if not sep or key not in known:
-            raise typer.BadParameter(f"'{item}' is not KEY=VALUE with KEY a FitConfig field "
+            raise typer.BadParameter(f"'{item}' is not KEY=VALUE with KEY a {config.__name__} field "
                                      f"({', '.join(sorted(known))}).")
         default = getattr(defaults, key)
         kind = str if isinstance(default, str) else float if isinstance(default, float) else int

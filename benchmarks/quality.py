@@ -18,6 +18,7 @@ Usage::
 
     python benchmarks/quality.py                                   # digits: sym 20/40/60/80 %, asym 40 %
     python benchmarks/quality.py --setting asym:0.4 --variant lambda_u=0
+    python benchmarks/quality.py --setting sym:0.8 --methods labelclean,ssl     # random vs self-supervised start
     python benchmarks/quality.py --images DIR --labels labels.csv --truth truth.csv   # your own data
 
 The results go to ``benchmarks/results/quality-*.json`` (one file per setting) and a table is
@@ -53,9 +54,11 @@ from labelclean.demo import score, write_digits
 from labelclean.dividemix import warmup_epoch
 from labelclean.files import write_json, write_text
 from labelclean.models import build_model
+from labelclean.pretrain import PretrainConfig
 from labelclean.training import TrainingData, learning_rate, make_optimizer, place, predict_logits, set_learning_rate
 
-METHODS = ("labelclean", "plain_ce", "cleanlab")
+METHODS = ("labelclean", "ssl", "plain_ce", "cleanlab")  # ssl: labelclean from `labelclean pretrain`'s weights
+DEFAULT_METHODS = ("labelclean", "plain_ce", "cleanlab")
 DIGITS_SETTINGS = ["sym:0.2", "sym:0.4", "sym:0.6", "sym:0.8", "asym:0.4"]
 FIGURES = ("auroc", "average_precision", "precision", "recall", "f1", "given_accuracy", "refined_accuracy",
            "test_accuracy", "seconds")
@@ -160,7 +163,8 @@ def accuracy(predicted: np.ndarray, bench: Benchmark) -> float:
     return float((np.asarray(predicted, dtype=str) == bench.test_labels.astype(str)).mean())
 
 
-def labelclean_method(bench: Benchmark, cfg: FitConfig, work: Path) -> dict[str, Outcome]:
+def labelclean_method(bench: Benchmark, cfg: FitConfig, work: Path,
+                      init_weights: Path | None = None) -> dict[str, Outcome]:
     """labelclean itself, through its public API: fit, export at threshold 0.5, predict the test rows.
 
     Scores both decisions of the export: ``is_noisy`` with ``refined_label`` (the GMM split, built
@@ -168,10 +172,10 @@ def labelclean_method(bench: Benchmark, cfg: FitConfig, work: Path) -> dict[str,
     ``is_error`` at the threshold the fit suggests when the split at 0.5 flags far too few
     (``threshold_hint``; 0.5 when it suggests none): what the fit's summary tells a user to review.
     """
-    run = labelclean.fit(bench.images_dir, bench.train_csv, work, config=cfg, overwrite=True)
+    run = labelclean.fit(bench.images_dir, bench.train_csv, work, config=cfg, overwrite=True, init_weights=init_weights)
     predicted = run.predict([bench.test_csv], images_dir=bench.images_dir, device=cfg.device)["predicted_label"]
     test = accuracy(predicted.to_numpy(), bench)
-    chosen = {k: v for k, v in run.config.get("auto", {}).items() if k in ("warmup", "noise", "settings")}
+    chosen = {k: v for k, v in run.config.get("auto", {}).items() if k in ("start", "warmup", "noise", "settings")}
     details = {"epochs": run.config["epochs"], "auto": chosen, "threshold_hint": run.config["threshold_hint"]}
 
     def exported(threshold: float) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -182,6 +186,21 @@ def labelclean_method(bench: Benchmark, cfg: FitConfig, work: Path) -> dict[str,
     _, hinted = exported(run.config["threshold_hint"] or FLAG_THRESHOLD)
     return {"": Outcome(table, test, details), " is_error": Outcome(errors, test, details),
             " is_error@hint": Outcome(hinted, test, details)}
+
+
+def ssl_method(bench: Benchmark, cfg: FitConfig, work: Path, pretrain: dict[str, Any]) -> dict[str, Outcome]:
+    """labelclean started from the weights ``labelclean pretrain`` learns on the training rows' images
+    (their labels unused; its default settings, changed by ``pretrain``); the method's seconds include
+    the pretraining."""
+    started = time.perf_counter()
+    weights = labelclean.pretrain(bench.images_dir, bench.train_csv, work / "ssl.pt", arch=cfg.arch,
+                                  image_size=cfg.image_size, flip=cfg.flip, device=cfg.device, seed=cfg.seed,
+                                  overwrite=True, **pretrain)
+    seconds = time.perf_counter() - started
+    outcomes = labelclean_method(bench, cfg, work, init_weights=weights)
+    for outcome in outcomes.values():
+        outcome.details["pretrain_seconds"] = seconds
+    return outcomes
 
 
 def train_cross_entropy(data: TrainingData, cfg: FitConfig) -> nn.Module:
@@ -256,14 +275,16 @@ def cleanlab_method(bench: Benchmark, cfg: FitConfig, work: Path, folds: int) ->
 Method = Callable[[Benchmark, FitConfig, Path], dict[str, Outcome]]
 
 
-def method_table(methods: list[str], variants: list[str], folds: int,
-                 baseline_epochs: int) -> dict[str, tuple[Method, dict[str, Any]]]:
-    """Name → (method, FitConfig overrides); each ``--variant`` adds a labelclean run with its overrides."""
+def method_table(methods: list[str], variants: list[str], folds: int, baseline_epochs: int,
+                 pretrain: dict[str, Any]) -> dict[str, tuple[Method, dict[str, Any]]]:
+    """Name → (method, FitConfig overrides); each ``--variant`` adds a run of labelclean (and of ssl, when
+    chosen) with its overrides."""
     table: dict[str, tuple[Method, dict[str, Any]]] = {}
     for name in methods:
-        if name == "labelclean":
-            table[name] = (labelclean_method, {})
-            table.update({f"labelclean[{v}]": (labelclean_method, parse_overrides(v)) for v in variants})
+        if name in ("labelclean", "ssl"):
+            method = labelclean_method if name == "labelclean" else partial(ssl_method, pretrain=pretrain)
+            table[name] = (method, {})
+            table.update({f"{name}[{v}]": (method, parse_overrides(v)) for v in variants})
         elif name == "plain_ce":
             table[name] = (plain_ce, {"epochs": baseline_epochs})
         else:
@@ -337,8 +358,11 @@ def main(
     setting: Annotated[list[str], typer.Option(help="Digits noise as MODE:RATE (sym or asym); repeat it.")]
     = DIGITS_SETTINGS,
     seeds: Annotated[int, typer.Option(min=1, help="Seeds 0..N-1: noise draw and initial weights.")] = 3,
-    methods: Annotated[str, typer.Option(help=f"Comma-separated, from {', '.join(METHODS)}.")] = ",".join(METHODS),
+    methods: Annotated[str, typer.Option(help=f"Comma-separated, from {', '.join(METHODS)}.")]
+    = ",".join(DEFAULT_METHODS),
     set_: Annotated[str, typer.Option("--set", help="FitConfig overrides for every method, e.g. epochs=2,warmup=1.")]
+    = "",
+    pretrain_set: Annotated[str, typer.Option(help="PretrainConfig overrides for the ssl method, e.g. epochs=50.")]
     = "",
     variant: Annotated[list[str], typer.Option(help="Extra DivideMix run with these overrides, e.g. lambda_u=0.")]
     = [],  # noqa: B006 (typer reads the default)
@@ -371,7 +395,7 @@ def main(
     if threads is not None:
         torch.set_num_threads(threads)
     base = FitConfig(**{"device": device, **parse_overrides(set_)}).validate()
-    table = method_table(chosen, variant, folds, baseline_epochs)
+    table = method_table(chosen, variant, folds, baseline_epochs, parse_overrides(pretrain_set, PretrainConfig))
     info = machine(resolve_device(device))
     suffix = f"-{tag}" if tag else ""
     with tempfile.TemporaryDirectory() as scratch:

@@ -3,6 +3,7 @@
 from .api import demo, fit
 from .config import FitConfig
 from .errors import LabelcleanError
+from .pretrain import PretrainConfig, pretrain
 from .run import Run
 
-__all__ = ["FitConfig", "LabelcleanError", "Run", "demo", "fit"]
+__all__ = ["FitConfig", "LabelcleanError", "PretrainConfig", "Run", "demo", "fit", "pretrain"]

@@ -28,14 +28,14 @@ from torch import nn
 
 from . import distributed, dividemix, mlnt
 from .augment import crop_padding
-from .auto import threshold_hint
+from .auto import start_kind, start_lr, threshold_hint
 from .cache import decode_cached
 from .config import FitConfig, for_device, resolve, resolve_device
 from .data import LabeledImages, channel_stats, read_labels, refuse_unreadable, without_rows
 from .demo import DEMO_SETTINGS, DigitsDataset, score, write_digits
 from .errors import LabelcleanError
 from .export import DEFAULT_THRESHOLD
-from .models import build_model, load_initial_weights
+from .models import build_model, imagenet_weights, load_weights, read_weights
 from .run import Progress, Run, RunDirectory, new_config
 from .training import (
     EpochReport,
@@ -122,15 +122,17 @@ def fit(
                           dedupe=inputs["dedupe"])
     cfg = for_device(cfg, device.type, labeled.files)
     _check_size(labeled, cfg, inputs["labels_csv"])
+    # Before decoding, to fail fast; the main process first, so that the others find its download.
+    start = distributed.main_first(lambda: _start_weights(cfg, init_weights)) if saved is None else None
     channels = saved["preprocessing"]["channels"] if saved else None
     images, labeled = distributed.main_first(
         lambda: _decode(labeled, cfg.image_size, channels, inputs, directory.path, on_progress))
     data, preprocessing = _training_data(images, labeled, cfg, device, max_ram_gb)
-    nets, optimizers = _networks(cfg, data, init_weights, device)
+    nets, optimizers, cfg, start_record = _networks(cfg, data, start, device, fresh=saved is None)
 
     run_config = saved or new_config(cfg, inputs, labeled, preprocessing)
     directory.start(run_config, labeled.skipped, device, kernel_threads)
-    state = directory.restore(nets, optimizers, device) if saved else TrainingState()
+    state = directory.restore(nets, optimizers, device) if saved else TrainingState(extra={"auto": start_record})
     if saved:
         log.info("Resuming %s after epoch %d.", directory.path, state.epoch)
     nets = [distributed.wrap(net, device) for net in nets]
@@ -179,6 +181,9 @@ def _check_options(cfg: FitConfig, max_ram_gb: float | None, init_weights: str |
         raise LabelcleanError(f"The 'max_ram_gb' option must be at least 0. Got {max_ram_gb}.")
     if cfg.method == "mlnt" and distributed.started_processes() > 1:
         raise LabelcleanError("--method mlnt trains on one process; start it without torchrun or --nproc.")
+    if init_weights is not None and cfg.pretrained:
+        raise LabelcleanError("Give either --pretrained (torchvision's ImageNet weights) or --init-weights FILE, "
+                              "not both.")
     if init_weights is not None and not Path(init_weights).is_file():
         raise LabelcleanError(f"Initial weights file {init_weights} does not exist.")
 
@@ -251,16 +256,42 @@ def _memory_size() -> float:
     return min(sizes)
 
 
-def _networks(cfg: FitConfig, data: TrainingData, init_weights: str | Path | None,
-              device: torch.device) -> tuple[list[nn.Module], list[torch.optim.Optimizer]]:
-    """The two networks (from ``init_weights`` when given) on the device, and their optimizers."""
+def _start_weights(cfg: FitConfig, init_weights: str | Path | None) -> tuple[dict[str, torch.Tensor], str] | None:
+    """The weights both networks start from, and where they come from: a local file
+    (``init_weights``), torchvision's ImageNet weights (``cfg.pretrained``), or None (random)."""
+    if init_weights is not None:
+        return read_weights(Path(init_weights)), str(init_weights)
+    if cfg.pretrained:
+        return imagenet_weights(cfg.arch), f"torchvision's ImageNet weights of {cfg.arch}"
+    return None
+
+
+def _networks(cfg: FitConfig, data: TrainingData, start: tuple[dict[str, torch.Tensor], str] | None,
+              device: torch.device, fresh: bool) -> tuple[list[nn.Module], list[torch.optim.Optimizer], FitConfig,
+                                                          dict[str, Any] | None]:
+    """The two networks on the device and their optimizers. A fresh fit loads the ``start`` weights and
+    takes the learning rate for that start (with ``auto``: ``auto.start_lr``): ``cfg`` with it, and the
+    record of the start for config.json."""
     torch.manual_seed(cfg.seed)
     nets = [build_model(cfg.arch, data.images.shape[1], data.num_classes, cfg.image_size) for _ in range(2)]
-    if init_weights is not None:
-        loaded = [load_initial_weights(net, Path(init_weights)) for net in nets]
-        log.info("Loaded %d tensors from %s into both networks.", loaded[0], init_weights)
+    record = None
+    if fresh:
+        loaded = [load_weights(net, *start) for net in nets] if start is not None else None
+        kind = start_kind(loaded is not None, loaded is not None and loaded[0].with_classifier)
+        record = {"start": {"kind": kind}}
+        if loaded is not None:
+            log.info(loaded[0].describe(start[1]))
+            record["start"].update(source=start[1], loaded_tensors=loaded[0].count, new_tensors=loaded[0].new)
+        if cfg.lr is None:
+            cfg = replace(cfg, lr=start_lr(kind if cfg.auto else "random"))
+            record["start"]["lr"] = cfg.lr
+            log.log(logging.INFO if loaded else logging.DEBUG, "Networks start from %s weights: learning rate %g.",
+                    kind, cfg.lr)
+        if cfg.pretrained:
+            log.info("Images at %d px: ImageNet weights take the images' median side up to 224 px on a GPU, 112 px "
+                     "on a CPU (see docs/photos.md for the cost; --image-size sets it).", cfg.image_size)
     nets = [place(net, device) for net in nets]
-    return nets, [make_optimizer(net, cfg) for net in nets]
+    return nets, [make_optimizer(net, cfg) for net in nets], cfg, record
 
 
 def _train(nets: list[nn.Module], optimizers: list[torch.optim.Optimizer], data: TrainingData, cfg: FitConfig,

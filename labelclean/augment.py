@@ -1,10 +1,13 @@
-"""Whole-batch augmentation on uint8 image tensors, on whatever device they live on.
+"""Whole-batch augmentation on image tensors, on whatever device they live on.
 
 Each training "view" is ``normalize(augment(images[idx]))``: one crop-and-flip for the
-whole batch, no per-image Python loop, no host round trip.
+whole batch, no per-image Python loop, no host round trip. Self-supervised pretraining
+(``pretrain.py``) adds SimCLR's stronger views: resized crops and colour distortion.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -59,3 +62,76 @@ class Augment:
     def plain(self, images: torch.Tensor) -> torch.Tensor:
         """The evaluation transform: normalize only."""
         return normalize(images, self.mean, self.std)
+
+
+# ---------------------------------------------------------------------------------------------
+# The stronger views of self-supervised pretraining (SimCLR's), on float images in [0, 1].
+
+GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as PIL's convert("L")
+
+
+def random_resized_crop(images: torch.Tensor, scale: tuple[float, float], flip: bool) -> torch.Tensor:
+    """A random crop of each image covering a share in ``scale`` of its area, with aspect ratio in
+    [3/4, 4/3], resized back to the full size (bilinear); mirrored left–right for a random half
+    when ``flip``. One ``affine_grid`` + ``grid_sample`` for the whole batch.
+
+    Parameters
+    ----------
+    images : float Tensor, (n, c, h, w)
+    """
+    n, device = images.shape[0], images.device
+    area = torch.empty(n, device=device).uniform_(*scale)
+    aspect = torch.empty(n, device=device).uniform_(math.log(3 / 4), math.log(4 / 3)).exp()
+    width, height = (area * aspect).sqrt().clamp(max=1), (area / aspect).sqrt().clamp(max=1)
+    mirror = torch.where(torch.rand(n, device=device) < 0.5, -1.0, 1.0) if flip else torch.ones(n, device=device)
+    theta = torch.zeros(n, 2, 3, device=device)
+    theta[:, 0, 0], theta[:, 1, 1] = width * mirror, height  # output [-1, 1] → a window of the input
+    theta[:, 0, 2] = (torch.rand(n, device=device) * 2 - 1) * (1 - width)  # window centre, inside the image
+    theta[:, 1, 2] = (torch.rand(n, device=device) * 2 - 1) * (1 - height)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def gray(images: torch.Tensor) -> torch.Tensor:
+    """(n, 3, h, w) → (n, 1, h, w) luma; a gray batch is returned as it is."""
+    if images.shape[1] == 1:
+        return images
+    return torch.einsum("nchw,c->nhw", images, images.new_tensor(GRAY_WEIGHTS)).unsqueeze(1)
+
+
+def uniform(n: int, spread: float, device: torch.device) -> torch.Tensor:
+    """(n, 1, 1, 1) factors drawn from [1 − spread, 1 + spread]."""
+    return 1 + (torch.rand(n, 1, 1, 1, device=device) * 2 - 1) * spread
+
+
+def rotate_hue(images: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
+    """Rotate each RGB image's hue by ``turns`` (n,) of a full turn: a rotation of the chroma plane
+    (I, Q) of YIQ space, which keeps the luma Y."""
+    to_yiq = images.new_tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+    cos, sin = torch.cos(2 * math.pi * turns), torch.sin(2 * math.pi * turns)
+    rotation = torch.zeros(len(turns), 3, 3, device=images.device)
+    rotation[:, 0, 0], rotation[:, 1, 1], rotation[:, 1, 2], rotation[:, 2, 1], rotation[:, 2, 2] = 1, cos, -sin, sin, cos
+    matrix = torch.linalg.inv(to_yiq) @ rotation @ to_yiq  # (n, 3, 3)
+    return torch.einsum("nij,njhw->nihw", matrix, images)
+
+
+def colour_jitter(images: torch.Tensor, strength: float, hue: float, p: float) -> torch.Tensor:
+    """SimCLR's colour distortion for a random share ``p`` of the batch: brightness, contrast and
+    saturation scaled by factors in [1 − strength, 1 + strength], hue turned by up to ``hue``;
+    each image's own factors, applied in this fixed order. Gray images get brightness and contrast."""
+    n, device = images.shape[0], images.device
+    x = images * uniform(n, strength, device)
+    mean = gray(x).mean(dim=(1, 2, 3), keepdim=True)
+    x = (x - mean) * uniform(n, strength, device) + mean
+    if x.shape[1] == 3:
+        luma = gray(x)
+        x = rotate_hue((x - luma) * uniform(n, strength, device) + luma,
+                       (torch.rand(n, device=device) * 2 - 1) * hue)
+    chosen = torch.rand(n, 1, 1, 1, device=device) < p
+    return torch.where(chosen, x.clamp(0, 1), images)
+
+
+def random_gray(images: torch.Tensor, p: float) -> torch.Tensor:
+    """Turn a random share ``p`` of a colour batch gray (kept as three equal channels)."""
+    chosen = torch.rand(images.shape[0], 1, 1, 1, device=images.device) < p
+    return torch.where(chosen, gray(images).expand_as(images), images)

@@ -1,6 +1,6 @@
-"""The rules behind labelclean's defaults: how long to train, when warm-up ends, which DivideMix
-settings suit the estimated noise (``--auto``), when a run has locked itself, and which export
-threshold to suggest when the final split is too lenient.
+"""The rules behind labelclean's defaults: the image size and learning rate for the networks' start,
+how long to train, when warm-up ends, which DivideMix settings suit the estimated noise (``--auto``),
+when a run has locked itself, and which export threshold to suggest when the final split is too lenient.
 
 The paper tuned its settings per CIFAR noise rate (its appendix lists λu and the threshold for
 each); a user knows neither their noise rate nor its kind, and their data is rarely CIFAR-sized.
@@ -17,6 +17,32 @@ from dataclasses import dataclass
 import numpy as np
 
 from .export import DEFAULT_THRESHOLD
+
+# Image size. On a CPU a small-CNN step at 54 px costs ~3x one at 32 px (measured), so by default
+# images are cut to 32 px there; a GPU takes up to ImageNet's 224 px. ImageNet weights learned their
+# features from objects at ~224 px, and at 32 px a ResNet's last stage sees 1x1 maps: a pretrained
+# start takes up to 224 px on a GPU and 112 px on a CPU, where a ResNet-18 DivideMix step costs 6x
+# one at 32 px and 224 px would cost 23x (benchmarks/speed.py, batch 8; see docs/photos.md).
+CPU_MAX_IMAGE_SIZE = 32
+PRETRAINED_CPU_MAX_IMAGE_SIZE = 112
+MAX_IMAGE_SIZE = 224
+
+# The start. The paper's CIFAR learning rate suits a random start and, as C2D (Zheltonozhskii et al.,
+# 2022) trains DivideMix from SimCLR weights learned on the same images, a self-supervised one.
+# Weights trained with labels on other images (torchvision's ImageNet classifiers) are fine-tuned at a
+# tenth of it, as DivideMix does on Clothing1M, so that the first epochs on noisy labels do not wash
+# out what they know.
+PAPER_LR = 0.02
+FINE_TUNE_LR = 0.002
+STARTS = ("random", "self-supervised", "supervised")
+
+# Self-supervised pretraining (pretrain.py): its random resized crops cover between this share of an
+# image's area and all of it. SimCLR's recipe for CIFAR's 32 px takes 0.2; on 8 px digits a fifth of
+# the area leaves 3-4 px and the features got worse than a random encoder's (k-NN probe 0.917 vs 0.933),
+# half of it gave 0.953 (benchmarks/pretrain.py, see docs/photos.md).
+CROP_SCALE = 0.2
+SMALL_IMAGE_CROP_SCALE = 0.5
+SMALL_IMAGE = 16  # px: below this, crops keep at least half the image
 
 # Schedule. The paper's CIFAR run is 300 epochs of ~780 steps; a 2,000-image set gets 30 steps per
 # epoch, so counting epochs starves small data. After warm-up, train for at least this many steps:
@@ -51,6 +77,47 @@ MAX_RECOVERIES = 3  # extra warm-up epochs the guard may add in one run
 # the networks predicted another class than the given one for 79%). clean_prob still ranks the
 # labels (AUROC 0.96), so flagging as many as the networks disagree with finds the errors.
 LENIENT_GAP = 0.25
+
+
+def image_side(median_side: int, cuda: bool, pretrained: bool) -> int:
+    """Default image side: the images' median shorter side, at most 224 px on a GPU, and on a CPU
+    at most 32 px (112 px for a start from ImageNet weights); never enlarged.
+
+    >>> image_side(500, False, False), image_side(500, False, True), image_side(500, True, True), image_side(8, True, True)
+    (32, 112, 224, 8)
+    """
+    if cuda:
+        return min(median_side, MAX_IMAGE_SIZE)
+    return min(median_side, PRETRAINED_CPU_MAX_IMAGE_SIZE if pretrained else CPU_MAX_IMAGE_SIZE)
+
+
+def start_kind(loaded: bool, with_classifier: bool) -> str:
+    """How the networks start: 'random'; 'supervised' from weights that come with a classifier (trained
+    with labels, on other images: ImageNet); 'self-supervised' from weights without one
+    (``labelclean pretrain`` saves none).
+
+    >>> start_kind(False, False), start_kind(True, False), start_kind(True, True)
+    ('random', 'self-supervised', 'supervised')
+    """
+    return "random" if not loaded else "supervised" if with_classifier else "self-supervised"
+
+
+def start_lr(kind: str) -> float:
+    """Learning rate for a start of this kind (see :func:`start_kind`).
+
+    >>> [start_lr(kind) for kind in STARTS]
+    [0.02, 0.02, 0.002]
+    """
+    return FINE_TUNE_LR if kind == "supervised" else PAPER_LR
+
+
+def crop_scale(image_size: int) -> float:
+    """Smallest share of the image area a pretraining crop covers.
+
+    >>> crop_scale(8), crop_scale(32)
+    (0.5, 0.2)
+    """
+    return SMALL_IMAGE_CROP_SCALE if image_size < SMALL_IMAGE else CROP_SCALE
 
 
 def train_epochs(n_samples: int, batch_size: int) -> int:

@@ -24,9 +24,12 @@ from rich.table import Column, Table
 
 from . import api, distributed
 from .api import EpochReport, Interrupted
-from .config import CPU_MAX_IMAGE_SIZE, GPU_MAX_IMAGE_SIZE, FitConfig, resolve_device
+from .auto import CPU_MAX_IMAGE_SIZE, MAX_IMAGE_SIZE, PRETRAINED_CPU_MAX_IMAGE_SIZE
+from .config import FitConfig, resolve_device
 from .errors import LabelcleanError
 from .export import DEFAULT_THRESHOLD, FORMATS, SORT_KEYS, format_from_suffix, write_table
+from .pretrain import PretrainConfig
+from .pretrain import pretrain as pretrain_images
 from .report import write_report
 from .review import CleanedLabels, apply_decisions, image_urls, read_decisions, write_label_studio
 
@@ -39,6 +42,7 @@ app = typer.Typer(
 )
 stderr = Console(stderr=True)
 DEFAULTS = FitConfig()
+PRETRAIN = PretrainConfig()
 MLNT = "MLNT options (--method mlnt)"  # help panel of the options only MLNT reads
 state = {"debug": False}
 
@@ -167,7 +171,8 @@ def fit(
                                        "table), and recover from a self-locking split. --no-auto: the paper's "
                                        "50%-noise settings (25, 0.5, 1).")] = DEFAULTS.auto,
     batch_size: Annotated[int, typer.Option(help="Labeled (and unlabeled) samples per step.")] = DEFAULTS.batch_size,
-    lr: Annotated[float, typer.Option(help="SGD learning rate (÷10 after half the epochs).")] = DEFAULTS.lr,
+    lr: Annotated[float | None, typer.Option(help="SGD learning rate (÷10 after half the epochs) \\[default: 0.02; "
+                                                  "0.002 from ImageNet weights].", show_default=False)] = None,
     p_threshold: Annotated[float | None, typer.Option(
         help="Clean probability above which a sample is labeled \\[default: --auto].", show_default=False)] = None,
     lambda_u: Annotated[float | None, typer.Option(
@@ -214,16 +219,22 @@ def fit(
     arch: Annotated[str, typer.Option(help="small_cnn, preact_resnet18, resnet18/34/50, or auto (by device "
                                            "and image size).")] = DEFAULTS.arch,
     image_size: Annotated[int | None, typer.Option(help="Image side in pixels \\[default: median of the data, "
-                                                        f"at most {CPU_MAX_IMAGE_SIZE} on CPU, {GPU_MAX_IMAGE_SIZE} "
-                                                        "on GPU].", show_default=False)] = None,
+                                                        f"at most {CPU_MAX_IMAGE_SIZE} on CPU ({PRETRAINED_CPU_MAX_IMAGE_SIZE} "
+                                                        f"with --pretrained), {MAX_IMAGE_SIZE} on GPU].",
+                                                   show_default=False)] = None,
     flip: Annotated[bool, typer.Option("--flip/--no-flip", help="Random horizontal flips (turn off when "
                                                                 "mirroring changes the class).")] = DEFAULTS.flip,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = DEFAULTS.device,
     seed: Annotated[int, typer.Option(help="Random seed.")] = DEFAULTS.seed,
     keep_model: Annotated[bool, typer.Option("--keep-model/--no-keep-model",
                                              help="Keep both networks for 'labelclean predict'.")] = True,
-    init_weights: Annotated[Path | None, typer.Option(help="Local state-dict file to start both networks "
-                                                           "from (matching layers).", show_default=False)] = None,
+    pretrained: Annotated[bool, typer.Option("--pretrained", help="Start both networks from torchvision's "
+                                             "ImageNet weights of --arch (resnet18 with auto; downloaded once into "
+                                             "the torch hub cache); see docs/photos.md.")] = DEFAULTS.pretrained,
+    init_weights: Annotated[Path | None, typer.Option(help="Local state-dict file to start both networks from "
+                                                           "(matching layers): torchvision-format weights, or the "
+                                                           "output of 'labelclean pretrain'.",
+                                                      show_default=False)] = None,
     resume: Annotated[bool, typer.Option(help="Continue the unfinished run in --out from its last "
                                               "checkpoint, with its saved settings.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace a run already in --out.")] = False,
@@ -309,6 +320,56 @@ def summarize(run: api.Run) -> None:
                  f"Review them with:\n  labelclean export {run.directory} --only-errors --sort clean_prob"
                  + (f" --threshold {threshold:g}" if threshold != DEFAULT_THRESHOLD else ""),
                  highlight=False, soft_wrap=True)
+
+
+@command
+def pretrain(
+    images_dir: Annotated[Path, typer.Argument(help="Folder the CSV's image paths are relative to.")],
+    labels_csv: Annotated[Path, typer.Argument(help="CSV listing the images (the fit's; labels are not used).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Weights file to write, for 'fit --init-weights'.")]
+    = Path("pretrained.pt"),
+    epochs: Annotated[int, typer.Option(help="Passes over the images.")] = PRETRAIN.epochs,
+    batch_size: Annotated[int, typer.Option(help="Images per step; each view's negatives are the other "
+                                                 "images' views.")] = PRETRAIN.batch_size,
+    temperature: Annotated[float, typer.Option(help="τ of the NT-Xent loss.")] = PRETRAIN.temperature,
+    lr: Annotated[float, typer.Option(help="SGD learning rate, cosine-annealed to 0.")] = PRETRAIN.lr,
+    arch: Annotated[str, typer.Option(help="The network the fit will train: small_cnn, preact_resnet18, "
+                                           "resnet18/34/50, or auto (as fit chooses).")] = PRETRAIN.arch,
+    image_size: Annotated[int | None, typer.Option(help="Image side in pixels \\[default: as fit chooses].",
+                                                   show_default=False)] = None,
+    flip: Annotated[bool, typer.Option("--flip/--no-flip", help="Random horizontal flips (turn off when "
+                                                                "mirroring changes the class).")] = PRETRAIN.flip,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = PRETRAIN.device,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = PRETRAIN.seed,
+    resume: Annotated[bool, typer.Option(help="Continue the unfinished pretraining of --out.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace --out (and its unfinished checkpoint).")] = False,
+    path_column: Annotated[str | None, typer.Option(help="CSV column with image paths \\[default: auto-detect].",
+                                                    show_default=False)] = None,
+    label_column: Annotated[str | None, typer.Option(help="CSV label column \\[default: auto-detect].",
+                                                     show_default=False)] = None,
+    skip_missing: Annotated[bool, typer.Option(help="Leave out rows whose image file is missing.")] = False,
+    skip_bad: Annotated[bool, typer.Option(help="Leave out rows whose image cannot be decoded.")] = False,
+    dedupe: Annotated[bool, typer.Option(help="Keep the first of rows that repeat an image path.")] = False,
+    cache_dir: Annotated[Path | None, typer.Option(help="Folder for the decoded images; give fit the same to "
+                                                        "decode once \\[default: the folder of --out].",
+                                                   show_default=False)] = None,
+) -> None:
+    """Learn the fit's network from the images alone (SimCLR, as C2D does) and save it for 'fit --init-weights'."""
+    config = PretrainConfig(epochs=epochs, batch_size=batch_size, temperature=temperature, lr=lr, arch=arch,
+                            image_size=image_size, flip=flip, device=device, seed=seed)
+    try:
+        with progress_bars() as (on_epoch, on_progress):
+            weights = pretrain_images(images_dir, labels_csv, out, config=config, path_column=path_column,
+                                      label_column=label_column, resume=resume, overwrite=overwrite,
+                                      skip_missing=skip_missing, skip_bad=skip_bad, dedupe=dedupe,
+                                      cache_dir=cache_dir, on_epoch=on_epoch, on_progress=on_progress)
+    except KeyboardInterrupt:
+        stderr.print(f"Interrupted. Finished epochs are saved; continue with: labelclean pretrain {images_dir} "
+                     f"{labels_csv} --out {out} --resume", highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
+    same = (f" --arch {arch}" if arch != "auto" else "") + (f" --image-size {image_size}" if image_size else "")
+    stderr.print(f"Next: labelclean fit {images_dir} {labels_csv} --init-weights {weights}{same}", highlight=False,
+                 soft_wrap=True)
 
 
 @command

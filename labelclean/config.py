@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from .auto import MAX_WARMUP_EPOCHS, MIN_WARMUP_EPOCHS, train_epochs
+from .auto import MAX_WARMUP_EPOCHS, MIN_WARMUP_EPOCHS, image_side, train_epochs
 from .data import median_side
 from .errors import LabelcleanError
 from .models import ARCHS, default_arch
@@ -33,8 +33,6 @@ NOISE_MODES = ("auto", "sym", "asym")
 # What DivideMix uses for λu, threshold and loss window with --no-auto: the paper's CIFAR-10 settings at 50% noise.
 PAPER_SETTINGS = {"lambda_u": 25.0, "p_threshold": 0.5, "loss_window": 1}
 DEVICES = ("auto", "cpu", "cuda")
-CPU_MAX_IMAGE_SIZE = 32  # default size cap on CPU: a small-CNN step at 54 px costs ~3x one at 32 px (measured)
-GPU_MAX_IMAGE_SIZE = 224  # default size cap on GPU: the input size of the torchvision ResNets' ImageNet weights
 BASELINE_EPOCHS = 10  # MLNT's baseline without --warmup: the DivideMix paper's CIFAR warm-up
 
 
@@ -57,7 +55,8 @@ class FitConfig:
     warmup: int | None = None  # epochs of plain cross-entropy on all samples (DivideMix's warm-up, MLNT's
     #                            baseline); None: until the networks stop improving (auto.best_warmup_epoch)
     batch_size: int = 64  # labeled and unlabeled samples per step; warm-up uses twice this
-    lr: float = 0.02  # SGD learning rate, divided by 10 after half of the epochs
+    lr: float | None = None  # SGD learning rate, divided by 10 after half of the epochs; None: the paper's
+    #                          0.02, or 0.002 for weights trained with labels on other images (auto.start_lr)
     momentum: float = 0.9
     weight_decay: float = 5e-4
 
@@ -93,8 +92,9 @@ class FitConfig:
 
     # Data and network.
     arch: str = "auto"  # see models.ARCHS; 'auto' picks by device and image size
+    pretrained: bool = False  # start from torchvision's ImageNet weights of `arch` (models.imagenet_weights)
     image_size: int | None = None  # side in pixels; None = median shorter side of the images, at most
-    #                                CPU_MAX_IMAGE_SIZE on CPU and GPU_MAX_IMAGE_SIZE on GPU
+    #                                auto.image_side's cap (32 px on CPU, 112 with `pretrained`; 224 on GPU)
     flip: bool = True  # random horizontal flips; turn off where mirroring changes the class
     device: str = "auto"  # 'auto' = CUDA when available
     seed: int = 0
@@ -118,7 +118,7 @@ class FitConfig:
         if self.warmup is not None and self.epochs is not None:
             self.check_warmup(self.warmup, self.epochs)
         for name in ("lr", "alpha", "temperature", "meta_lr"):
-            if not getattr(self, name) > 0:
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
                 raise bad(name, "greater than 0")
         for name in ("momentum", "p_threshold", "perturb_ratio", "ema_decay", "ema_decay_late"):
             if getattr(self, name) is not None and not 0 <= getattr(self, name) <= 1:
@@ -174,11 +174,11 @@ def resolve_device(name: str) -> torch.device:
 
 def for_device(cfg: FitConfig, device_type: str, files: Sequence[Path]) -> FitConfig:
     """``cfg`` with its image size and network fixed: by default the median shorter side of the
-    images (at most CPU_MAX_IMAGE_SIZE on CPU, GPU_MAX_IMAGE_SIZE on GPU) and the network that suits
-    the device and size (:func:`labelclean.models.default_arch`)."""
-    cap = GPU_MAX_IMAGE_SIZE if device_type == "cuda" else CPU_MAX_IMAGE_SIZE
-    size = cfg.image_size or min(median_side(files, seed=cfg.seed), cap)
-    return replace(cfg, image_size=size, arch=cfg.arch if cfg.arch != "auto" else default_arch(device_type, size))
+    images up to the cap for the device and start (:func:`labelclean.auto.image_side`) and the network
+    that suits them (:func:`labelclean.models.default_arch`)."""
+    size = cfg.image_size or image_side(median_side(files, seed=cfg.seed), device_type == "cuda", cfg.pretrained)
+    arch = cfg.arch if cfg.arch != "auto" else default_arch(device_type, size, cfg.pretrained)
+    return replace(cfg, image_size=size, arch=arch)
 
 
 def warmup_limit(cfg: FitConfig) -> int:

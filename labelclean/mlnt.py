@@ -66,6 +66,7 @@ from .training import (
     TrainingData,
     TrainingState,
     autocast,
+    base_lr,
     once,
     predict_logits,
     run_epochs,
@@ -265,15 +266,15 @@ def one_epoch(nets: list[nn.Module], optimizers: list[torch.optim.Optimizer], da
     """Epoch ``epoch`` (0-based): a baseline epoch of the student, or a meta epoch of the current round."""
     student, teacher = nets
     if epoch < cfg.warmup:
-        set_learning_rate(optimizers, cfg.lr)
+        set_learning_rate(optimizers, base_lr(cfg))
         loss = warmup_epoch(student, optimizers[0], data, cfg, Loop(state, "baseline", cfg.seed))
-        return EpochReport(epoch + 1, cfg.epochs, "baseline", cfg.lr, 0.0, loss=[loss.item()])
+        return EpochReport(epoch + 1, cfg.epochs, "baseline", base_lr(cfg), 0.0, loss=[loss.item()])
     bounds = round_bounds(cfg)
     index = bisect_right(bounds, epoch) - 1
     if epoch == bounds[index]:  # once: a resumed epoch must not restart its round
         once(state, "round", lambda: start_round(index, student, teacher, optimizers[0], data, cfg, state,
                                                  seed=cfg.seed + epoch))
-    lr = step_decay(cfg.lr, epoch - bounds[index], bounds[index + 1] - bounds[index])
+    lr = step_decay(base_lr(cfg), epoch - bounds[index], bounds[index + 1] - bounds[index])
     set_learning_rate(optimizers, lr)
     kept = state.extra["kept"].to(data.device).nonzero().squeeze(1)
     feature_model = frozen_copy(student, state.extra["feature_model"])

@@ -1,12 +1,16 @@
-"""Network architectures: a small fast CNN, the paper's PreAct ResNet-18, torchvision ResNets.
+"""Network architectures: a small fast CNN, the paper's PreAct ResNet-18, torchvision ResNets,
+and the weights a network can start from (torchvision's ImageNet weights, or a local file).
 
 Every network takes ``(n, channels, size, size)`` float input and returns ``(n, n_classes)``
-logits; pooling is adaptive, so any image size works.
+logits; pooling is adaptive, so any image size works. Its last ``nn.Linear`` is the classifier.
 """
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 import torchvision
@@ -14,7 +18,9 @@ from torch import nn
 
 from .errors import LabelcleanError
 
-ARCHS = ("auto", "small_cnn", "preact_resnet18", "resnet18", "resnet34", "resnet50")
+TORCHVISION = ("resnet18", "resnet34", "resnet50")  # torchvision names; --pretrained takes their ImageNet weights
+ARCHS = ("auto", "small_cnn", "preact_resnet18", *TORCHVISION)
+log = logging.getLogger("labelclean")
 
 
 def conv_bn_relu(c_in: int, c_out: int) -> list[nn.Module]:
@@ -85,8 +91,11 @@ def torchvision_resnet(name: str, in_channels: int, num_classes: int) -> nn.Modu
     return model
 
 
-def default_arch(device_type: str, image_size: int) -> str:
-    """The paper's PreAct ResNet-18 for small images on a GPU, ResNet-18 for large ones, a small CNN on CPU."""
+def default_arch(device_type: str, image_size: int, pretrained: bool = False) -> str:
+    """The paper's PreAct ResNet-18 for small images on a GPU, ResNet-18 for large ones, a small CNN on CPU;
+    ResNet-18 for a start from ImageNet weights (the cheapest torchvision publishes them for)."""
+    if pretrained:
+        return "resnet18"
     if device_type != "cuda":
         return "small_cnn"
     return "preact_resnet18" if image_size <= 64 else "resnet18"
@@ -97,29 +106,96 @@ def build_model(arch: str, in_channels: int, num_classes: int, image_size: int) 
         return small_cnn(in_channels, num_classes, image_size)
     if arch == "preact_resnet18":
         return PreActResNet18(in_channels, num_classes)
-    if arch in ("resnet18", "resnet34", "resnet50"):
+    if arch in TORCHVISION:
         return torchvision_resnet(arch, in_channels, num_classes)
     raise LabelcleanError(f"The 'arch' option must be one of {', '.join(ARCHS)}. Got '{arch}'.")
 
 
-def load_initial_weights(model: nn.Module, weights: Path) -> int:
-    """Copy every tensor of a local state dict whose name and shape match; returns how many.
+def classifier_name(model: nn.Module) -> str:
+    """Name of the network's classifier: its last ``nn.Linear`` (``fc`` in torchvision's ResNets)."""
+    return [name for name, module in model.named_modules() if isinstance(module, nn.Linear)][-1]
 
-    The classifier layer (other number of classes) and a stem for other channels are
-    skipped, so ImageNet weights saved from torchvision can start a 10-class grayscale run.
-    """
+
+def hub_file(arch: str) -> Path:
+    """Where torchvision keeps (or would download) the ImageNet weights of ``arch``: the torch hub
+    cache (``$TORCH_HOME/hub/checkpoints``), under the file name of the weights' URL."""
+    url = torchvision.models.get_model_weights(arch).DEFAULT.url
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
+
+
+def imagenet_weights(arch: str) -> dict[str, torch.Tensor]:
+    """torchvision's ImageNet weights of ``arch`` (its DEFAULT, the best it publishes), through its
+    own weights API: read from the torch hub cache, downloaded there first when missing."""
+    if arch not in TORCHVISION:
+        raise LabelcleanError(f"--pretrained takes torchvision's ImageNet weights, published for --arch "
+                              f"{', '.join(TORCHVISION)}; got --arch {arch}. Pick one of them, or drop --pretrained.")
+    weights = torchvision.models.get_model_weights(arch).DEFAULT
+    try:
+        return weights.get_state_dict(progress=False, check_hash=True, weights_only=True)
+    except Exception as e:  # noqa: BLE001 (offline, a proxy, a truncated file: urllib, OS and pickle errors)
+        raise LabelcleanError(
+            f"Cannot get torchvision's ImageNet weights for {arch} ({str(e).splitlines()[0] or type(e).__name__}): "
+            f"torchvision expects the file {hub_file(arch)}. Copy it there from {weights.url}, or pass the "
+            f"downloaded file with --init-weights FILE instead of --pretrained."
+        ) from None
+
+
+def read_weights(weights: Path) -> dict[str, torch.Tensor]:
+    """A local state dict (also one saved as ``{"state_dict": ...}``), read without running code."""
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 (torch raises several types for files it cannot read)
         raise LabelcleanError(f"Cannot load initial weights {weights}: {str(e).splitlines()[0]}") from None
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise LabelcleanError(f"{weights} holds no state dict (a mapping of layer names to tensors); save one "
+                              f"with torch.save(model.state_dict(), FILE).")
+    return state
+
+
+def fit_stem(given: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
+    """Colour weights for a grayscale network: a convolution over R, G and B whose filters are
+    summed over the three channels responds to a gray image exactly as the colour one does to
+    that image repeated in R, G and B. Other tensors are returned as they are."""
+    if given.ndim == 4 and own.ndim == 4 and given.shape[1] == 3 and own.shape[1] == 1:
+        return given.sum(dim=1, keepdim=True)
+    return given
+
+
+@dataclass
+class Loaded:
+    """What :func:`load_weights` copied into a network."""
+
+    count: int  # tensors copied
+    total: int  # tensors in the network
+    new: list[str]  # the network's tensors left as initialized (its classifier, when the classes differ)
+    summed: list[str]  # colour stem weights summed to one channel (see fit_stem)
+    with_classifier: bool  # the weights hold a classifier: trained with labels (ImageNet), not self-supervised
+
+    def describe(self, source: str) -> str:
+        text = f"Loaded {self.count} of the network's {self.total} tensors from {source} into both networks"
+        if self.new:
+            text += f"; new: {', '.join(self.new)}"
+        if self.summed:
+            text += f"; {', '.join(self.summed)} summed over R, G and B for the grayscale images"
+        return text + "."
+
+
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> Loaded:
+    """Copy every tensor of ``state`` whose name matches one of ``model`` and whose shape matches
+    (after :func:`fit_stem`). The classifier (other classes) stays new, so torchvision's ImageNet
+    weights and ``labelclean pretrain``'s output (which has none) start a 10-class grayscale run."""
     own = model.state_dict()
-    matching = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    fitted = {k: fit_stem(v, own[k]) for k, v in state.items() if k in own}
+    matching = {k: v for k, v in fitted.items() if own[k].shape == v.shape}
     if not matching:
         raise LabelcleanError(
-            f"No tensor in {weights} matches the network's layer names and shapes; "
+            f"No tensor in {source} matches the network's layer names and shapes; "
             f"check that --arch names the architecture the weights were saved from."
         )
     model.load_state_dict(matching, strict=False)
-    return len(matching)
+    summed = [k for k in matching if matching[k].shape != state[k].shape]
+    head = classifier_name(model)
+    return Loaded(len(matching), len(own), [k for k in own if k not in matching], summed,
+                  f"{head}.weight" in state)

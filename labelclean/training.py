@@ -23,6 +23,7 @@ from torch import nn
 
 from . import distributed
 from .augment import Augment
+from .auto import start_lr
 from .config import FitConfig
 
 log = logging.getLogger("labelclean")
@@ -321,8 +322,13 @@ def run_epochs(state: TrainingState, epochs: Callable[[], int], one_epoch: Calla
         on_epoch(report)
 
 
+def base_lr(cfg: FitConfig) -> float:
+    """``cfg.lr``, or the rule's choice for a random start where none was made (``auto.start_lr``)."""
+    return cfg.lr if cfg.lr is not None else start_lr("random")
+
+
 def make_optimizer(net: nn.Module, cfg: FitConfig) -> torch.optim.SGD:
-    return torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+    return torch.optim.SGD(net.parameters(), lr=base_lr(cfg), momentum=cfg.momentum,
                            weight_decay=cfg.weight_decay)
 
 
@@ -333,7 +339,7 @@ def step_decay(lr: float, done: int, length: int) -> float:
 
 def learning_rate(epoch: int, cfg: FitConfig) -> float:
     """DivideMix's step schedule: ``lr`` for the first half of the epochs, ``lr/10`` after."""
-    return step_decay(cfg.lr, epoch, cfg.epochs)
+    return step_decay(base_lr(cfg), epoch, cfg.epochs)
 
 
 def set_learning_rate(optimizers: list[torch.optim.Optimizer], lr: float) -> None:

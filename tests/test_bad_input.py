@@ -55,6 +55,21 @@ def fit_with_options(*options: str) -> Callable[[Path], list]:
     return fit_with_csv("path,label\n" + GOOD_ROWS, *options)
 
 
+def pretrain_with(fit_setup: Callable[[Path], list], *extra: str) -> Callable[[Path], list]:
+    """The same input given to ``labelclean pretrain`` instead of ``fit``: the same one-line errors."""
+    def setup(tmp_path: Path) -> list:
+        _, images, csv, *_ = fit_setup(tmp_path)
+        return ["pretrain", images, csv, "--out", tmp_path / "ssl.pt", "--epochs", "1", "--batch-size", "2",
+                "--device", "cpu", *extra]
+    return setup
+
+
+def write_unfinished_pretraining(tmp_path: Path) -> list:
+    args = pretrain_with(fit_with_options())(tmp_path)
+    (tmp_path / "ssl.checkpoint.pt").write_bytes(b"junk")
+    return args
+
+
 def on_run(command: list[str], damage: Callable[[Path], None] = lambda d: None) -> Callable[[Path], list]:
     """A command on a copy of a finished tiny run, after ``damage`` to its directory; NOTES in the
     command is a text file that is not an image."""
@@ -119,6 +134,26 @@ CASES = {
     "device": (fit_with_options("--device", "tpu"), r"'device' option must be one of auto, cpu, cuda"),
     "resume nothing": (fit_with_options("--resume"), r"Nothing to resume"),
     "init weights missing": (fit_with_options("--init-weights", "/nonexistent.pt"), r"Initial weights file .* does not exist"),
+    "init weights no state dict": (fit_with_options("--init-weights", "/etc/hosts"), r"Cannot load initial weights /etc/hosts"),
+    "pretrained and init weights": (fit_with_options("--pretrained", "--init-weights", "/etc/hosts"),
+                                    r"either --pretrained .* or --init-weights FILE, not both"),
+    "pretrained small cnn": (fit_with_options("--pretrained", "--arch", "small_cnn"),
+                             r"--pretrained .* --arch resnet18, resnet34, resnet50; got --arch small_cnn"),
+    # pretrain: the same input problems as fit, and its own options and files
+    "pretrain missing image": (pretrain_with(fit_with_csv("path,label\n" + GOOD_ROWS + "gone.png,a\n")),
+                               r"1 path\(s\) do not exist .*'gone.png'.*--skip-missing"),
+    "pretrain truncated image": (pretrain_with(fit_with_image("cut.png", lambda p: p.write_bytes(b"x"))),
+                                 r"1 image\(s\) .* cannot be read \('cut.png'.*--skip-bad"),
+    "pretrain no label column": (pretrain_with(fit_with_csv("path,kind\n0.png,a\n")), r"has no label column"),
+    "pretrain batch too large": (pretrain_with(fit_with_options(), "--batch-size", "8"),
+                                 r"fewer than two batches of 8; lower --batch-size"),
+    "pretrain temperature": (pretrain_with(fit_with_options(), "--temperature", "0"),
+                             r"'temperature' option must be greater than 0"),
+    "pretrain image size": (pretrain_with(fit_with_options(), "--image-size", "2"),
+                            r"'image_size' option must be between 4 and 1024"),
+    "pretrain resume nothing": (pretrain_with(fit_with_options(), "--resume"), r"Nothing to resume: .*ssl.checkpoint.pt"),
+    "pretrain unfinished": (write_unfinished_pretraining, r"unfinished pretraining; add --resume"),
+    "pretrain corrupt checkpoint": (lambda t: write_unfinished_pretraining(t) + ["--resume"], r"Cannot load .*checkpoint"),
     # run directories
     "export missing run": (lambda t: ["export", t / "nothing"], r"Run directory .* does not exist"),
     "export empty dir": (lambda t: (t / "empty").mkdir() or ["export", t / "empty"],

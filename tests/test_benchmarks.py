@@ -57,6 +57,31 @@ def test_quality_benchmark_scores_every_method(benchmarks, tmp_path):
     assert "refined acc." in result.stdout
 
 
+def test_quality_benchmark_starts_labelclean_from_pretrained_weights(benchmarks, tmp_path):
+    import quality
+
+    result = runner.invoke(quality.app, [
+        "--setting", "sym:0.4", "--seeds", "1", "--subset", "100", "--methods", "ssl", "--set",
+        "epochs=2,warmup=1,batch_size=32", "--pretrain-set", "epochs=1,batch_size=16", "--device", "cpu",
+        "--threads", "1", "--results", str(tmp_path),
+    ])
+    assert result.exit_code == 0, result.output
+    run = json.loads((tmp_path / "quality-digits-sym40.json").read_text())["runs"][0]
+    assert run["method"] == "ssl" and run["auto"]["start"]["kind"] == "self-supervised"
+    assert 0 < run["pretrain_seconds"] < run["seconds"]
+
+
+def test_pretrain_benchmark_probes_the_features(benchmarks, tmp_path):
+    import pretrain
+
+    result = runner.invoke(pretrain.app, ["--setting", "epochs=1,batch_size=64", "--threads", "1",
+                                          "--results", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "pretrain-digits.json").read_text())["rows"]
+    assert [r["setting"] for r in rows] == ["random encoder", "epochs=1,batch_size=64"]
+    assert rows[1]["settings"]["epochs"] == 1 and all(0 < r["knn_accuracy"] <= 1 for r in rows)
+
+
 @pytest.mark.slow
 def test_speed_benchmark_projects_an_epoch(benchmarks, tmp_path):
     import speed

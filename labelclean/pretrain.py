@@ -1,0 +1,285 @@
+"""Self-supervised pretraining on the user's own images: SimCLR (Chen et al., ICML 2020), as C2D
+("Contrast to Divide", Zheltonozhskii et al., WACV 2022) uses it to start DivideMix.
+
+No label is used. Every step takes N images and makes two random views of each (:func:`views`:
+a random resized crop, a flip, colour distortion). The encoder f — the network ``labelclean fit``
+trains, without its classifier — and a projection head g (Linear–ReLU–Linear to 128 dimensions)
+map each view to ``z = g(f(x))``; the NT-Xent loss (:func:`nt_xent`) asks each view to pick out
+its partner among the other 2N − 1 views by cosine similarity / τ. The paper finds the features
+before g the ones that transfer, so g is dropped and f is saved, keyed as the fit's network:
+``labelclean fit --init-weights`` loads all of it and gives it a new classifier.
+
+SimCLR trains with large batches (256–8192) for hundreds of epochs, with LARS; here plain SGD with
+momentum and a cosine schedule, on batches small enough for a CPU (see docs/photos.md for the
+settings measured and what they cost).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import files
+from .api import _decode, _place_images
+from .augment import colour_jitter, random_gray, random_resized_crop
+from .auto import crop_scale
+from .config import FitConfig, for_device, resolve_device
+from .data import channel_stats, read_labels
+from .errors import LabelcleanError
+from .models import ARCHS, build_model, classifier_name
+from .run import Progress
+from .training import EpochReport, autocast, stable_seed
+
+log = logging.getLogger("labelclean")
+
+
+@dataclass
+class PretrainConfig:
+    """Options of :func:`pretrain`; SimCLR's where they suit small data on a CPU (see docs/photos.md)."""
+
+    epochs: int = 100  # passes over the images
+    batch_size: int = 256  # N images per step, 2N views; the other 2N − 2 views are each view's negatives
+    temperature: float = 0.5  # τ of NT-Xent (SimCLR's for CIFAR-10)
+    lr: float = 0.3  # SGD learning rate at batch 256 (SimCLR: 0.3·N/256), cosine-annealed to 0 over all steps
+    weight_decay: float = 1e-4
+    projection_dim: int = 128  # output of the projection head g
+    crop_scale: float | None = None  # a crop covers between this share and all of the image's area;
+    #                                  None: by image size (auto.crop_scale: 0.2, 0.5 below 16 px)
+    flip: bool = True  # random horizontal flips; turn off where mirroring changes the class
+    arch: str = "auto"  # the network the fit will train (models.ARCHS); 'auto' chooses as fit does
+    image_size: int | None = None  # None: as fit chooses (median shorter side, ≤ 32 px on CPU)
+    device: str = "auto"
+    seed: int = 0
+
+    def validate(self) -> PretrainConfig:
+        def bad(name: str, rule: str) -> LabelcleanError:
+            return LabelcleanError(f"The '{name}' option must be {rule}. Got {getattr(self, name)!r}.")
+
+        for name in ("epochs", "projection_dim"):
+            if getattr(self, name) < 1:
+                raise bad(name, "at least 1")
+        if self.batch_size < 2:
+            raise bad("batch_size", "at least 2 (each view needs other images as negatives)")
+        for name in ("temperature", "lr"):
+            if not getattr(self, name) > 0:
+                raise bad(name, "greater than 0")
+        if self.weight_decay < 0:
+            raise bad("weight_decay", "at least 0")
+        if self.crop_scale is not None and not 0 < self.crop_scale <= 1:
+            raise bad("crop_scale", "in (0, 1]")
+        if self.arch not in ARCHS:
+            raise bad("arch", f"one of {', '.join(ARCHS)}")
+        FitConfig(image_size=self.image_size, device=self.device).validate()
+        return self
+
+
+# ---------------------------------------------------------------------------------------------
+# The method.
+
+
+def views(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, cfg: PretrainConfig) -> torch.Tensor:
+    """One random view of each uint8 image (n, c, h, w), standardized: SimCLR's random resized crop
+    and flip, colour distortion (strength 0.4, hue 0.1, for 80% of the images) and, for colour
+    images, 20% turned gray."""
+    x = random_resized_crop(images.float().div_(255), (cfg.crop_scale, 1.0), cfg.flip)
+    x = colour_jitter(x, strength=0.4, hue=0.1, p=0.8)
+    if x.shape[1] == 3:
+        x = random_gray(x, p=0.2)
+    return (x - mean) / std
+
+
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """SimCLR's normalized temperature-scaled cross-entropy for N pairs of projections (N, d).
+
+    Each of the 2N views is classified among the other 2N − 1 by cosine similarity / τ; the
+    right class is its partner view of the same image.
+    """
+    z = F.normalize(torch.cat([z1, z2]).float(), dim=1)
+    similarity = (z @ z.T / temperature).fill_diagonal_(-math.inf)
+    n = len(z1)
+    partner = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
+    return F.cross_entropy(similarity, partner)
+
+
+def encoder(arch: str, channels: int, image_size: int) -> tuple[nn.Module, int]:
+    """The fit's network with its classifier replaced by the identity, and its feature size."""
+    net = build_model(arch, channels, 2, image_size)
+    name = classifier_name(net)
+    parent, _, child = name.rpartition(".")
+    features = net.get_submodule(name).in_features
+    setattr(net.get_submodule(parent) if parent else net, child, nn.Identity())
+    return net, features
+
+
+def projection_head(features: int, out: int) -> nn.Sequential:
+    """SimCLR's g: a hidden layer as wide as the features, ReLU, then ``out`` dimensions."""
+    return nn.Sequential(nn.Linear(features, features), nn.ReLU(inplace=True), nn.Linear(features, out))
+
+
+@dataclass
+class Pretraining:
+    """The images and everything trained, with what a checkpoint needs to continue."""
+
+    images: torch.Tensor  # uint8 (n, c, h, w), where _place_images put them
+    mean: torch.Tensor  # (1, c, 1, 1) on the device
+    std: torch.Tensor
+    encoder: nn.Module
+    head: nn.Module
+    optimizer: torch.optim.SGD
+    cfg: PretrainConfig
+    device: torch.device
+    epoch: int = 0  # epochs finished
+    history: list[dict[str, float]] = field(default_factory=list)  # per epoch: loss, lr, seconds
+
+    def steps_per_epoch(self) -> int:
+        return len(self.images) // self.cfg.batch_size  # full batches: every view gets 2N − 2 negatives
+
+    def lr(self, step: int) -> float:
+        """Cosine annealing from ``cfg.lr`` to 0 over every step of the run."""
+        total = self.cfg.epochs * self.steps_per_epoch()
+        return 0.5 * self.cfg.lr * (1 + math.cos(math.pi * step / total))
+
+
+def train_epoch(p: Pretraining) -> float:
+    """One pass over the images in random batches; the mean NT-Xent loss. Seeded by (seed, epoch),
+    so a resumed run draws what an uninterrupted one would."""
+    torch.manual_seed(stable_seed(p.cfg.seed, p.epoch, "pretrain"))
+    order = torch.randperm(len(p.images))
+    total = torch.zeros((), device=p.device)
+    steps = p.steps_per_epoch()
+    p.encoder.train()
+    p.head.train()
+    for step in range(steps):
+        idx = order[step * p.cfg.batch_size:(step + 1) * p.cfg.batch_size]
+        batch = p.images[idx.to(p.images.device)].to(p.device, non_blocking=True)
+        for group in p.optimizer.param_groups:
+            group["lr"] = p.lr(p.epoch * steps + step)
+        with autocast(p.device):
+            z = p.head(p.encoder(torch.cat([views(batch, p.mean, p.std, p.cfg) for _ in range(2)])))
+        loss = nt_xent(z[:len(idx)], z[len(idx):], p.cfg.temperature)
+        p.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        p.optimizer.step()
+        total += loss.detach()
+    return (total / steps).item()
+
+
+# ---------------------------------------------------------------------------------------------
+# The command: files in, weights out, resumable.
+
+
+def checkpoint_file(out: Path) -> Path:
+    """Where an unfinished pretraining keeps its state: next to the weights file."""
+    return out.with_name(out.stem + ".checkpoint.pt")
+
+
+def check_out(out: Path, resume: bool, overwrite: bool) -> dict[str, Any] | None:
+    """Check what ``out`` and its checkpoint hold; the checkpoint when resuming."""
+    checkpoint = checkpoint_file(out)
+    if resume:
+        if not checkpoint.exists():
+            raise LabelcleanError(f"Nothing to resume: {checkpoint} does not exist. Drop --resume.")
+        return files.load_torch(checkpoint)
+    if checkpoint.exists() and not overwrite:
+        raise LabelcleanError(f"{checkpoint} holds an unfinished pretraining; add --resume to continue it, or "
+                              f"--overwrite to start again.")
+    if out.exists() and not overwrite:
+        raise LabelcleanError(f"{out} already exists; pass --overwrite to replace it or choose another --out.")
+    return None
+
+
+def pretrain(
+    images_dir: str | Path,
+    labels_csv: str | Path,
+    out: str | Path = "pretrained.pt",
+    *,
+    config: PretrainConfig | None = None,
+    path_column: str | None = None,
+    label_column: str | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    skip_missing: bool = False,
+    skip_bad: bool = False,
+    dedupe: bool = False,
+    cache_dir: str | Path | None = None,
+    on_epoch: Callable[[EpochReport], None] | None = None,
+    on_progress: Progress | None = None,
+    **options: Any,
+) -> Path:
+    """Learn the fit's network from the images listed in ``labels_csv`` (their labels are not used)
+    and save its weights without the classifier to ``out``, for ``fit(..., init_weights=out)``.
+
+    The arguments are :func:`labelclean.fit`'s. A checkpoint next to ``out`` is written after each
+    epoch; ``resume`` continues from it with its saved settings. The decoded images are kept in
+    ``cache_dir`` (default: the folder of ``out``); a fit given the same ``cache_dir`` reuses them.
+    """
+    out = Path(out)
+    saved = check_out(out, resume, overwrite)
+    cfg = (PretrainConfig(**saved["settings"]) if saved else replace(config or PretrainConfig(), **options)).validate()
+    device = resolve_device(cfg.device)
+    labeled = read_labels(Path(images_dir), Path(labels_csv), path_column=path_column, label_column=label_column,
+                          skip_missing=skip_missing, dedupe=dedupe)
+    chosen = for_device(FitConfig(arch=cfg.arch, image_size=cfg.image_size, seed=cfg.seed), device.type,
+                        labeled.files)
+    cfg = replace(cfg, arch=chosen.arch, image_size=chosen.image_size,
+                  crop_scale=cfg.crop_scale or crop_scale(chosen.image_size))
+    if len(labeled.paths) < 2 * cfg.batch_size:
+        raise LabelcleanError(f"{labels_csv} has {len(labeled.paths)} usable images, fewer than two batches of "
+                              f"{cfg.batch_size}; lower --batch-size (e.g. {max(2, len(labeled.paths) // 4)}).")
+    reading = {"cache_dir": str(cache_dir or out.parent.resolve()), "skip_bad": skip_bad, "labels_csv": str(labels_csv)}
+    decoded, labeled = _decode(labeled, cfg.image_size, saved["channels"] if saved else None, reading, out.parent,
+                               on_progress)
+    p = start(_place_images(decoded, device, None), cfg, device, saved)
+    log.info("Pretraining %s at %d px on %d images (SimCLR, batch %d, τ %g, crops of %g-1 of the area) for %d "
+             "epochs.", cfg.arch, cfg.image_size, len(p.images), cfg.batch_size, cfg.temperature, cfg.crop_scale,
+             cfg.epochs)
+    while p.epoch < cfg.epochs:
+        started = time.perf_counter()
+        loss = train_epoch(p)
+        p.epoch += 1
+        p.history.append({"epoch": p.epoch, "loss": loss, "lr": p.lr(p.epoch * p.steps_per_epoch()),
+                          "seconds": time.perf_counter() - started})
+        files.save_torch(checkpoint_file(out), state_of(p))
+        if on_epoch:
+            on_epoch(EpochReport(p.epoch, cfg.epochs, "pretrain", p.history[-1]["lr"], p.history[-1]["seconds"],
+                                 loss=[loss]))
+    files.save_torch(out, {k: v.detach().cpu() for k, v in p.encoder.state_dict().items()})
+    checkpoint_file(out).unlink(missing_ok=True)
+    log.info("Saved the %s encoder (%d tensors, projection head dropped) to %s; start a fit from it with "
+             "--init-weights %s --arch %s.", cfg.arch, len(p.encoder.state_dict()), out, out, cfg.arch)
+    return out
+
+
+def start(images: torch.Tensor, cfg: PretrainConfig, device: torch.device,
+          saved: dict[str, Any] | None) -> Pretraining:
+    """Build the encoder, head and optimizer; restore them from a checkpoint when resuming."""
+    torch.manual_seed(cfg.seed)
+    net, features = encoder(cfg.arch, images.shape[1], cfg.image_size)
+    head = projection_head(features, cfg.projection_dim)
+    net, head = net.to(device), head.to(device)
+    optimizer = torch.optim.SGD([*net.parameters(), *head.parameters()], lr=cfg.lr, momentum=0.9,
+                                weight_decay=cfg.weight_decay)
+    mean, std = (torch.tensor(s, device=device).view(1, -1, 1, 1) for s in channel_stats(images))
+    p = Pretraining(images, mean, std, net, head, optimizer, cfg, device)
+    if saved is not None:
+        net.load_state_dict(saved["encoder"])
+        head.load_state_dict(saved["head"])
+        optimizer.load_state_dict(saved["optimizer"])
+        p.epoch, p.history = saved["epoch"], saved["history"]
+        log.info("Resuming the pretraining after epoch %d.", p.epoch)
+    return p
+
+
+def state_of(p: Pretraining) -> dict[str, Any]:
+    """What a checkpoint holds: the settings and everything trained so far."""
+    return {"settings": asdict(p.cfg), "channels": int(p.images.shape[1]), "epoch": p.epoch, "history": p.history,
+            "encoder": p.encoder.state_dict(), "head": p.head.state_dict(), "optimizer": p.optimizer.state_dict()}
