@@ -63,7 +63,7 @@ log = logging.getLogger("labelclean")
 Progress = Callable[[str, int, int], None]  # (task, done, total)
 CPU_MAX_IMAGE_SIZE = 32  # default cap on CPU: a small-CNN step at 54 px costs ~3x one at 32 px (measured)
 # Each method trains two networks with ``train(nets, optimizers, data, cfg, state, on_epoch, after_epoch)``
-# and returns the per-sample results with ``evaluate(nets, data, cfg)``; MLNT's pair is (student, teacher).
+# and returns the per-sample results with ``evaluate(nets, data, cfg, state)``; MLNT's pair is (student, teacher).
 METHODS = {"dividemix": dividemix, "mlnt": mlnt}
 
 
@@ -327,7 +327,7 @@ def fit(
         save_checkpoint(state)  # mid-epoch: state.partial says where the epoch stopped
         raise
 
-    result = method.evaluate(nets, data, cfg)
+    result = method.evaluate(nets, data, cfg, state)
     if distributed.is_main():
         samples = pd.DataFrame({
             "path": labeled.paths,

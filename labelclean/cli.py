@@ -178,10 +178,11 @@ def fit(
         help="Epochs of plain cross-entropy before the first split (MLNT: the baseline, also its frozen "
              "feature model) \\[default: until the networks stop gaining agreement with the labels; MLNT: 10].",
         show_default=False)] = None,
-    auto: Annotated[bool, typer.Option("--auto/--no-auto", help="Choose --lambda-u, --p-threshold and "
-                                       "--loss-window from the noise estimated after warm-up (the paper's "
-                                       "table), and recover from a self-locking split. --no-auto: the paper's "
-                                       "50%-noise settings (25, 0.5, 1).")] = DEFAULTS.auto,
+    auto: Annotated[bool, typer.Option("--auto/--no-auto", help="Choose --lambda-u, --loss-window and "
+                                       "--selection from the noise estimated after warm-up (the paper's "
+                                       "table; a class-wise quota at high noise), and recover from a locked "
+                                       "or lenient split. --no-auto: the paper's 50%-noise settings (25, "
+                                       "threshold 0.5, 1, gmm).")] = DEFAULTS.auto,
     batch_size: Annotated[int, typer.Option(help="Labeled (and unlabeled) samples per step.")] = DEFAULTS.batch_size,
     lr: Annotated[float, typer.Option(help="SGD learning rate (÷10 after half the epochs).")] = DEFAULTS.lr,
     p_threshold: Annotated[float | None, typer.Option(
@@ -197,6 +198,10 @@ def fit(
                                                  "warm-up).")] = DEFAULTS.noise_mode,
     loss_window: Annotated[int | None, typer.Option(
         help="Epochs of losses averaged before the GMM (5 helps at very high noise) \\[default: --auto].",
+        show_default=False)] = None,
+    selection: Annotated[str | None, typer.Option(
+        help="Labeled set: 'gmm' (the paper's GMM split) or 'quota' (per class, the lowest losses, as many as the "
+             "network predicts the given label for; for very high noise) \\[default: --auto].",
         show_default=False)] = None,
     meta_sets: Annotated[int, typer.Option(help="M: synthetic noisy label sets per batch, each one extra "
                                                 "forward/backward pass.", rich_help_panel=MLNT)] = DEFAULTS.meta_sets,
@@ -270,7 +275,7 @@ def fit(
         logging.getLogger("labelclean").setLevel(logging.ERROR)
     config = FitConfig(method=method, epochs=epochs, warmup=warmup, auto=auto, batch_size=batch_size, lr=lr,
                        p_threshold=p_threshold, lambda_u=lambda_u, temperature=temperature, alpha=alpha,
-                       noise_mode=noise_mode, loss_window=loss_window, meta_sets=meta_sets,
+                       noise_mode=noise_mode, loss_window=loss_window, selection=selection, meta_sets=meta_sets,
                        perturb_ratio=perturb_ratio, neighbours=neighbours, meta_lr=meta_lr, meta_weight=meta_weight,
                        meta_rampup=meta_rampup, ema_decay=ema_decay, ema_decay_late=ema_decay_late, rounds=rounds,
                        mentor_filter=mentor_filter, first_order=first_order, arch=arch, image_size=image_size, flip=flip, device=device,

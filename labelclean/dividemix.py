@@ -4,7 +4,8 @@ Two networks are warmed up on all labels. Then, every epoch, for each network:
 
 1. **co-divide** — a 2-component GMM on each sample's normalized loss gives its probability
    of being clean (:func:`clean_probability`); the split made by one network is used to
-   train the *other*, so the networks do not confirm their own mistakes;
+   train the *other*, so the networks do not confirm their own mistakes. At very high noise a
+   class-wise quota replaces the GMM's split (:func:`split_clean_prob`, docs/high-noise.md);
 2. **co-refine** — labeled samples get ``sharpen(w·y + (1−w)·p)``, with ``w`` the clean
    probability (:func:`co_refine`);
 3. **co-guess** — unlabeled samples get the sharpened mean prediction of both networks
@@ -40,13 +41,15 @@ from .auto import (
     MIN_WARMUP_EPOCHS,
     best_warmup_epoch,
     choose_settings,
+    class_quota,
     estimate_noise,
+    is_lenient,
     is_locked,
+    quota_clean_prob,
     train_epochs,
     warmup_over,
 )
 from .config import PAPER_SETTINGS, FitConfig
-from .errors import LabelcleanError
 from .training import (
     EpochReport,
     Loop,
@@ -140,13 +143,17 @@ def linear_rampup(epoch: float, warmup: int, length: float) -> float:
 
 
 def normalized_loss(loss: torch.Tensor) -> torch.Tensor:
-    """Min–max normalize per-sample losses so epochs are comparable for the loss window."""
+    """Min–max normalize per-sample losses so epochs are comparable for the loss window.
+
+    Equal losses (no spread) give zeros and a warning: they carry no evidence against any label, and
+    :func:`split_clean_prob` then calls every sample clean.
+    """
     spread = loss.max() - loss.min()
     if spread <= 0:
-        raise LabelcleanError(
-            "Every sample has the same loss, so clean and noisy samples cannot be told apart; "
-            "check that the images differ and that there are at least two classes in use."
-        )
+        log.warning("Every sample has the same loss, so the losses cannot tell wrong labels from right ones; "
+                    "every clean_prob is 1.0 (nothing flagged). Check that the images differ and that at least "
+                    "two classes are in use.")
+        return torch.zeros_like(loss)
     return (loss - loss.min()) / spread
 
 
@@ -178,6 +185,24 @@ def clean_probability(loss: np.ndarray | torch.Tensor, *, max_iter: int = 10, to
         warnings.simplefilter("ignore", ConvergenceWarning)
         gmm.fit(x)
     return gmm.predict_proba(x)[:, gmm.means_.argmin()], bool(gmm.converged_)
+
+
+def split_clean_prob(loss: np.ndarray, predicted: np.ndarray, given: np.ndarray, num_classes: int,
+                     selection: str, seed: int) -> tuple[np.ndarray, bool]:
+    """Clean probability (n,) of every sample from its (window-averaged) normalized loss (n,), and
+    whether the GMM converged. ``selection`` 'gmm': :func:`clean_probability`; 'quota': in each
+    given class the lowest losses, as many as the network's predictions (n,) agree with the given
+    labels (:func:`labelclean.auto.quota_clean_prob`). The split is ``clean_prob > p_threshold``.
+
+    Losses without spread carry no evidence against any label: every sample gets 1.0 (all labeled,
+    nothing flagged) rather than 0.5, which would put every sample on the unlabeled side of the
+    training split and leave the networks nothing to learn the given labels from.
+    """
+    if np.ptp(loss) == 0:
+        return np.ones(len(loss)), True
+    if selection == "quota":
+        return quota_clean_prob(loss, given, class_quota(predicted, given, num_classes)), True
+    return clean_probability(loss, seed=seed)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -220,6 +245,11 @@ def train_step(net: nn.Module, peer: nn.Module, optimizer: torch.optim.Optimizer
     u1, u2 = data.views(unlabeled)
     n_x, n_u = len(labeled), len(unlabeled)
     given = F.one_hot(data.labels[labeled], data.num_classes).float()
+    # Co-refine and co-guess predict all four views of ``net`` in one forward pass (train mode, no
+    # gradients), so BatchNorm normalizes them with the statistics of the union and updates its
+    # running statistics once per step. The official code runs four passes (u1, u2, x1, x2), each
+    # normalized by its own batch and each updating the running statistics. Neither gets gradients;
+    # the difference is in the targets' batch statistics and in how fast the running ones move.
     with torch.no_grad(), autocast(data.device):
         own = torch.softmax(net(data.to_model(torch.cat([x1, u1, x2, u2]))).float(), dim=1)
         own = own.view(2, n_x + n_u, data.num_classes)  # (view, sample, class)
@@ -277,16 +307,19 @@ def train_epoch(net: nn.Module, peer: nn.Module, optimizer: torch.optim.Optimize
 
 def co_divide(net: nn.Module, data: TrainingData, history: list[torch.Tensor], cfg: FitConfig,
               seed: int) -> tuple[torch.Tensor, bool, float]:
-    """Clean probability (n,) of every sample from ``net``'s losses, averaged over the loss window;
-    whether the GMM converged; and the share of samples whose given label ``net`` predicts.
+    """Clean probability (n,) of every sample from ``net``'s losses, averaged over the loss window
+    (:func:`split_clean_prob` with ``cfg.selection``); whether the GMM converged; and the share of
+    samples whose given label ``net`` predicts.
 
     ``history`` (this network's recent normalized losses) is updated in place.
     """
     logits = predict_logits(net, data, cfg.eval_batch_size)
     history.append(normalized_loss(F.cross_entropy(logits, data.labels, reduction="none")).cpu())
     del history[:-cfg.loss_window]
-    prob, converged = clean_probability(torch.stack(history).mean(0).numpy(), seed=seed)
-    agreement = (logits.argmax(dim=1) == data.labels).float().mean().item()
+    predicted = logits.argmax(dim=1)
+    prob, converged = split_clean_prob(torch.stack(history).mean(0).numpy(), predicted.cpu().numpy(),
+                                       data.labels.cpu().numpy(), data.num_classes, cfg.selection, seed)
+    agreement = (predicted == data.labels).float().mean().item()
     return torch.as_tensor(prob, dtype=torch.float32, device=data.device), converged, agreement
 
 
@@ -305,7 +338,7 @@ def planned(cfg: FitConfig, state: TrainingState, n_samples: int) -> FitConfig:
     decided = state.extra.get("auto", {})
     warmup = cfg.warmup if cfg.warmup is not None else decided.get("warmup", warmup_limit(cfg))
     epochs = cfg.epochs if cfg.epochs is not None else warmup + train_epochs(n_samples, cfg.batch_size)
-    settings = decided.get("settings", PAPER_SETTINGS) if cfg.auto else PAPER_SETTINGS
+    settings = {**PAPER_SETTINGS, **decided.get("settings", {})} if cfg.auto else PAPER_SETTINGS
     return replace(cfg, warmup=warmup, epochs=epochs,
                    **{name: value for name, value in settings.items() if getattr(cfg, name) is None})
 
@@ -358,7 +391,8 @@ def end_warmup(predicted: np.ndarray, data: TrainingData, cfg: FitConfig, state:
     note = (f"Warm-up ended after {warmup} epoch(s)" + (f", networks from epoch {kept_epoch}" if kept_epoch else "")
             + f"; they disagree with {noise.rate:.0%} of the given labels ({noise.kind} noise)")
     if chosen:
-        note += "; chose " + ", ".join(f"{k} {v:g}" for k, v in chosen.items())
+        note += "; chose " + ", ".join(f"{k} {v:g}" if isinstance(v, float | int) else f"{k} {v}"
+                                       for k, v in chosen.items())
     log.info("%s.", note)
     return note
 
@@ -385,6 +419,32 @@ def guard_fires(labeled: float, agreement: float, cfg: FitConfig, state: Trainin
                "Consider a longer --warmup (or --auto)."))
     log.warning(note)
     return note if recover else None
+
+
+def lenient_fires(cfg: FitConfig, selection: str, state: TrainingState) -> str | None:
+    """The guard's other side, on the shares :func:`guard_fires` recorded: a labeled set far above the
+    share of samples whose given label the networks predict (``auto.is_lenient``) holds mostly wrong
+    labels. With ``auto`` and no ``--selection`` given, the run switches to the 'quota' selection from
+    the next epoch (recorded in the auto settings); otherwise it warns. A note when it fires.
+
+    ``cfg`` is the config as given; ``selection`` the one in use.
+    """
+    decided = state.extra["auto"]
+    guard = decided["guard"]
+    if selection == "quota" or not is_lenient(guard["labeled"], guard["agreement"]):
+        return None
+    labeled, agreement = guard["labeled"][-1], guard["agreement"][-1]
+    guard["labeled"], guard["agreement"] = [], []
+    switch = cfg.auto and cfg.selection is None
+    if switch:
+        decided["settings"] = {**decided.get("settings", {}), "selection": "quota"}
+        guard["switched"] = len(state.history) + 1  # the epoch whose split fired it
+    note = (f"The split is too lenient: the labeled sets hold {labeled:.0%} of the samples while the networks "
+            f"predict the given label for only {agreement:.0%}, so most labeled samples are ones they call "
+            f"wrong. " + ("Switching to a class-wise quota (--selection quota) from the next epoch." if switch
+                          else "Consider --selection quota (or --auto)."))
+    log.warning(note)
+    return note
 
 
 def warmup_both(nets: list[nn.Module], optimizers: list[torch.optim.Optimizer], data: TrainingData,
@@ -422,6 +482,7 @@ def one_epoch(nets: list[nn.Module], optimizers: list[torch.optim.Optimizer], da
     if recovery := once(state, "guard", lambda: guard_fires(labeled_share, float(np.mean(agreement)), plan, state)):
         return EpochReport(epoch + 1, plan.epochs, "warm-up", lr, 0.0,
                            loss=warmup_both(nets, optimizers, data, plan, state), agreement=agreement, note=recovery)
+    switched = once(state, "lenient guard", lambda: lenient_fires(cfg, plan.selection, state))
 
     def train_on_peer_split(k: int) -> tuple[float, float, int]:
         peer_split = divided[1 - k][0].to(data.device)  # a checkpoint's copy comes back on the CPU
@@ -440,7 +501,7 @@ def one_epoch(nets: list[nn.Module], optimizers: list[torch.optim.Optimizer], da
         lambda_u=plan.lambda_u * linear_rampup(epoch + 1, plan.warmup, plan.rampup_epochs),
         gmm_converged=all(c for _, c, _ in divided),
         agreement=agreement,
-        note=note,
+        note="; ".join(n for n in (note, switched) if n) or None,
     )
 
 
@@ -464,11 +525,24 @@ class FinalEvaluation:
     probs: np.ndarray  # (n, k) mean softmax of the two networks
 
 
-def evaluate(nets: list[nn.Module], data: TrainingData, cfg: FitConfig) -> FinalEvaluation:
-    """The final evaluation pass that export reads: clean probabilities and ensemble predictions."""
+def evaluate(nets: list[nn.Module], data: TrainingData, cfg: FitConfig,
+             state: TrainingState | None = None) -> FinalEvaluation:
+    """The final evaluation pass that export reads: clean probabilities and ensemble predictions.
+
+    With the training's ``state``, each network's clean probability comes from the same rule as its
+    training splits: its final losses averaged with the last ``loss_window − 1`` epochs' losses, and
+    the selection in use, so the export's default threshold (0.5) flags what the fit's split does.
+    Without it (MLNT), from the final losses and the GMM.
+    """
+    plan = planned(cfg, state, len(data)) if state is not None else replace(cfg, loss_window=1, selection="gmm")
+    histories = state.loss_history if state is not None else [[], []]
     logits = [predict_logits(net, data, cfg.eval_batch_size) for net in nets]
     losses = [F.cross_entropy(z, data.labels, reduction="none") for z in logits]
-    clean = [clean_probability(normalized_loss(loss).cpu().numpy(), seed=cfg.seed)[0]
-             for loss in losses]
+    given = data.labels.cpu().numpy()
+    clean = []
+    for z, loss, history in zip(logits, losses, histories):
+        window = [*history[max(0, len(history) + 1 - plan.loss_window):], normalized_loss(loss).cpu()]
+        clean.append(split_clean_prob(torch.stack(window).mean(0).numpy(), z.argmax(1).cpu().numpy(), given,
+                                      data.num_classes, plan.selection, cfg.seed)[0])
     probs = torch.stack([torch.softmax(z, dim=1) for z in logits]).mean(0)
     return FinalEvaluation(np.stack(clean), torch.stack(losses).cpu().numpy(), probs.cpu().numpy())

@@ -312,10 +312,12 @@ def with_schedule(cfg: FitConfig, n_samples: int) -> FitConfig:
                    p_threshold=PAPER_SETTINGS["p_threshold"] if cfg.p_threshold is None else cfg.p_threshold)
 
 
-def evaluate(nets: list[nn.Module], data: TrainingData, cfg: FitConfig) -> FinalEvaluation:
+def evaluate(nets: list[nn.Module], data: TrainingData, cfg: FitConfig,
+             state: TrainingState | None = None) -> FinalEvaluation:
     """DivideMix's final evaluation with (student, teacher) as the two networks.
 
     ``clean_prob`` rows are the GMM clean probabilities from the student's and the teacher's
-    per-sample losses; ``probs`` is their mean softmax, from which the refined label is blended.
+    per-sample losses (final epoch only: MLNT keeps no loss window, so ``state`` is not read);
+    ``probs`` is their mean softmax, from which the refined label is blended.
     """
     return evaluate_pair(nets, data, cfg)
