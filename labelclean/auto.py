@@ -43,8 +43,8 @@ LOSS_WINDOW = 5  # the official code averages the last 5 epochs' losses at 90% n
 # At very high noise the wrong labels' losses form a broad bulk with a long tail, and the GMM's low-loss
 # component takes the bulk (digits, sym 80%: 64–85% labeled while the networks predicted the given label
 # for 21%). The 'quota' selection (as UNICON and ProMix select per class) labels, in each given class,
-# the samples with the lowest losses, as many as the network predicts the given label for: the labeled
-# share then follows the networks' own noise estimate and the class balance (see class_quota).
+# the same share of samples, those with the lowest losses: the share the warmed-up networks agreed with
+# (1 − their noise estimate), so the labeled set follows that estimate and the class balance.
 
 # Self-locking guard: a labeled set far smaller than the share of samples the networks agree with.
 # In healthy runs the two stayed within 0.045 of each other after the first epochs (digits, sym and
@@ -150,16 +150,19 @@ def choose_settings(noise: NoiseEstimate, num_classes: int) -> dict[str, float |
     return {"lambda_u": lambda_u, "loss_window": LOSS_WINDOW if high else 1, "selection": "quota" if high else "gmm"}
 
 
-def class_quota(predicted: np.ndarray, given: np.ndarray, num_classes: int) -> np.ndarray:
-    """How many samples of each given class (k,) the 'quota' selection labels: as many as the network
-    predicts the given label for. Summed, the labeled share is the network's agreement, 1 − its noise
-    estimate; per class it follows the evidence for that class (under class-pair flips a class that
-    only loses samples keeps nearly all of its own, its partner fewer).
+def class_quota(given: np.ndarray, num_classes: int, share: float) -> np.ndarray:
+    """How many samples of each given class (k,) the 'quota' selection labels: ``share`` of each class
+    (rounded), with ``share`` = 1 − the noise estimated after warm-up.
 
-    >>> class_quota(np.array([0, 0, 1, 2, 2]), np.array([0, 1, 1, 2, 0]), 3)
-    array([1, 1, 1])
+    The same share in every class, as UNICON's class-balanced selection: a quota per class that
+    followed each class's current agreement (how many of its samples the network predicts it for) was
+    tried and collapsed (digits, sym 80%): a class the network rarely predicts gets few labeled
+    samples, is learned less, and is predicted even more rarely, until one class was left.
+
+    >>> class_quota(np.array([0, 0, 0, 0, 1, 1, 2]), 3, 0.5)
+    array([2, 1, 0])
     """
-    return np.bincount(given[predicted == given], minlength=num_classes)
+    return np.round(share * np.bincount(given, minlength=num_classes)).astype(np.int64)
 
 
 def quota_clean_prob(loss: np.ndarray, given: np.ndarray, quota: np.ndarray) -> np.ndarray:

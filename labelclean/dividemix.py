@@ -187,12 +187,12 @@ def clean_probability(loss: np.ndarray | torch.Tensor, *, max_iter: int = 10, to
     return gmm.predict_proba(x)[:, gmm.means_.argmin()], bool(gmm.converged_)
 
 
-def split_clean_prob(loss: np.ndarray, predicted: np.ndarray, given: np.ndarray, num_classes: int,
-                     selection: str, seed: int) -> tuple[np.ndarray, bool]:
+def split_clean_prob(loss: np.ndarray, given: np.ndarray, num_classes: int, selection: str, share: float,
+                     seed: int) -> tuple[np.ndarray, bool]:
     """Clean probability (n,) of every sample from its (window-averaged) normalized loss (n,), and
     whether the GMM converged. ``selection`` 'gmm': :func:`clean_probability`; 'quota': in each
-    given class the lowest losses, as many as the network's predictions (n,) agree with the given
-    labels (:func:`labelclean.auto.quota_clean_prob`). The split is ``clean_prob > p_threshold``.
+    given class the lowest losses, ``share`` of the class (:func:`labelclean.auto.class_quota`,
+    :func:`labelclean.auto.quota_clean_prob`). The split is ``clean_prob > p_threshold``.
 
     Losses without spread carry no evidence against any label: every sample gets 1.0 (all labeled,
     nothing flagged) rather than 0.5, which would put every sample on the unlabeled side of the
@@ -201,7 +201,7 @@ def split_clean_prob(loss: np.ndarray, predicted: np.ndarray, given: np.ndarray,
     if np.ptp(loss) == 0:
         return np.ones(len(loss)), True
     if selection == "quota":
-        return quota_clean_prob(loss, given, class_quota(predicted, given, num_classes)), True
+        return quota_clean_prob(loss, given, class_quota(given, num_classes, share)), True
     return clean_probability(loss, seed=seed)
 
 
@@ -306,20 +306,19 @@ def train_epoch(net: nn.Module, peer: nn.Module, optimizer: torch.optim.Optimize
 
 
 def co_divide(net: nn.Module, data: TrainingData, history: list[torch.Tensor], cfg: FitConfig,
-              seed: int) -> tuple[torch.Tensor, bool, float]:
+              share: float, seed: int) -> tuple[torch.Tensor, bool, float]:
     """Clean probability (n,) of every sample from ``net``'s losses, averaged over the loss window
-    (:func:`split_clean_prob` with ``cfg.selection``); whether the GMM converged; and the share of
-    samples whose given label ``net`` predicts.
+    (:func:`split_clean_prob` with ``cfg.selection`` and the quota's ``share``); whether the GMM
+    converged; and the share of samples whose given label ``net`` predicts.
 
     ``history`` (this network's recent normalized losses) is updated in place.
     """
     logits = predict_logits(net, data, cfg.eval_batch_size)
     history.append(normalized_loss(F.cross_entropy(logits, data.labels, reduction="none")).cpu())
     del history[:-cfg.loss_window]
-    predicted = logits.argmax(dim=1)
-    prob, converged = split_clean_prob(torch.stack(history).mean(0).numpy(), predicted.cpu().numpy(),
-                                       data.labels.cpu().numpy(), data.num_classes, cfg.selection, seed)
-    agreement = (predicted == data.labels).float().mean().item()
+    prob, converged = split_clean_prob(torch.stack(history).mean(0).numpy(), data.labels.cpu().numpy(),
+                                       data.num_classes, cfg.selection, share, seed)
+    agreement = (logits.argmax(dim=1) == data.labels).float().mean().item()
     return torch.as_tensor(prob, dtype=torch.float32, device=data.device), converged, agreement
 
 
@@ -341,6 +340,11 @@ def planned(cfg: FitConfig, state: TrainingState, n_samples: int) -> FitConfig:
     settings = {**PAPER_SETTINGS, **decided.get("settings", {})} if cfg.auto else PAPER_SETTINGS
     return replace(cfg, warmup=warmup, epochs=epochs,
                    **{name: value for name, value in settings.items() if getattr(cfg, name) is None})
+
+
+def quota_share(state: TrainingState) -> float:
+    """Share of each class the 'quota' selection labels: 1 − the noise estimated when warm-up ended."""
+    return 1 - state.extra["auto"]["noise"]["rate"]
 
 
 def ensemble_agreement(nets: list[nn.Module], data: TrainingData, cfg: FitConfig) -> tuple[float, np.ndarray]:
@@ -475,7 +479,7 @@ def one_epoch(nets: list[nn.Module], optimizers: list[torch.optim.Optimizer], da
             agreement, report.note = adaptive_warmup(nets, optimizers, data, cfg, state, epoch)
             report.agreement, report.epochs = [agreement], planned(cfg, state, len(data)).epochs
         return report
-    divided = once(state, "co-divide", lambda: [co_divide(net, data, hist, plan, seed=cfg.seed + epoch)
+    divided = once(state, "co-divide", lambda: [co_divide(net, data, hist, plan, quota_share(state), cfg.seed + epoch)
                                                 for net, hist in zip(nets, state.loss_history)])
     labeled_share = float(np.mean([(prob > plan.p_threshold).float().mean().item() for prob, _, _ in divided]))
     agreement = [a for _, _, a in divided]
@@ -538,11 +542,11 @@ def evaluate(nets: list[nn.Module], data: TrainingData, cfg: FitConfig,
     histories = state.loss_history if state is not None else [[], []]
     logits = [predict_logits(net, data, cfg.eval_batch_size) for net in nets]
     losses = [F.cross_entropy(z, data.labels, reduction="none") for z in logits]
-    given = data.labels.cpu().numpy()
+    given, share = data.labels.cpu().numpy(), quota_share(state) if plan.selection == "quota" else 1.0
     clean = []
-    for z, loss, history in zip(logits, losses, histories):
+    for loss, history in zip(losses, histories):
         window = [*history[max(0, len(history) + 1 - plan.loss_window):], normalized_loss(loss).cpu()]
-        clean.append(split_clean_prob(torch.stack(window).mean(0).numpy(), z.argmax(1).cpu().numpy(), given,
-                                      data.num_classes, plan.selection, cfg.seed)[0])
+        clean.append(split_clean_prob(torch.stack(window).mean(0).numpy(), given, data.num_classes,
+                                      plan.selection, share, cfg.seed)[0])
     probs = torch.stack([torch.softmax(z, dim=1) for z in logits]).mean(0)
     return FinalEvaluation(np.stack(clean), torch.stack(losses).cpu().numpy(), probs.cpu().numpy())

@@ -111,27 +111,29 @@ def high_noise_losses(rate: float = 0.8, seed: int = 0) -> tuple[np.ndarray, np.
     return truth, given, predicted, np.minimum(loss, 1.0)
 
 
-def test_the_quota_labels_per_class_as_many_as_the_network_agrees_with():
+def test_the_quota_labels_the_estimated_clean_share_of_every_class_by_lowest_loss():
     truth, given, predicted, loss = high_noise_losses()
-    prob = quota_clean_prob(loss, given, class_quota(predicted, given, 10))
+    share = 1 - estimate_noise(predicted, given, 10).rate  # what the networks agree with
+    prob = quota_clean_prob(loss, given, class_quota(given, 10, share))
     labeled = prob > 0.5
-    for c in range(10):  # per class, exactly its quota; the split follows the network's noise estimate
-        assert labeled[given == c].sum() == ((given == c) & (predicted == c)).sum()
+    for c in range(10):  # per class, the same share: the split follows the noise estimate and the class balance
+        assert labeled[given == c].sum() == round(share * (given == c).sum())
         members = np.flatnonzero(given == c)  # within a class, a lower loss never gets a lower clean_prob
         assert (np.diff(prob[members[np.argsort(loss[members])]]) <= 0).all()
-    assert labeled.mean() == pytest.approx((predicted == given).mean())
-    assert (given[labeled] == truth[labeled]).mean() > 0.9  # mostly clean, while 80% of the labels are wrong
+    assert labeled.mean() == pytest.approx(share, abs=0.005)
+    assert (given[labeled] == truth[labeled]).mean() > 0.85  # mostly clean, while 80% of the labels are wrong
     gmm = clean_probability(loss)[0] > 0.5
     assert gmm.mean() > labeled.mean() + 0.25  # the GMM's clean side took much of the bulk of wrong labels
 
 
-def test_the_quota_follows_a_class_that_only_loses_samples():
-    # Class-pair flips 2→7: given 2 holds only true 2s, given 7 also the flipped ones.
-    given = np.array([2] * 6 + [7] * 10)
-    truth = np.array([2] * 6 + [7] * 6 + [2] * 4)
-    loss = np.r_[np.linspace(0, 0.1, 6), np.linspace(0, 0.1, 6), np.linspace(0.6, 0.9, 4)]
-    prob = quota_clean_prob(loss, given, class_quota(truth, given, 10))
-    np.testing.assert_array_equal(prob > 0.5, given == truth)
+def test_the_quota_keeps_every_class_when_the_networks_predict_few_of_them():
+    # Seen with a quota that followed each class's agreement: classes the networks rarely predicted lost
+    # their labeled samples, and the run collapsed to one class. The quota reads only the given labels.
+    given = np.repeat(np.arange(10), 50)
+    quota = class_quota(given, 10, 0.2)
+    np.testing.assert_array_equal(quota, np.full(10, 10))
+    prob = quota_clean_prob(np.random.default_rng(0).uniform(size=500), given, quota)
+    np.testing.assert_array_equal(np.bincount(given[prob > 0.5], minlength=10), quota)
 
 
 def test_guard_switches_a_lenient_split_to_the_quota(caplog):

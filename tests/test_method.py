@@ -122,7 +122,7 @@ def test_identical_losses_call_every_sample_clean_with_a_warning(caplog):
     torch.testing.assert_close(flat, torch.zeros(5))
     given = np.array([0, 1, 0, 1, 0])
     for selection in ("gmm", "quota"):
-        prob, _ = split_clean_prob(flat.numpy(), given, given, 2, selection, seed=0)
+        prob, _ = split_clean_prob(flat.numpy(), given, 2, selection, 0.5, seed=0)
         np.testing.assert_array_equal(prob, np.ones(5))  # no evidence against any label: all kept, none flagged
 
 
@@ -145,16 +145,16 @@ def test_the_final_split_averages_the_loss_window_and_uses_the_training_selectio
     for selection, window in (("gmm", 3), ("quota", 5), ("gmm", 1)):
         cfg = FitConfig(epochs=4, warmup=1, auto=False, lambda_u=0.0, p_threshold=0.5, loss_window=window,
                         selection=selection)
-        result = evaluate(nets, data, cfg, TrainingState(4, [list(h) for h in earlier]))
+        state = TrainingState(4, [list(h) for h in earlier], extra={"auto": {"noise": {"rate": 0.6}}})
+        result = evaluate(nets, data, cfg, state)
         for k, net in enumerate(nets):
             logits = predict_logits(net, data, 512)
             final = normalized_loss(torch.nn.functional.cross_entropy(logits, data.labels, reduction="none"))
             mean = torch.stack([*earlier[k][5 - window:], final]).mean(0).numpy()
-            expected, _ = split_clean_prob(mean, logits.argmax(1).numpy(), given, 3, selection, seed=0)
+            expected, _ = split_clean_prob(mean, given, 3, selection, 0.4, seed=0)
             np.testing.assert_allclose(result.clean_prob[k], expected, rtol=1e-6)
-        if selection == "quota":  # the export's default split is the quota: as many labeled as agreed with
-            agreed = (predict_logits(nets[0], data, 512).argmax(1) == data.labels).float().mean().item()
-            assert np.mean(result.clean_prob[0] > 0.5) == pytest.approx(agreed)
+        if selection == "quota":  # the export's default split is the quota: 1 − the noise estimate of each class
+            assert np.mean(result.clean_prob > 0.5) == pytest.approx(0.4, abs=0.03)
 
 
 def tiny_training_data(n: int = 24, classes: int = 3):
