@@ -343,8 +343,10 @@ def planned(cfg: FitConfig, state: TrainingState, n_samples: int) -> FitConfig:
 
 
 def quota_share(state: TrainingState) -> float:
-    """Share of each class the 'quota' selection labels: 1 − the noise estimated when warm-up ended."""
-    return 1 - state.extra["auto"]["noise"]["rate"]
+    """Share of each class the 'quota' selection labels: 1 − the noise estimated when warm-up ended,
+    or the agreement when the guard last switched to the quota or recovered a locked quota split."""
+    decided = state.extra["auto"]
+    return decided["quota_share"] if "quota_share" in decided else 1 - decided["noise"]["rate"]
 
 
 def ensemble_agreement(nets: list[nn.Module], data: TrainingData, cfg: FitConfig) -> tuple[float, np.ndarray]:
@@ -407,6 +409,8 @@ def guard_fires(labeled: float, agreement: float, cfg: FitConfig, state: Trainin
     With ``auto`` the run recovers by a warm-up epoch of both networks on all labels instead of
     this epoch's DivideMix epoch (at most MAX_RECOVERIES times): a locked split came from networks
     too weak when warm-up ended, and training on its small labeled set does not make them stronger.
+    Under the 'quota' selection, whose share came from those networks, the share becomes this
+    epoch's agreement. The other side of the guard is :func:`lenient_fires`.
     """
     guard = state.extra.setdefault("auto", {}).setdefault("guard", {"labeled": [], "agreement": [],
                                                                      "recoveries": 0})
@@ -417,6 +421,8 @@ def guard_fires(labeled: float, agreement: float, cfg: FitConfig, state: Trainin
     guard["labeled"], guard["agreement"] = [], []
     recover = cfg.auto and guard["recoveries"] < MAX_RECOVERIES
     guard["recoveries"] += recover
+    if recover and cfg.selection == "quota":
+        state.extra["auto"]["quota_share"] = agreement
     note = (f"The split has locked itself: the labeled sets hold {labeled:.0%} of the samples while the "
             f"networks predict the given label for {agreement:.0%}. "
             + ("Running a warm-up epoch on all labels to recover." if recover else
@@ -440,9 +446,9 @@ def lenient_fires(cfg: FitConfig, selection: str, state: TrainingState) -> str |
     labeled, agreement = guard["labeled"][-1], guard["agreement"][-1]
     guard["labeled"], guard["agreement"] = [], []
     switch = cfg.auto and cfg.selection is None
-    if switch:
+    if switch:  # the quota's share: what the networks agree with now
         decided["settings"] = {**decided.get("settings", {}), "selection": "quota"}
-        guard["switched"] = len(state.history) + 1  # the epoch whose split fired it
+        decided["quota_share"], guard["switched"] = agreement, len(state.history) + 1
     note = (f"The split is too lenient: the labeled sets hold {labeled:.0%} of the samples while the networks "
             f"predict the given label for only {agreement:.0%}, so most labeled samples are ones they call "
             f"wrong. " + ("Switching to a class-wise quota (--selection quota) from the next epoch." if switch

@@ -24,7 +24,7 @@ from labelclean.auto import (
 )
 from labelclean.config import FitConfig
 from labelclean.demo import DIGIT_PAIRS, flip_labels
-from labelclean.dividemix import clean_probability, guard_fires, lenient_fires
+from labelclean.dividemix import clean_probability, guard_fires, lenient_fires, quota_share
 from labelclean.errors import LabelcleanError
 from labelclean.report import render_report
 from labelclean.training import TrainingState
@@ -150,6 +150,7 @@ def test_guard_switches_a_lenient_split_to_the_quota(caplog):
         fired.append(lenient_fires(FitConfig(), state.extra["auto"]["settings"]["selection"], state))
     assert fired[:-1] == [None] * LOCK_EPOCHS and "too lenient" in fired[-1] and "quota" in caplog.text
     assert state.extra["auto"]["settings"]["selection"] == "quota"  # planned() reads it from the next epoch
+    assert quota_share(state) == 0.21  # labeling the share the networks agree with
     assert lenient_fires(FitConfig(), "quota", state) is None  # once on the quota, the guard has nothing to switch
 
     for cfg in (FitConfig(auto=False), FitConfig(selection="gmm")):  # the user's word: warn, keep the selection
