@@ -58,7 +58,10 @@ MAX_RECOVERIES = 3  # extra warm-up epochs the guard may add in one run
 # Export threshold: at very high noise the losses of the wrong labels form a broad bulk with a long
 # tail, and the final GMM's low-loss component takes the bulk (digits, sym 80%: 15% flagged while
 # the networks predicted another class than the given one for 79%). clean_prob still ranks the
-# labels (AUROC 0.96), so flagging as many as the networks disagree with finds the errors.
+# labels (AUROC 0.96), so flagging as many as the networks disagree with finds the errors. Since the
+# 'quota' selection (chosen from HIGH_NOISE on, and by the guard's lenient side) makes the final split
+# follow the noise estimate, the hint is a warning for runs that kept the GMM split (--selection gmm,
+# --no-auto). The same gap marks a lenient split for the guard (is_lenient).
 LENIENT_GAP = 0.25
 
 
