@@ -59,20 +59,19 @@ def rows(data: TrainingData, idx: np.ndarray | torch.Tensor) -> TrainingData:
 
 
 def parse_overrides(text: str, config: type = FitConfig) -> dict[str, Any]:
-    """``"epochs=2,lambda_u=0"`` → ``{"epochs": 2, "lambda_u": 0.0}``, typed like the fields of ``config``
-    (a dataclass whose fields all have defaults: FitConfig, PretrainConfig)."""
-    defaults = config()
-    known = {f.name for f in fields(config)}
+    """``"epochs=2,lambda_u=0"`` → ``{"epochs": 2, "lambda_u": 0.0}``, typed by the annotations of the fields of
+    ``config`` (a dataclass: FitConfig, PretrainConfig), e.g. 'float | None' for a rule-chosen value."""
+    annotations = {f.name: str(f.type) for f in fields(config)}
     overrides: dict[str, Any] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         key, sep, value = item.partition("=")
-        if not sep or key not in known:
+        if not sep or key not in annotations:
             raise typer.BadParameter(f"'{item}' is not KEY=VALUE with KEY a {config.__name__} field "
-                                     f"({', '.join(sorted(known))}).")
-        default = getattr(defaults, key)
-        kind = str if isinstance(default, str) else float if isinstance(default, float) else int
+                                     f"({', '.join(sorted(annotations))}).")
+        annotation = annotations[key]
+        kind = str if "str" in annotation else float if "float" in annotation else int
         try:
-            overrides[key] = value.lower() in ("1", "true", "yes") if isinstance(default, bool) else kind(value)
+            overrides[key] = value.lower() in ("1", "true", "yes") if annotation == "bool" else kind(value)
         except ValueError:
             raise typer.BadParameter(f"'{item}': {key} must be {kind.__name__}.") from None
     return overrides

@@ -54,7 +54,7 @@ __all__ = ["DemoResult", "EpochReport", "Interrupted", "Run", "demo", "fit"]
 log = logging.getLogger("labelclean")
 
 # Each method trains two networks with ``train(nets, optimizers, data, cfg, state, on_epoch, after_epoch)``
-# and returns the per-sample results with ``evaluate(nets, data, cfg)``; MLNT's pair is (student, teacher).
+# and returns the per-sample results with ``evaluate(nets, data, cfg, state)``; MLNT's pair is (student, teacher).
 METHODS = {"dividemix": dividemix, "mlnt": mlnt}
 
 
@@ -309,7 +309,7 @@ def _train(nets: list[nn.Module], optimizers: list[torch.optim.Optimizer], data:
     except Interrupted:
         checkpoint(state)  # mid-epoch: state.partial says where the epoch stopped
         raise
-    return method.evaluate(nets, data, cfg)
+    return method.evaluate(nets, data, cfg, state)
 
 
 def _threshold_hint(clean_prob: np.ndarray, disagrees: np.ndarray) -> float | None:

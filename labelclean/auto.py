@@ -1,6 +1,7 @@
 """The rules behind labelclean's defaults: the image size and learning rate for the networks' start,
 how long to train, when warm-up ends, which DivideMix settings suit the estimated noise (``--auto``),
-when a run has locked itself, and which export threshold to suggest when the final split is too lenient.
+which samples form the labeled set at very high noise, when a run's split has locked itself or become
+too lenient, and which export threshold to suggest when the final split is too lenient.
 
 The paper tuned its settings per CIFAR noise rate (its appendix lists λu and the threshold for
 each); a user knows neither their noise rate nor its kind, and their data is rarely CIFAR-sized.
@@ -62,8 +63,16 @@ MAX_WARMUP_EPOCHS = 30
 # Noise-adaptive settings (the paper's appendix, by estimated noise rate and number of classes).
 MANY_CLASSES = 20  # above this, the CIFAR-100 column: larger λu at every noise rate
 PAIR_SHARE = 0.5  # disagreements concentrated on one class per given class → class-pair noise
-HIGH_NOISE = 0.6  # from here the per-epoch split is unstable: average losses over LOSS_WINDOW epochs
+HIGH_NOISE = 0.6  # from here the per-epoch split is unstable: average losses over LOSS_WINDOW epochs,
+#                   and the labeled set is a class-wise quota instead of the GMM's clean side (below)
 LOSS_WINDOW = 5  # the official code averages the last 5 epochs' losses at 90% noise
+
+# Selection of the labeled set. The paper's split is the clean side of a 2-component GMM on the losses.
+# At very high noise the wrong labels' losses form a broad bulk with a long tail, and the GMM's low-loss
+# component takes the bulk (digits, sym 80%: 64–85% labeled while the networks predicted the given label
+# for 21%). The 'quota' selection (as UNICON and ProMix select per class) labels, in each given class,
+# the same share of samples, those with the lowest losses: the share the warmed-up networks agreed with
+# (1 − their noise estimate), so the labeled set follows that estimate and the class balance.
 
 # Self-locking guard: a labeled set far smaller than the share of samples the networks agree with.
 # In healthy runs the two stayed within 0.045 of each other after the first epochs (digits, sym and
@@ -71,11 +80,16 @@ LOSS_WINDOW = 5  # the official code averages the last 5 epochs' losses at 90% n
 LOCK_GAP = 0.1
 LOCK_EPOCHS = 3
 MAX_RECOVERIES = 3  # extra warm-up epochs the guard may add in one run
+# Its other side: a labeled set far *larger* (by LENIENT_GAP, below) than that share, for LOCK_EPOCHS
+# epochs, holds mostly wrong labels; the run switches to the 'quota' selection.
 
 # Export threshold: at very high noise the losses of the wrong labels form a broad bulk with a long
 # tail, and the final GMM's low-loss component takes the bulk (digits, sym 80%: 15% flagged while
 # the networks predicted another class than the given one for 79%). clean_prob still ranks the
-# labels (AUROC 0.96), so flagging as many as the networks disagree with finds the errors.
+# labels (AUROC 0.96), so flagging as many as the networks disagree with finds the errors. Since the
+# 'quota' selection (chosen from HIGH_NOISE on, and by the guard's lenient side) makes the final split
+# follow the noise estimate, the hint is a warning for runs that kept the GMM split (--selection gmm,
+# --no-auto). The same gap marks a lenient split for the guard (is_lenient).
 LENIENT_GAP = 0.25
 
 
@@ -182,15 +196,18 @@ def estimate_noise(predicted: np.ndarray, given: np.ndarray, num_classes: int) -
     return NoiseEstimate(rate, pair_share, kind)
 
 
-def choose_settings(noise: NoiseEstimate, num_classes: int) -> dict[str, float | int]:
-    """DivideMix's λu, clean-probability threshold and loss window for the estimated noise.
+def choose_settings(noise: NoiseEstimate, num_classes: int) -> dict[str, float | int | str]:
+    """DivideMix's λu, loss window and selection of the labeled set for the estimated noise.
 
     The paper's appendix: λu = 0 for class-pair noise and for low noise (CIFAR-10 at 20%), 25 at
-    50–80%, 50 at 90%; with 100 classes 25 at 20% and 150 above; threshold 0.6 at 90%. The loss
-    window follows the official code at 90% and our measurement at 80% (see docs/methods.md, "--auto").
+    50–80%, 50 at 90%; with 100 classes 25 at 20% and 150 above. The loss window follows the
+    official code at 90% and our measurement at 80% (see docs/methods.md, "--auto"). From HIGH_NOISE on the
+    labeled set is the class-wise quota (docs/high-noise.md), whose split sits at clean probability
+    0.5 by construction; so the paper's stricter threshold at 90% (0.6, for its GMM split) is not used
+    and the threshold stays the paper's 0.5 (config.PAPER_SETTINGS).
 
     >>> choose_settings(NoiseEstimate(0.42, 0.2, "spread"), 10)
-    {'lambda_u': 25.0, 'p_threshold': 0.5, 'loss_window': 1}
+    {'lambda_u': 25.0, 'loss_window': 1, 'selection': 'gmm'}
     """
     many = num_classes > MANY_CLASSES
     if noise.kind == "pair":
@@ -201,8 +218,47 @@ def choose_settings(noise: NoiseEstimate, num_classes: int) -> dict[str, float |
         lambda_u = 150.0 if many else 25.0
     else:
         lambda_u = 150.0 if many else 50.0
-    return {"lambda_u": lambda_u, "p_threshold": 0.6 if noise.rate >= 0.85 else 0.5,
-            "loss_window": LOSS_WINDOW if noise.rate >= HIGH_NOISE else 1}
+    high = noise.rate >= HIGH_NOISE
+    return {"lambda_u": lambda_u, "loss_window": LOSS_WINDOW if high else 1, "selection": "quota" if high else "gmm"}
+
+
+def class_quota(given: np.ndarray, num_classes: int, share: float) -> np.ndarray:
+    """How many samples of each given class (k,) the 'quota' selection labels: ``share`` of each class
+    (rounded), with ``share`` = 1 − the noise estimated after warm-up.
+
+    The same share in every class, as UNICON's class-balanced selection: a quota per class that
+    followed each class's current agreement (how many of its samples the network predicts it for) was
+    tried and collapsed (digits, sym 80%): a class the network rarely predicts gets few labeled
+    samples, is learned less, and is predicted even more rarely, until one class was left.
+
+    >>> class_quota(np.array([0, 0, 0, 0, 1, 1, 2]), 3, 0.5)
+    array([2, 1, 0])
+    """
+    return np.round(share * np.bincount(given, minlength=num_classes)).astype(np.int64)
+
+
+def quota_clean_prob(loss: np.ndarray, given: np.ndarray, quota: np.ndarray) -> np.ndarray:
+    """Clean probability (n,) of the 'quota' selection: in each given class ``c``, the ``quota[c]``
+    samples with the lowest ``loss`` (n,) get values above 0.5, the others below, so that the split
+    at 0.5 — the training split and the export's default — is the quota.
+
+    Within a class the value falls linearly with the loss rank: from 1 (lowest loss) to just above
+    0.5 on the labeled side, from just below 0.5 to 0 (highest loss) on the other. A GMM posterior
+    is no help here: at the noise where the quota is used, the GMM's low-loss component models the
+    bulk of wrong labels and its posterior is not even monotone in the loss.
+
+    >>> quota_clean_prob(np.array([.1, .9, .5, .2, .8]), np.array([0, 0, 0, 1, 1]), np.array([2, 0]))
+    array([1.  , 0.  , 0.75, 0.25, 0.  ])
+    """
+    prob = np.empty(len(loss))
+    for c, k in enumerate(quota):
+        members = np.flatnonzero(given == c)
+        order = members[np.argsort(loss[members], kind="stable")]
+        k = min(int(k), len(order))
+        rank = np.arange(len(order))
+        prob[order[:k]] = 1 - 0.5 * rank[:k] / k
+        prob[order[k:]] = 0.5 * (1 - (rank[k:] - k + 1) / (len(order) - k))
+    return prob
 
 
 def is_locked(labeled: Sequence[float], agreement: Sequence[float]) -> bool:
@@ -218,6 +274,18 @@ def is_locked(labeled: Sequence[float], agreement: Sequence[float]) -> bool:
     """
     recent = list(zip(labeled, agreement))[-LOCK_EPOCHS:]
     return len(recent) == LOCK_EPOCHS and all(f < a - LOCK_GAP or f < 0.02 for f, a in recent)
+
+
+def is_lenient(labeled: Sequence[float], agreement: Sequence[float]) -> bool:
+    """Is the split too lenient? ``labeled`` and ``agreement`` are per-epoch shares of samples, as for
+    :func:`is_locked`: a labeled set larger than the share of samples whose given label the networks
+    predict by LENIENT_GAP, for LOCK_EPOCHS epochs in a row, holds mostly labels the networks call wrong.
+
+    >>> is_lenient([.72, .75, .70], [.21, .22, .21]), is_lenient([.62, .60, .61], [.60, .60, .61])
+    (True, False)
+    """
+    recent = list(zip(labeled, agreement))[-LOCK_EPOCHS:]
+    return len(recent) == LOCK_EPOCHS and all(f > a + LENIENT_GAP for f, a in recent)
 
 
 def threshold_hint(clean_prob: np.ndarray, disagreement: float,

@@ -166,10 +166,11 @@ def fit(
         help="Epochs of plain cross-entropy before the first split (MLNT: the baseline, also its frozen "
              "feature model) \\[default: until the networks stop gaining agreement with the labels; MLNT: 10].",
         show_default=False)] = None,
-    auto: Annotated[bool, typer.Option("--auto/--no-auto", help="Choose --lambda-u, --p-threshold and "
-                                       "--loss-window from the noise estimated after warm-up (the paper's "
-                                       "table), and recover from a self-locking split. --no-auto: the paper's "
-                                       "50%-noise settings (25, 0.5, 1).")] = DEFAULTS.auto,
+    auto: Annotated[bool, typer.Option("--auto/--no-auto", help="Choose --lambda-u, --loss-window and "
+                                       "--selection from the noise estimated after warm-up (the paper's "
+                                       "table; a class-wise quota at high noise), and recover from a locked "
+                                       "or lenient split. --no-auto: the paper's 50%-noise settings (25, "
+                                       "threshold 0.5, 1, gmm).")] = DEFAULTS.auto,
     batch_size: Annotated[int, typer.Option(help="Labeled (and unlabeled) samples per step.")] = DEFAULTS.batch_size,
     lr: Annotated[float | None, typer.Option(help="SGD learning rate (÷10 after half the epochs) \\[default: 0.02; "
                                                   "0.002 from ImageNet weights].", show_default=False)] = None,
@@ -186,6 +187,10 @@ def fit(
                                                  "warm-up).")] = DEFAULTS.noise_mode,
     loss_window: Annotated[int | None, typer.Option(
         help="Epochs of losses averaged before the GMM (5 helps at very high noise) \\[default: --auto].",
+        show_default=False)] = None,
+    selection: Annotated[str | None, typer.Option(
+        help="Labeled set: 'gmm' (the paper's GMM split) or 'quota' (per class, the lowest losses, as many as the "
+             "network predicts the given label for; for very high noise) \\[default: --auto].",
         show_default=False)] = None,
     meta_sets: Annotated[int, typer.Option(help="M: synthetic noisy label sets per batch, each one extra "
                                                 "forward/backward pass.", rich_help_panel=MLNT)] = DEFAULTS.meta_sets,

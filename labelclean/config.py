@@ -30,8 +30,10 @@ from .models import ARCHS, default_arch
 METHODS = ("dividemix", "mlnt")
 MENTOR_FILTERS = ("disagree", "gmm", "none")
 NOISE_MODES = ("auto", "sym", "asym")
-# What DivideMix uses for λu, threshold and loss window with --no-auto: the paper's CIFAR-10 settings at 50% noise.
-PAPER_SETTINGS = {"lambda_u": 25.0, "p_threshold": 0.5, "loss_window": 1}
+SELECTIONS = ("gmm", "quota")
+# What DivideMix uses for λu, threshold, loss window and selection with --no-auto: the paper's CIFAR-10
+# settings at 50% noise (also the threshold with --auto, whose rules leave it at the paper's 0.5).
+PAPER_SETTINGS = {"lambda_u": 25.0, "p_threshold": 0.5, "loss_window": 1, "selection": "gmm"}
 DEVICES = ("auto", "cpu", "cuda")
 BASELINE_EPOCHS = 10  # MLNT's baseline without --warmup: the DivideMix paper's CIFAR warm-up
 
@@ -61,8 +63,8 @@ class FitConfig:
     weight_decay: float = 5e-4
 
     # DivideMix.
-    auto: bool = True  # choose None-valued lambda_u, p_threshold, loss_window from the estimated noise
-    #                    (auto.choose_settings) and guard against self-locking splits; off: PAPER_SETTINGS
+    auto: bool = True  # choose None-valued lambda_u, loss_window, selection from the estimated noise
+    #                    (auto.choose_settings) and guard against locked or lenient splits; off: PAPER_SETTINGS
     p_threshold: float | None = None  # clean probability above which a sample joins the labeled set
     lambda_u: float | None = None  # weight of the unlabeled (MSE) loss once ramped up
     rampup_epochs: float = 16.0  # epochs over which lambda_u ramps linearly from 0 after warm-up
@@ -71,6 +73,9 @@ class FitConfig:
     noise_mode: str = "auto"  # 'asym': class-pair noise (confidence penalty in warm-up, λu 0 with auto);
     #                           'sym': any other class; 'auto': detected after warm-up (auto.estimate_noise)
     loss_window: int | None = None  # epochs of normalized losses averaged before the GMM (paper: 5 at 90%)
+    selection: str | None = None  # labeled set: 'gmm' (the paper: clean_prob > p_threshold from the GMM) or
+    #                               'quota' (per class, the lowest losses, as many as the network predicts the
+    #                               given label for; auto.class_quota); None: --auto ('quota' at high noise)
 
     # MLNT (defaults of the official main.py). Its meta epochs (after the baseline) are split evenly
     # into `rounds`; each round has its own lr step (÷10 at half), meta-weight ramp and EMA schedule.
@@ -128,6 +133,8 @@ class FitConfig:
                 raise bad(name, "at least 0")
         if self.mentor_filter not in MENTOR_FILTERS:
             raise bad("mentor_filter", f"one of {', '.join(MENTOR_FILTERS)}")
+        if self.selection is not None and self.selection not in SELECTIONS:
+            raise bad("selection", f"one of {', '.join(SELECTIONS)}")
         if self.noise_mode not in NOISE_MODES:
             raise bad("noise_mode", f"one of {', '.join(NOISE_MODES)}")
         if self.arch not in ARCHS:
@@ -207,7 +214,7 @@ def resolve(cfg: FitConfig, n_samples: int, decided: dict[str, Any] | None = Non
         settings = {"p_threshold": PAPER_SETTINGS["p_threshold"]}
     else:
         warmup = cfg.warmup if cfg.warmup is not None else decided.get("warmup", warmup_limit(cfg))
-        settings = decided.get("settings", PAPER_SETTINGS) if cfg.auto else PAPER_SETTINGS
+        settings = {**PAPER_SETTINGS, **decided.get("settings", {})} if cfg.auto else PAPER_SETTINGS
     epochs = cfg.epochs if cfg.epochs is not None else warmup + train_epochs(n_samples, cfg.batch_size)
     cfg.check_warmup(warmup, epochs)
     return replace(cfg, warmup=warmup, epochs=epochs,

@@ -4,7 +4,8 @@ Two networks are warmed up on all labels. Then, every epoch, for each network:
 
 1. **co-divide** — a 2-component GMM on each sample's normalized loss gives its probability
    of being clean (:func:`clean_probability`); the split made by one network is used to
-   train the *other*, so the networks do not confirm their own mistakes;
+   train the *other*, so the networks do not confirm their own mistakes. At very high noise a
+   class-wise quota replaces the GMM's split (:func:`split_clean_prob`, docs/high-noise.md);
 2. **co-refine** — labeled samples get ``sharpen(w·y + (1−w)·p)``, with ``w`` the clean
    probability (:func:`co_refine`);
 3. **co-guess** — unlabeled samples get the sharpened mean prediction of both networks
@@ -38,12 +39,14 @@ from .auto import (
     MAX_RECOVERIES,
     best_warmup_epoch,
     choose_settings,
+    class_quota,
     estimate_noise,
+    is_lenient,
     is_locked,
+    quota_clean_prob,
     warmup_over,
 )
 from .config import FitConfig, resolve, warmup_limit
-from .errors import LabelcleanError
 from .training import (
     EpochReport,
     Loop,
@@ -137,13 +140,17 @@ def linear_rampup(epoch: float, warmup: int, length: float) -> float:
 
 
 def normalized_loss(loss: torch.Tensor) -> torch.Tensor:
-    """Min–max normalize per-sample losses so epochs are comparable for the loss window."""
+    """Min–max normalize per-sample losses so epochs are comparable for the loss window.
+
+    Equal losses (no spread) give zeros and a warning: they carry no evidence against any label, and
+    :func:`split_clean_prob` then calls every sample clean.
+    """
     spread = loss.max() - loss.min()
     if spread <= 0:
-        raise LabelcleanError(
-            "Every sample has the same loss, so clean and noisy samples cannot be told apart; "
-            "check that the images differ and that there are at least two classes in use."
-        )
+        log.warning("Every sample has the same loss, so the losses cannot tell wrong labels from right ones; "
+                    "every clean_prob is 1.0 (nothing flagged). Check that the images differ and that at least "
+                    "two classes are in use.")
+        return torch.zeros_like(loss)
     return (loss - loss.min()) / spread
 
 
@@ -175,6 +182,24 @@ def clean_probability(loss: np.ndarray | torch.Tensor, *, max_iter: int = 10, to
         warnings.simplefilter("ignore", ConvergenceWarning)
         gmm.fit(x)
     return gmm.predict_proba(x)[:, gmm.means_.argmin()], bool(gmm.converged_)
+
+
+def split_clean_prob(loss: np.ndarray, given: np.ndarray, num_classes: int, selection: str, share: float,
+                     seed: int) -> tuple[np.ndarray, bool]:
+    """Clean probability (n,) of every sample from its (window-averaged) normalized loss (n,), and
+    whether the GMM converged. ``selection`` 'gmm': :func:`clean_probability`; 'quota': in each
+    given class the lowest losses, ``share`` of the class (:func:`labelclean.auto.class_quota`,
+    :func:`labelclean.auto.quota_clean_prob`). The split is ``clean_prob > p_threshold``.
+
+    Losses without spread carry no evidence against any label: every sample gets 1.0 (all labeled,
+    nothing flagged) rather than 0.5, which would put every sample on the unlabeled side of the
+    training split and leave the networks nothing to learn the given labels from.
+    """
+    if np.ptp(loss) == 0:
+        return np.ones(len(loss)), True
+    if selection == "quota":
+        return quota_clean_prob(loss, given, class_quota(given, num_classes, share)), True
+    return clean_probability(loss, seed=seed)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -216,6 +241,11 @@ def train_step(net: nn.Module, peer: nn.Module, optimizer: torch.optim.Optimizer
     n_x, n_u = len(labeled), len(unlabeled)
     v1, v2 = data.views(torch.cat([labeled, unlabeled]))  # each: the labeled samples, then the unlabeled
     given = F.one_hot(data.labels[labeled], data.num_classes).float()
+    # Co-refine and co-guess predict all four views of ``net`` in one forward pass (train mode, no
+    # gradients), so BatchNorm normalizes them with the statistics of the union and updates its
+    # running statistics once per step. The official code runs four passes (u1, u2, x1, x2), each
+    # normalized by its own batch and each updating the running statistics. Neither gets gradients;
+    # the difference is in the targets' batch statistics and in how fast the running ones move.
     with torch.no_grad(), autocast(data.device):
         own = torch.softmax(net(torch.cat([v1, v2])).float(), dim=1)
         own = own.view(2, n_x + n_u, data.num_classes)  # (view, sample, class)
@@ -272,16 +302,18 @@ def train_epoch(net: nn.Module, peer: nn.Module, optimizer: torch.optim.Optimize
 
 
 def co_divide(net: nn.Module, data: TrainingData, history: list[torch.Tensor], cfg: FitConfig,
-              seed: int) -> tuple[torch.Tensor, bool, float]:
-    """Clean probability (n,) of every sample from ``net``'s losses, averaged over the loss window;
-    whether the GMM converged; and the share of samples whose given label ``net`` predicts.
+              share: float, seed: int) -> tuple[torch.Tensor, bool, float]:
+    """Clean probability (n,) of every sample from ``net``'s losses, averaged over the loss window
+    (:func:`split_clean_prob` with ``cfg.selection`` and the quota's ``share``); whether the GMM
+    converged; and the share of samples whose given label ``net`` predicts.
 
     ``history`` (this network's recent normalized losses) is updated in place.
     """
     logits = predict_logits(net, data, cfg.eval_batch_size)
     history.append(normalized_loss(F.cross_entropy(logits, data.labels, reduction="none")).cpu())
     del history[:-cfg.loss_window]
-    prob, converged = clean_probability(torch.stack(history).mean(0).numpy(), seed=seed)
+    prob, converged = split_clean_prob(torch.stack(history).mean(0).numpy(), data.labels.cpu().numpy(),
+                                       data.num_classes, cfg.selection, share, seed)
     agreement = (logits.argmax(dim=1) == data.labels).float().mean().item()
     return torch.as_tensor(prob, dtype=torch.float32, device=data.device), converged, agreement
 
@@ -289,6 +321,13 @@ def co_divide(net: nn.Module, data: TrainingData, history: list[torch.Tensor], c
 # ---------------------------------------------------------------------------------------------
 # The settings chosen from the data (rules in auto.py), kept in state.extra["auto"]; config.resolve
 # turns them into the effective config.
+
+
+def quota_share(state: TrainingState) -> float:
+    """Share of each class the 'quota' selection labels: 1 − the noise estimated when warm-up ended,
+    or the agreement when the guard last switched to the quota or recovered a locked quota split."""
+    decided = state.extra["auto"]
+    return decided["quota_share"] if "quota_share" in decided else 1 - decided["noise"]["rate"]
 
 
 def ensemble_agreement(nets: list[nn.Module], data: TrainingData, cfg: FitConfig) -> tuple[float, np.ndarray]:
@@ -339,7 +378,8 @@ def end_warmup(predicted: np.ndarray, data: TrainingData, cfg: FitConfig, state:
     note = (f"Warm-up ended after {warmup} epoch(s)" + (f", networks from epoch {kept_epoch}" if kept_epoch else "")
             + f"; they disagree with {noise.rate:.0%} of the given labels ({noise.kind} noise)")
     if chosen:
-        note += "; chose " + ", ".join(f"{k} {v:g}" for k, v in chosen.items())
+        note += "; chose " + ", ".join(f"{k} {v:g}" if isinstance(v, float | int) else f"{k} {v}"
+                                       for k, v in chosen.items())
     log.info("%s.", note)
     return note
 
@@ -350,6 +390,8 @@ def guard_fires(labeled: float, agreement: float, cfg: FitConfig, state: Trainin
     With ``auto`` the run recovers by a warm-up epoch of both networks on all labels instead of
     this epoch's DivideMix epoch (at most MAX_RECOVERIES times): a locked split came from networks
     too weak when warm-up ended, and training on its small labeled set does not make them stronger.
+    Under the 'quota' selection, whose share came from those networks, the share becomes this
+    epoch's agreement. The other side of the guard is :func:`lenient_fires`.
     """
     guard = state.extra.setdefault("auto", {}).setdefault("guard", {"labeled": [], "agreement": [],
                                                                      "recoveries": 0})
@@ -360,12 +402,40 @@ def guard_fires(labeled: float, agreement: float, cfg: FitConfig, state: Trainin
     guard["labeled"], guard["agreement"] = [], []
     recover = cfg.auto and guard["recoveries"] < MAX_RECOVERIES
     guard["recoveries"] += recover
+    if recover and cfg.selection == "quota":
+        state.extra["auto"]["quota_share"] = agreement
     note = (f"The split has locked itself: the labeled sets hold {labeled:.0%} of the samples while the "
             f"networks predict the given label for {agreement:.0%}. "
             + ("Running a warm-up epoch on all labels to recover." if recover else
                "Consider a longer --warmup (or --auto)."))
     log.warning(note)
     return note if recover else None
+
+
+def lenient_fires(cfg: FitConfig, selection: str, state: TrainingState) -> str | None:
+    """The guard's other side, on the shares :func:`guard_fires` recorded: a labeled set far above the
+    share of samples whose given label the networks predict (``auto.is_lenient``) holds mostly wrong
+    labels. With ``auto`` and no ``--selection`` given, the run switches to the 'quota' selection from
+    the next epoch (recorded in the auto settings); otherwise it warns. A note when it fires.
+
+    ``cfg`` is the config as given; ``selection`` the one in use.
+    """
+    decided = state.extra["auto"]
+    guard = decided["guard"]
+    if selection == "quota" or not is_lenient(guard["labeled"], guard["agreement"]):
+        return None
+    labeled, agreement = guard["labeled"][-1], guard["agreement"][-1]
+    guard["labeled"], guard["agreement"] = [], []
+    switch = cfg.auto and cfg.selection is None
+    if switch:  # the quota's share: what the networks agree with now
+        decided["settings"] = {**decided.get("settings", {}), "selection": "quota"}
+        decided["quota_share"], guard["switched"] = agreement, len(state.history) + 1
+    note = (f"The split is too lenient: the labeled sets hold {labeled:.0%} of the samples while the networks "
+            f"predict the given label for only {agreement:.0%}, so most labeled samples are ones they call "
+            f"wrong. " + ("Switching to a class-wise quota (--selection quota) from the next epoch." if switch
+                          else "Consider --selection quota (or --auto)."))
+    log.warning(note)
+    return note
 
 
 def warmup_both(nets: list[nn.Module], optimizers: list[torch.optim.Optimizer], data: TrainingData,
@@ -396,13 +466,14 @@ def one_epoch(nets: list[nn.Module], optimizers: list[torch.optim.Optimizer], da
             agreement, report.note = adaptive_warmup(nets, optimizers, data, cfg, state, epoch)
             report.agreement, report.epochs = [agreement], resolve(cfg, len(data), state.extra.get("auto")).epochs
         return report
-    divided = once(state, "co-divide", lambda: [co_divide(net, data, hist, plan, seed=cfg.seed + epoch)
+    divided = once(state, "co-divide", lambda: [co_divide(net, data, hist, plan, quota_share(state), cfg.seed + epoch)
                                                 for net, hist in zip(nets, state.loss_history)])
     labeled_share = float(np.mean([(prob > plan.p_threshold).float().mean().item() for prob, _, _ in divided]))
     agreement = [a for _, _, a in divided]
     if recovery := once(state, "guard", lambda: guard_fires(labeled_share, float(np.mean(agreement)), plan, state)):
         return EpochReport(epoch + 1, plan.epochs, "warm-up", lr, 0.0,
                            loss=warmup_both(nets, optimizers, data, plan, state), agreement=agreement, note=recovery)
+    switched = once(state, "lenient guard", lambda: lenient_fires(cfg, plan.selection, state))
 
     def train_on_peer_split(k: int) -> tuple[float, float, int]:
         peer_split = divided[1 - k][0].to(data.device)  # a checkpoint's copy comes back on the CPU
@@ -425,7 +496,7 @@ def one_epoch(nets: list[nn.Module], optimizers: list[torch.optim.Optimizer], da
         lambda_u=plan.lambda_u * linear_rampup(epoch + 1, plan.warmup, plan.rampup_epochs),
         gmm_converged=all(c for _, c, _ in divided),
         agreement=agreement,
-        note=note,
+        note="; ".join(n for n in (note, switched) if n) or None,
     )
 
 
@@ -449,11 +520,25 @@ class FinalEvaluation:
     probs: np.ndarray  # (n, k) mean softmax of the two networks
 
 
-def evaluate(nets: list[nn.Module], data: TrainingData, cfg: FitConfig) -> FinalEvaluation:
-    """The final evaluation pass that export reads: clean probabilities and ensemble predictions."""
+def evaluate(nets: list[nn.Module], data: TrainingData, cfg: FitConfig,
+             state: TrainingState | None = None) -> FinalEvaluation:
+    """The final evaluation pass that export reads: clean probabilities and ensemble predictions.
+
+    With the training's ``state``, each network's clean probability comes from the same rule as its
+    training splits: its final losses averaged with the last ``loss_window − 1`` epochs' losses, and
+    the selection in use, so the export's default threshold (0.5) flags what the fit's split does.
+    Without it (MLNT), from the final losses and the GMM.
+    """
+    plan = (resolve(cfg, len(data), state.extra.get("auto")) if state is not None
+            else replace(cfg, loss_window=1, selection="gmm"))
+    histories = state.loss_history if state is not None else [[], []]
     logits = [predict_logits(net, data, cfg.eval_batch_size) for net in nets]
     losses = [F.cross_entropy(z, data.labels, reduction="none") for z in logits]
-    clean = [clean_probability(normalized_loss(loss).cpu().numpy(), seed=cfg.seed)[0]
-             for loss in losses]
+    given, share = data.labels.cpu().numpy(), quota_share(state) if plan.selection == "quota" else 1.0
+    clean = []
+    for loss, history in zip(losses, histories):
+        window = [*history[max(0, len(history) + 1 - plan.loss_window):], normalized_loss(loss).cpu()]
+        clean.append(split_clean_prob(torch.stack(window).mean(0).numpy(), given, data.num_classes,
+                                      plan.selection, share, cfg.seed)[0])
     probs = torch.stack([torch.softmax(z, dim=1) for z in logits]).mean(0)
     return FinalEvaluation(np.stack(clean), torch.stack(losses).cpu().numpy(), probs.cpu().numpy())

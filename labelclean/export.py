@@ -5,8 +5,10 @@ One row per input row, in input order (unless sorted), with these columns:
 =====================  =============================================================================
 path                   image path as written in the labels CSV
 given_label            the label in the CSV
-clean_prob             mean of the two networks' GMM clean probabilities, in [0, 1]; **lower = more
-                       likely mislabeled** — sort ascending to review the worst first
+clean_prob             mean of the two networks' clean probabilities, in [0, 1], from the fit's split
+                       rule (the GMM posterior; with the 'quota' selection at very high noise, the
+                       within-class loss rank, above 0.5 exactly for the samples it labels); **lower =
+                       more likely mislabeled** — sort ascending to review the worst first
 clean_prob_net1/2      each network's clean probability
 refined_label          argmax of the co-refined label ``w·onehot(given) + (1−w)·p``, with
                        ``w = clean_prob`` and ``p`` the two networks' mean softmax

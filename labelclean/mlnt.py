@@ -298,10 +298,12 @@ def train(nets: list[nn.Module], optimizers: list[torch.optim.Optimizer], data: 
                after_epoch)
 
 
-def evaluate(nets: list[nn.Module], data: TrainingData, cfg: FitConfig) -> FinalEvaluation:
+def evaluate(nets: list[nn.Module], data: TrainingData, cfg: FitConfig,
+             state: TrainingState | None = None) -> FinalEvaluation:
     """DivideMix's final evaluation with (student, teacher) as the two networks.
 
     ``clean_prob`` rows are the GMM clean probabilities from the student's and the teacher's
-    per-sample losses; ``probs`` is their mean softmax, from which the refined label is blended.
+    per-sample losses (final epoch only: MLNT keeps no loss window, so ``state`` is not read);
+    ``probs`` is their mean softmax, from which the refined label is blended.
     """
     return evaluate_pair(nets, data, cfg)

@@ -16,14 +16,17 @@ from labelclean.auto import (
     NoiseEstimate,
     best_warmup_epoch,
     choose_settings,
+    class_quota,
     estimate_noise,
+    is_lenient,
     is_locked,
+    quota_clean_prob,
     threshold_hint,
     warmup_over,
 )
 from labelclean.config import PAPER_SETTINGS, FitConfig
 from labelclean.demo import DIGIT_PAIRS, flip_labels
-from labelclean.dividemix import guard_fires, linear_rampup
+from labelclean.dividemix import clean_probability, guard_fires, lenient_fires, linear_rampup, quota_share
 from labelclean.errors import LabelcleanError
 from labelclean.report import render_report
 from labelclean.training import TrainingState
@@ -58,20 +61,20 @@ def test_noise_kind_is_not_called_pair_with_three_classes_or_fewer():
 
 
 @pytest.mark.parametrize("rate, kind, classes, expected", [
-    # The paper's appendix: CIFAR-10 column (10 classes) and CIFAR-100 column (100 classes).
-    (0.2, "spread", 10, (0.0, 0.5, 1)),
-    (0.5, "spread", 10, (25.0, 0.5, 1)),
-    (0.8, "spread", 10, (25.0, 0.5, 5)),
-    (0.9, "spread", 10, (50.0, 0.6, 5)),
-    (0.2, "pair", 10, (0.0, 0.5, 1)),
-    (0.4, "pair", 10, (0.0, 0.5, 1)),
-    (0.2, "spread", 100, (25.0, 0.5, 1)),
-    (0.5, "spread", 100, (150.0, 0.5, 1)),
-    (0.9, "spread", 100, (150.0, 0.6, 5)),
+    # The paper's appendix: CIFAR-10 column (10 classes) and CIFAR-100 column (100 classes); the quota from 60%.
+    (0.2, "spread", 10, (0.0, 1, "gmm")),
+    (0.5, "spread", 10, (25.0, 1, "gmm")),
+    (0.8, "spread", 10, (25.0, 5, "quota")),
+    (0.9, "spread", 10, (50.0, 5, "quota")),
+    (0.2, "pair", 10, (0.0, 1, "gmm")),
+    (0.4, "pair", 10, (0.0, 1, "gmm")),
+    (0.2, "spread", 100, (25.0, 1, "gmm")),
+    (0.5, "spread", 100, (150.0, 1, "gmm")),
+    (0.9, "spread", 100, (150.0, 5, "quota")),
 ])
 def test_settings_follow_the_papers_table(rate, kind, classes, expected):
     chosen = choose_settings(NoiseEstimate(rate, 0.0, kind), classes)
-    assert (chosen["lambda_u"], chosen["p_threshold"], chosen["loss_window"]) == expected
+    assert (chosen["lambda_u"], chosen["loss_window"], chosen["selection"]) == expected
 
 
 def test_warmup_ends_after_a_plateau_or_at_its_limit():
@@ -95,6 +98,69 @@ def test_guard_detects_a_locked_split_and_not_a_healthy_one():
     assert not is_locked([0.58] * LOCK_EPOCHS, [0.60] * LOCK_EPOCHS)  # labeled ≈ agreement: healthy
     assert not is_locked([0.36] * (LOCK_EPOCHS - 1), [0.58] * (LOCK_EPOCHS - 1))  # not for long enough
     assert not is_locked([0.36, 0.36, 0.56], [0.58, 0.58, 0.60])  # recovered on its own
+
+
+def high_noise_losses(rate: float = 0.8, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """What the networks see at very high spread noise: truth, given labels, their predictions (right for 90%)
+    and window-averaged normalized losses — clean labels near 0, wrong ones a broad bulk with a long tail."""
+    rng = np.random.default_rng(seed)
+    truth = rng.integers(0, 10, 2000)
+    given = flip_labels(truth, rate, "sym", 10, rng)
+    predicted = np.where(rng.uniform(size=2000) < 0.9, truth, rng.integers(0, 10, 2000))
+    wrong = given != truth
+    loss = np.where(wrong, rng.gamma(2.0, 0.12, 2000), rng.gamma(1.0, 0.02, 2000))
+    loss[predicted == given] *= 0.5  # a label the network predicts has a lower loss
+    return truth, given, predicted, np.minimum(loss, 1.0)
+
+
+def test_the_quota_labels_the_estimated_clean_share_of_every_class_by_lowest_loss():
+    truth, given, predicted, loss = high_noise_losses()
+    share = 1 - estimate_noise(predicted, given, 10).rate  # what the networks agree with
+    prob = quota_clean_prob(loss, given, class_quota(given, 10, share))
+    labeled = prob > 0.5
+    for c in range(10):  # per class, the same share: the split follows the noise estimate and the class balance
+        assert labeled[given == c].sum() == round(share * (given == c).sum())
+        members = np.flatnonzero(given == c)  # within a class, a lower loss never gets a lower clean_prob
+        assert (np.diff(prob[members[np.argsort(loss[members])]]) <= 0).all()
+    assert labeled.mean() == pytest.approx(share, abs=0.005)
+    assert (given[labeled] == truth[labeled]).mean() > 0.85  # mostly clean, while 80% of the labels are wrong
+    gmm = clean_probability(loss)[0] > 0.5
+    assert gmm.mean() > labeled.mean() + 0.25  # the GMM's clean side took much of the bulk of wrong labels
+
+
+def test_the_quota_keeps_every_class_when_the_networks_predict_few_of_them():
+    # Seen with a quota that followed each class's agreement: classes the networks rarely predicted lost
+    # their labeled samples, and the run collapsed to one class. The quota reads only the given labels.
+    given = np.repeat(np.arange(10), 50)
+    quota = class_quota(given, 10, 0.2)
+    np.testing.assert_array_equal(quota, np.full(10, 10))
+    prob = quota_clean_prob(np.random.default_rng(0).uniform(size=500), given, quota)
+    np.testing.assert_array_equal(np.bincount(given[prob > 0.5], minlength=10), quota)
+
+
+def test_guard_switches_a_lenient_split_to_the_quota(caplog):
+    # The failure at sym 80%: ~75% labeled while the networks predict the given label for ~21%.
+    assert is_lenient([0.75] * LOCK_EPOCHS, [0.21] * LOCK_EPOCHS)
+    assert not is_lenient([0.75] * (LOCK_EPOCHS - 1), [0.21] * (LOCK_EPOCHS - 1))  # not for long enough
+    assert not is_lenient([0.62, 0.60, 0.61], [0.60, 0.59, 0.61])  # labeled ≈ agreement: healthy
+    assert not is_lenient([0.75, 0.75, 0.40], [0.21, 0.21, 0.21])  # came back on its own
+
+    state = TrainingState(extra={"auto": {"settings": {"lambda_u": 25.0, "loss_window": 5, "selection": "gmm"}}})
+    fired = []
+    for labeled, agreement in [(0.5, 0.4)] + [(0.75, 0.21)] * LOCK_EPOCHS:
+        assert guard_fires(labeled, agreement, FitConfig(), state) is None  # no warm-up: the split is not locked
+        fired.append(lenient_fires(FitConfig(), state.extra["auto"]["settings"]["selection"], state))
+    assert fired[:-1] == [None] * LOCK_EPOCHS and "too lenient" in fired[-1] and "quota" in caplog.text
+    assert state.extra["auto"]["settings"]["selection"] == "quota"  # planned() reads it from the next epoch
+    assert quota_share(state) == 0.21  # labeling the share the networks agree with
+    assert lenient_fires(FitConfig(), "quota", state) is None  # once on the quota, the guard has nothing to switch
+
+    for cfg in (FitConfig(auto=False), FitConfig(selection="gmm")):  # the user's word: warn, keep the selection
+        kept = TrainingState(extra={"auto": {}})
+        for _ in range(LOCK_EPOCHS):
+            guard_fires(0.75, 0.21, cfg, kept)
+            note = lenient_fires(cfg, "gmm", kept)
+        assert "Consider --selection quota" in note and "settings" not in kept.extra["auto"]
 
 
 def test_a_lenient_final_split_gets_a_threshold_that_flags_as_many_as_the_networks_disagree_with():

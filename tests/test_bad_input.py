@@ -127,6 +127,7 @@ CASES = {
     "batch too large": (fit_with_options("--batch-size", "64"), r"fewer than two batches of 64; lower --batch-size"),
     "p-threshold": (fit_with_options("--p-threshold", "1.5"), r"'p_threshold' option must be in \[0, 1\]. Got 1.5"),
     "noise mode": (fit_with_options("--noise-mode", "pairs"), r"'noise_mode' option must be one of auto, sym, asym"),
+    "selection": (fit_with_options("--selection", "best"), r"'selection' option must be one of gmm, quota"),
     "arch": (fit_with_options("--arch", "vgg"), r"'arch' option must be one of"),
     "image size": (fit_with_options("--image-size", "2"), r"'image_size' option must be between 4 and 1024"),
     "lr": (fit_with_options("--lr", "0"), r"'lr' option must be greater than 0"),

@@ -28,6 +28,13 @@ def benchmarks(monkeypatch: pytest.MonkeyPatch):
     torch.set_num_threads(threads)
 
 
+def test_overrides_are_typed_like_the_config_fields_also_those_the_rules_choose(benchmarks):
+    from common import parse_overrides
+
+    assert parse_overrides("selection=gmm,p_threshold=0.6,lambda_u=0,loss_window=5,flip=false,alpha=1") == {
+        "selection": "gmm", "p_threshold": 0.6, "lambda_u": 0.0, "loss_window": 5, "flip": False, "alpha": 1.0}
+
+
 @pytest.mark.slow
 def test_quality_benchmark_scores_every_method(benchmarks, tmp_path):
     pytest.importorskip("cleanlab")

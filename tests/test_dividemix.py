@@ -4,27 +4,31 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import TINY
 
+import labelclean
+from labelclean import dividemix
 from labelclean.augment import Augment
 from labelclean.config import FitConfig
 from labelclean.dividemix import (
     clean_probability,
     co_guess,
     co_refine,
+    evaluate,
     linear_rampup,
     mixmatch,
     negative_entropy,
     normalized_loss,
     semi_supervised_loss,
     sharpen,
+    split_clean_prob,
     train_epoch,
     train_step,
     uniform_prior_penalty,
     warmup_epoch,
 )
-from labelclean.errors import LabelcleanError
 from labelclean.models import build_model
-from labelclean.training import TrainingData, make_optimizer
+from labelclean.training import TrainingData, TrainingState, make_optimizer, predict_logits
 
 
 def test_sharpen_lowers_entropy_and_keeps_rows_normalized():
@@ -123,10 +127,46 @@ def test_clean_probability_gives_low_loss_samples_high_probability():
     np.testing.assert_allclose(prob_rev[::-1], prob, atol=1e-6)
 
 
-def test_normalized_loss_refuses_identical_losses():
+def test_identical_losses_call_every_sample_clean_with_a_warning(caplog):
     torch.testing.assert_close(normalized_loss(torch.tensor([1.0, 3.0, 2.0])), torch.tensor([0.0, 1.0, 0.5]))
-    with pytest.raises(LabelcleanError, match="same loss"):
-        normalized_loss(torch.ones(5))
+    flat = normalized_loss(torch.full((5,), 2.3))
+    assert "same loss" in caplog.text
+    torch.testing.assert_close(flat, torch.zeros(5))
+    given = np.array([0, 1, 0, 1, 0])
+    for selection in ("gmm", "quota"):
+        prob, _ = split_clean_prob(flat.numpy(), given, 2, selection, 0.5, seed=0)
+        np.testing.assert_array_equal(prob, np.ones(5))  # no evidence against any label: all kept, none flagged
+
+
+def test_a_fit_whose_losses_are_all_equal_ends_with_a_warning_and_an_export(digits, tmp_path, monkeypatch, caplog):
+    # Networks that predict the same for every image: every per-sample loss is log(k), in training and at the end.
+    monkeypatch.setattr(dividemix, "predict_logits", lambda net, data, batch_size: torch.zeros(len(data),
+                                                                                              data.num_classes))
+    run = labelclean.fit(digits.images_dir, digits.labels_csv, tmp_path / "run", **TINY)
+    table = run.export()
+    assert "same loss" in caplog.text
+    assert len(table) == 300 and (table["clean_prob"] == 1.0).all() and not table["is_noisy"].any()
+
+
+def test_the_final_split_averages_the_loss_window_and_uses_the_training_selection():
+    data = tiny_training_data(n=60, classes=3)
+    nets = [build_model("small_cnn", 1, 3, 8).eval() for _ in range(2)]
+    rng = np.random.default_rng(0)
+    earlier = [[torch.as_tensor(rng.uniform(size=60), dtype=torch.float32) for _ in range(4)] for _ in range(2)]
+    given = data.labels.numpy()
+    for selection, window in (("gmm", 3), ("quota", 5), ("gmm", 1)):
+        cfg = FitConfig(epochs=4, warmup=1, auto=False, lambda_u=0.0, p_threshold=0.5, loss_window=window,
+                        selection=selection)
+        state = TrainingState(4, [list(h) for h in earlier], extra={"auto": {"noise": {"rate": 0.6}}})
+        result = evaluate(nets, data, cfg, state)
+        for k, net in enumerate(nets):
+            logits = predict_logits(net, data, 512)
+            final = normalized_loss(torch.nn.functional.cross_entropy(logits, data.labels, reduction="none"))
+            mean = torch.stack([*earlier[k][5 - window:], final]).mean(0).numpy()
+            expected, _ = split_clean_prob(mean, given, 3, selection, 0.4, seed=0)
+            np.testing.assert_allclose(result.clean_prob[k], expected, rtol=1e-6)
+        if selection == "quota":  # the export's default split is the quota: 1 − the noise estimate of each class
+            assert np.mean(result.clean_prob > 0.5) == pytest.approx(0.4, abs=0.03)
 
 
 def tiny_training_data(n: int = 24, classes: int = 3, padding: int = 1, flip: bool = True):

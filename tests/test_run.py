@@ -70,7 +70,10 @@ def test_interrupted_fit_resumes_to_the_same_result(digits, tmp_path):
 
 @pytest.mark.slow
 def test_ctrl_c_stops_at_a_step_boundary_and_resumes_there(digits, tmp_path, monkeypatch):
-    reference = labelclean.fit(digits.images_dir, digits.labels_csv, tmp_path / "ref", **RESUME)
+    # Small batches: after one warm-up epoch the quota may label only ~10% of the 300 samples, and the
+    # stop below needs a second step in "train 2".
+    settings = dict(RESUME, batch_size=8)
+    reference = labelclean.fit(digits.images_dir, digits.labels_csv, tmp_path / "ref", **settings)
     steps = Loop.steps
 
     def ctrl_c_in_epoch_3(loop, count, totals):
@@ -81,7 +84,7 @@ def test_ctrl_c_stops_at_a_step_boundary_and_resumes_there(digits, tmp_path, mon
 
     monkeypatch.setattr(Loop, "steps", ctrl_c_in_epoch_3)
     with pytest.raises(Interrupted, match="after 2 of .* epoch 3"):
-        labelclean.fit(digits.images_dir, digits.labels_csv, tmp_path / "cut", **RESUME)
+        labelclean.fit(digits.images_dir, digits.labels_csv, tmp_path / "cut", **settings)
     monkeypatch.undo()
     saved = load_torch(tmp_path / "cut" / "checkpoint.pt")
     assert saved["epoch"] == 2 and saved["partial"]["loop"]["name"] == "train 2"
