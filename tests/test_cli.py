@@ -109,7 +109,7 @@ def test_no_keep_model_refuses_predict_with_a_hint(digits, tmp_path):
 
 def test_help_explains_every_command():
     commands = typer.main.get_command(app).commands
-    assert sorted(commands) == ["apply", "demo", "export", "fit", "predict", "report"]
+    assert sorted(commands) == ["apply", "demo", "export", "fit", "predict", "pretrain", "report"]
     for name, command in commands.items():
         result = runner.invoke(app, [name, "--help"], terminal_width=200, env={"COLUMNS": "200"})
         assert result.exit_code == 0, result.output

@@ -108,7 +108,7 @@ def test_init_weights_start_both_networks_from_the_file(few_digits, tmp_path, cl
     assert result.exit_code == 0, result.output
     loadable = {k for k, v in small_cnn(1, 10, 8).state_dict().items() if saved[k].shape == v.shape}
     said = " ".join(result.stderr.split())  # the CLI logs to stderr, wrapped
-    assert f"Loaded {len(loadable)} tensors from" in said and "into both networks" in said
+    assert f"Loaded {len(loadable)} of the network's " in said and "into both networks" in said
     torch.manual_seed(0)  # what fit builds before loading: two networks from the run's seed
     fresh = [small_cnn(1, 10, 8) for _ in range(2)]
     for net, state in zip(fresh, torch.load(tmp_path / "run" / "model.pt", weights_only=True)["nets"]):
