@@ -271,7 +271,8 @@ def test_explicit_values_and_no_auto_win_over_the_rules(digits, tmp_path, option
     if kind:
         assert decided["noise"]["kind"] == kind
     chosen = {k: v for k, v in decided["settings"].items() if config["fit"][k] is None}
-    announced = "; chose " + ", ".join(f"{k} {v:g}" for k, v in chosen.items())
+    announced = "; chose " + ", ".join(f"{k} {v:g}" if isinstance(v, float | int) else f"{k} {v}"
+                                       for k, v in chosen.items())
     note = run.history[1]["note"]
     assert note.endswith(announced) if config["fit"]["auto"] else "; chose" not in note
 

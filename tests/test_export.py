@@ -9,7 +9,10 @@ import pandas as pd
 import pytest
 import torch
 
+from conftest import TINY
+
 import labelclean
+from labelclean.auto import class_quota, quota_clean_prob
 from labelclean.dividemix import clean_probability, normalized_loss
 from labelclean.errors import LabelcleanError
 from labelclean.export import COLUMNS, select_rows
@@ -116,11 +119,21 @@ def test_a_fitted_run_exports_what_its_files_define(tiny_run, threshold):
     assert (table["refined_label"] != table["given_label"]).any()
 
 
-def test_the_final_clean_probabilities_are_the_gmm_posteriors_of_the_saved_losses(tiny_run):
-    samples = tiny_run.samples()
+@pytest.mark.parametrize("selection", ["gmm", "quota"])
+def test_the_final_clean_probabilities_follow_the_split_rule_on_the_saved_losses(digits, tmp_path, selection):
+    """With a loss window of 1 the final split reads only the saved losses: the GMM posterior of the
+    normalized loss, or the class-wise quota of the share the warmed-up networks agreed with."""
+    run = labelclean.fit(digits.images_dir, digits.labels_csv, tmp_path / "run", **TINY, selection=selection,
+                         loss_window=1)
+    samples = run.samples()
+    given = samples["given_label"].map({c: k for k, c in enumerate(run.classes)}).to_numpy()
     for net in ("net1", "net2"):
-        loss = torch.tensor(samples[f"loss_{net}"].to_numpy(), dtype=torch.float32)
-        expected, _ = clean_probability(normalized_loss(loss).numpy(), seed=tiny_run.config["fit"]["seed"])
+        loss = normalized_loss(torch.tensor(samples[f"loss_{net}"].to_numpy(), dtype=torch.float32)).numpy()
+        if selection == "gmm":
+            expected, _ = clean_probability(loss, seed=run.config["fit"]["seed"])
+        else:
+            share = 1 - run.config["auto"]["noise"]["rate"]
+            expected = quota_clean_prob(loss, given, class_quota(given, len(run.classes), share))
         np.testing.assert_allclose(samples[f"clean_prob_{net}"], expected, atol=1e-4)
         low, high = samples[f"loss_{net}"] < samples[f"loss_{net}"].median(), samples[f"loss_{net}"] > \
             samples[f"loss_{net}"].median()

@@ -143,6 +143,8 @@ def nasty_run(tiny_run, tmp_path):
     samples = pd.read_csv(run_dir / "samples.csv", dtype=str, keep_default_na=False)
     samples["given_label"] = samples["given_label"].replace("3", NASTY)
     samples.loc[0, "path"] = '"><img src=x onerror=alert(1)>.png'
+    for net in ("net1", "net2"):  # below 1 everywhere: at --threshold 1 every sample is a suspect
+        samples[f"clean_prob_{net}"] = samples[f"clean_prob_{net}"].astype(float).clip(upper=0.99)
     samples.to_csv(run_dir / "samples.csv", index=False)
     return labelclean.Run(run_dir)
 
@@ -163,7 +165,8 @@ def test_report_command_writes_a_file_and_caps_the_suspects(tiny_run, tmp_path):
     assert result.exit_code == 0, result.output
     assert result.stdout == "" and str(out) in result.stderr.replace("\n", "")
     page = out.read_text()
-    assert page.count("<figure>") == 7 and "Showing the 7 lowest of 300" in page
+    suspects = int(tiny_run.export(1.0)["is_noisy"].sum())  # clean_prob < 1: all but the quota's surest
+    assert page.count("<figure>") == 7 and f"Showing the 7 lowest of {suspects:,}" in page
 
 
 def test_thumbnails_stay_small_so_1000_suspects_fit_in_5_mb(tmp_path):
