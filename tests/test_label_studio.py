@@ -187,10 +187,9 @@ def test_review_round_trip_through_a_real_label_studio_server(start_label_studio
     assert content == (digits.images_dir / first).read_bytes()
     assert server.request("GET", image_url, auth=False)[0] in (401, 403)
 
-    table = tiny_run.export(0.5, only_noisy=True, sort="clean_prob")
-    suggestions = table[table["refined_label"] != table["given_label"]]
+    suggestions = tiny_run.export(0.5, only_errors=True, sort="clean_prob")  # suggested_label != given_label
     accepted, rejected = suggestions.iloc[:3], suggestions.iloc[3]
-    decisions = [(row.path, row.refined_label) for row in accepted.itertuples()] + [
+    decisions = [(row.path, row.suggested_label) for row in accepted.itertuples()] + [
         (rejected.path, rejected.given_label)]
     for path, label in decisions:
         result = [{"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": [label]}}]
@@ -206,7 +205,7 @@ def test_review_round_trip_through_a_real_label_studio_server(start_label_studio
     original = pd.read_csv(digits.labels_csv, dtype=str)
     cleaned = pd.read_csv(tmp_path / "cleaned.csv", dtype=str)
     relabelled = original.set_index("path")["label"].copy()
-    relabelled[accepted["path"]] = accepted["refined_label"].to_numpy()
+    relabelled[accepted["path"]] = accepted["suggested_label"].to_numpy()
     assert cleaned["path"].tolist() == original["path"].tolist()
     assert cleaned.set_index("path")["label"].to_dict() == relabelled.to_dict()
     changes = pd.read_csv(tmp_path / "cleaned.changes.csv", dtype=str)
