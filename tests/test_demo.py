@@ -2,7 +2,7 @@
 
 Digits with 40% of labels flipped to another class, the demo's CPU settings. A plain
 cross-entropy model with confidence thresholding reaches F1 ≈ 0.97 and repaired accuracy
-≈ 0.95 here (../shared/FINDINGS.md), so DivideMix must at least match that.
+≈ 0.95 here (docs/benchmarks.md, plain CE rows), so DivideMix must at least match that.
 """
 
 import pandas as pd
