@@ -114,7 +114,8 @@ def fit(
     _check_options(cfg.validate(), max_ram_gb, init_weights)
     # Under torchrun, init waits for every process, so all have read `out` before the main one changes it.
     device = distributed.init(resolve_device(cfg.device))
-    kernel_threads = cpu_threads(device)  # before this fit loads the machine (decoding)
+    # Before this fit loads the machine (decoding); a resumed fit keeps its threads, so it ends as an uninterrupted one.
+    kernel_threads = saved["threads"] if saved and saved.get("threads") else cpu_threads(device)
     if saved is None and overwrite:
         directory.clear()
     labeled = read_labels(inputs["images_dir"], inputs["labels_csv"], path_column=inputs["path_column"],

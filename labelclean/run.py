@@ -53,7 +53,7 @@ from .files import (
 )
 from .models import build_model
 from .review import CleanedLabels, apply_decisions, model_decisions
-from .training import TrainingData, TrainingState, place, precision, predict_logits
+from .training import TrainingData, TrainingState, place, precision, predict_logits, threads
 
 CONFIG = "config.json"
 HISTORY = "history.jsonl"
@@ -299,7 +299,8 @@ class Run:
         images = decode_for_prediction(files, shown, prep["image_size"], prep["channels"], convert_channels,
                                        self.directory, progress)
         data = TrainingData.build(images, None, len(self.classes), prep["mean"], prep["std"], dev)
-        probs = torch.stack([torch.softmax(predict_logits(net, data, batch_size), dim=1) for net in nets]).mean(0)
+        with threads(self.config.get("threads") or torch.get_num_threads()):  # the fit's: the same numerics
+            probs = torch.stack([torch.softmax(predict_logits(net, data, batch_size), dim=1) for net in nets]).mean(0)
         confidence, label = probs.topk(top_k, dim=1)
         names = np.asarray(self.classes, dtype=object)
         table = pd.DataFrame({"path": shown, "predicted_label": names[label[:, 0].cpu().numpy()],

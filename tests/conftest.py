@@ -78,3 +78,13 @@ def fp32(monkeypatch: pytest.MonkeyPatch) -> None:
     from labelclean import training
 
     monkeypatch.setattr(training, "cpu_has_fast_bf16", lambda: False)
+
+
+@pytest.fixture(autouse=True)
+def one_cpu_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fits in tests run on one CPU thread, not on the count ``training.cpu_threads`` measures: that
+    probe times the machine as it is, and a count that differs between two fits changes their float
+    rounding, so a test comparing them (an interrupted and an uninterrupted fit) would depend on the load."""
+    from labelclean import api
+
+    monkeypatch.setattr(api, "cpu_threads", lambda device: 1)

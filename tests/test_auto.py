@@ -225,8 +225,8 @@ def test_adaptive_warmup_chooses_and_records_the_settings(digits, tmp_path):
     assert phases[:2] == ["warm-up"] * 2 and "train" in phases[2:] and len(phases) == 7
     assert run.history[1]["note"].startswith("Warm-up ended after 2 epoch(s)")
     assert run.history[1]["note"].endswith(  # what --auto chose is said
-        f"; chose lambda_u {chosen['lambda_u']:g}, p_threshold {chosen['p_threshold']:g}, "
-        f"loss_window {chosen['loss_window']:g}")
+        f"; chose lambda_u {chosen['lambda_u']:g}, loss_window {chosen['loss_window']:g}, "
+        f"selection {chosen['selection']}")
 
 
 @pytest.mark.slow

@@ -68,7 +68,9 @@ REFERENCES = {
                    for arch in ("preact_resnet18", "resnet18", "resnet34", "resnet50")),
 ])
 def test_every_arch_fits_saves_and_predicts(few_digits, tmp_path, arch):
-    run = labelclean.fit(few_digits.images_dir, few_digits.labels_csv, tmp_path / "run", arch=arch, **SHORT)
+    # torchvision's ResNets downsample 32x: at 8 px their bf16 activations overflowed to NaN (fp32 did not)
+    size = {"image_size": 32} if arch.startswith("resnet") else {}
+    run = labelclean.fit(few_digits.images_dir, few_digits.labels_csv, tmp_path / "run", arch=arch, **{**SHORT, **size})
     assert run.config["fit"]["arch"] == arch
     for state in torch.load(run.directory / "model.pt", weights_only=True)["nets"]:
         assert {k: v.shape for k, v in state.items()} == REFERENCES[arch]()
