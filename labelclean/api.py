@@ -11,10 +11,7 @@ Example (``examples/python_api.py`` runs the same on digits)::
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -29,13 +26,14 @@ from torch import nn
 from . import distributed, dividemix, mlnt
 from .augment import crop_padding
 from .auto import start_kind, start_lr, threshold_hint
-from .cache import decode_cached
 from .config import FitConfig, for_device, resolve, resolve_device
-from .data import LabeledImages, channel_stats, read_labels, refuse_unreadable, without_rows
+from .data import LabeledImages, channel_stats, read_labels
 from .demo import DEMO_SETTINGS, DigitsDataset, score, write_digits
 from .errors import LabelcleanError
 from .export import DEFAULT_THRESHOLD
+from .images import decode_listed, place_images
 from .models import build_model, imagenet_weights, load_weights, read_weights
+from .pretrain import PretrainConfig, pretrain
 from .run import Progress, Run, RunDirectory, new_config
 from .training import (
     EpochReport,
@@ -49,7 +47,7 @@ from .training import (
     threads,
 )
 
-__all__ = ["DemoResult", "EpochReport", "Interrupted", "Run", "demo", "fit"]
+__all__ = ["DemoResult", "EpochReport", "Interrupted", "PretrainConfig", "Run", "demo", "fit", "pretrain"]
 
 log = logging.getLogger("labelclean")
 
@@ -127,7 +125,7 @@ def fit(
     start = distributed.main_first(lambda: _start_weights(cfg, init_weights)) if saved is None else None
     channels = saved["preprocessing"]["channels"] if saved else None
     images, labeled = distributed.main_first(
-        lambda: _decode(labeled, cfg.image_size, channels, inputs, directory.path, on_progress))
+        lambda: decode_listed(labeled, cfg.image_size, channels, inputs, directory.path, on_progress))
     data, preprocessing = _training_data(images, labeled, cfg, device, max_ram_gb)
     nets, optimizers, cfg, start_record = _networks(cfg, data, start, device, fresh=saved is None)
 
@@ -197,64 +195,14 @@ def _check_size(labeled: LabeledImages, cfg: FitConfig, labels_csv: str) -> None
         )
 
 
-def _decode(labeled: LabeledImages, size: int, channels: int | None, inputs: dict[str, Any], out: Path,
-            progress: Progress | None) -> tuple[np.ndarray, LabeledImages]:
-    """Decode the images, or map those an earlier fit decoded into the cache folder (default: ``out``);
-    refuse unreadable ones (or drop them with ``skip_bad``)."""
-    cache_dir = inputs["cache_dir"]
-    images, bad = decode_cached(labeled.files, size, channels, Path(cache_dir or out),
-                                progress=progress and (lambda d, t: progress("decode", d, t)),
-                                replace_older=cache_dir is None)
-    if not inputs["skip_bad"]:
-        refuse_unreadable(bad, labeled.paths, f"image(s) listed in {inputs['labels_csv']}",
-                          "Fix or remove them, or pass --skip-bad to leave them out.")
-    if bad:
-        log.warning("Left out %d unreadable image(s); see skipped.csv in the run directory.", len(bad))
-    return images, without_rows(labeled, bad) if bad else labeled
-
-
 def _training_data(images: np.ndarray, labeled: LabeledImages, cfg: FitConfig, device: torch.device,
                    max_ram_gb: float | None) -> tuple[TrainingData, dict[str, Any]]:
     """The images where training reads them fastest, their statistics and the training augmentation."""
-    placed = _place_images(images, device, max_ram_gb)
+    placed = place_images(images, device, max_ram_gb)
     mean, std = channel_stats(placed)
     data = TrainingData.build(placed, labeled.labels, len(labeled.classes), mean, std, device,
                               padding=crop_padding(cfg.image_size), flip=cfg.flip)
     return data, {"image_size": cfg.image_size, "channels": int(placed.shape[1]), "mean": mean, "std": std}
-
-
-def _place_images(images: np.ndarray, device: torch.device, max_ram_gb: float | None) -> torch.Tensor:
-    """Put the decoded uint8 images where training reads them fastest, reading the cache file once.
-
-    On a GPU with room for them (under half of its free memory) they move there. Otherwise they are
-    loaded into RAM (pinned, for fast copies to a GPU) when they fit under ``max_ram_gb``, by default
-    half of the RAM, shared by the processes of this machine. Larger ones stay memory-mapped and each
-    batch reads only its own rows from disk, so the data set may be larger than RAM.
-    """
-    tensor = torch.from_numpy(images)
-    if device.type == "cuda" and images.nbytes < torch.cuda.mem_get_info(device)[0] // 2:
-        return tensor.to(device)
-    ram = max_ram_gb * 1e9 if max_ram_gb is not None else _memory_size() / 2
-    ram /= distributed.local_processes()  # each process of this machine loads its own copy
-    if images.nbytes > ram:
-        log.info("The decoded images (%.2f GB) are over the %.2f GB to load into RAM (--max-ram-gb); "
-                 "batches are read from the memory-mapped file.", images.nbytes / 1e9, ram / 1e9)
-        return tensor
-    if device.type == "cuda":
-        log.info("Images (%.1f GB) stay in CPU memory; batches are copied to the GPU.", images.nbytes / 1e9)
-        return tensor.pin_memory()
-    return tensor.clone()
-
-
-def _memory_size() -> float:
-    """Bytes of RAM this process may use: the machine's, or its container's limit (cgroup v2) when
-    that is lower; infinite where neither can be read."""
-    sizes = [math.inf]
-    with contextlib.suppress(AttributeError, ValueError, OSError):  # os.sysconf is POSIX-only
-        sizes.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    with contextlib.suppress(ValueError, OSError):  # the file says 'max' when there is no limit
-        sizes.append(int(Path("/sys/fs/cgroup/memory.max").read_text()))
-    return min(sizes)
 
 
 def _start_weights(cfg: FitConfig, init_weights: str | Path | None) -> tuple[dict[str, torch.Tensor], str] | None:

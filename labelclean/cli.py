@@ -23,13 +23,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Column, Table
 
 from . import api, distributed
-from .api import EpochReport, Interrupted
+from .api import EpochReport, Interrupted, PretrainConfig
 from .auto import CPU_MAX_IMAGE_SIZE, MAX_IMAGE_SIZE, PRETRAINED_CPU_MAX_IMAGE_SIZE
 from .config import FitConfig, resolve_device
 from .errors import LabelcleanError
 from .export import DEFAULT_THRESHOLD, FORMATS, SORT_KEYS, format_from_suffix, write_table
-from .pretrain import PretrainConfig
-from .pretrain import pretrain as pretrain_images
 from .report import write_report
 from .review import CleanedLabels, apply_decisions, image_urls, read_decisions, write_label_studio
 
@@ -364,7 +362,7 @@ def pretrain(
                             image_size=image_size, flip=flip, device=device, seed=seed)
     try:
         with progress_bars() as (on_epoch, on_progress):
-            weights = pretrain_images(images_dir, labels_csv, out, config=config, path_column=path_column,
+            weights = api.pretrain(images_dir, labels_csv, out, config=config, path_column=path_column,
                                       label_column=label_column, resume=resume, overwrite=overwrite,
                                       skip_missing=skip_missing, skip_bad=skip_bad, dedupe=dedupe,
                                       cache_dir=cache_dir, on_epoch=on_epoch, on_progress=on_progress)

@@ -29,12 +29,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import files
-from .api import _decode, _place_images
 from .augment import colour_jitter, random_gray, random_resized_crop
 from .auto import crop_scale
 from .config import FitConfig, for_device, resolve_device
 from .data import channel_stats, read_labels
 from .errors import LabelcleanError
+from .images import decode_listed, place_images
 from .models import ARCHS, build_model, classifier_name
 from .run import Progress
 from .training import EpochReport, autocast, stable_seed
@@ -129,7 +129,7 @@ def projection_head(features: int, out: int) -> nn.Sequential:
 class Pretraining:
     """The images and everything trained, with what a checkpoint needs to continue."""
 
-    images: torch.Tensor  # uint8 (n, c, h, w), where _place_images put them
+    images: torch.Tensor  # uint8 (n, c, h, w), where images.place_images put them
     mean: torch.Tensor  # (1, c, 1, 1) on the device
     std: torch.Tensor
     encoder: nn.Module
@@ -236,9 +236,9 @@ def pretrain(
         raise LabelcleanError(f"{labels_csv} has {len(labeled.paths)} usable images, fewer than two batches of "
                               f"{cfg.batch_size}; lower --batch-size (e.g. {max(2, len(labeled.paths) // 4)}).")
     reading = {"cache_dir": str(cache_dir or out.parent.resolve()), "skip_bad": skip_bad, "labels_csv": str(labels_csv)}
-    decoded, labeled = _decode(labeled, cfg.image_size, saved["channels"] if saved else None, reading, out.parent,
+    decoded, labeled = decode_listed(labeled, cfg.image_size, saved["channels"] if saved else None, reading, out.parent,
                                on_progress)
-    p = start(_place_images(decoded, device, None), cfg, device, saved)
+    p = start(place_images(decoded, device, None), cfg, device, saved)
     log.info("Pretraining %s at %d px on %d images (SimCLR, batch %d, τ %g, crops of %g-1 of the area) for %d "
              "epochs.", cfg.arch, cfg.image_size, len(p.images), cfg.batch_size, cfg.temperature, cfg.crop_scale,
              cfg.epochs)
