@@ -12,7 +12,7 @@
 
 Usage (one GPU; the defaults are the issue's sizes and take about 5 minutes plus the official run)::
 
-    python benchmarks/gpu_check.py --official ../official-dividemix/run_official.py --out $OUT/gpu_check.json
+    python benchmarks/gpu_check.py --official PATH/official-dividemix/run_official.py --out $OUT/gpu_check.json
 
 The sizes are options, so the same logic runs on a CPU with tiny ones (tests/test_benchmarks.py).
 """
