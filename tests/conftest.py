@@ -9,6 +9,7 @@ keeps no database.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -80,11 +81,14 @@ def fp32(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(training, "cpu_has_fast_bf16", lambda: False)
 
 
-@pytest.fixture(autouse=True)
-def one_cpu_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture(scope="session", autouse=True)
+def one_cpu_thread() -> Iterator[None]:
     """Fits in tests run on one CPU thread, not on the count ``training.cpu_threads`` measures: that
     probe times the machine as it is, and a count that differs between two fits changes their float
-    rounding, so a test comparing them (an interrupted and an uninterrupted fit) would depend on the load."""
+    rounding, so a test comparing them (an interrupted and an uninterrupted fit, a session fixture's
+    fit and a test's) would depend on the load. Session-wide, so that session fixtures' fits get it too."""
     from labelclean import api
 
-    monkeypatch.setattr(api, "cpu_threads", lambda device: 1)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(api, "cpu_threads", lambda device: 1)
+        yield
