@@ -119,6 +119,9 @@ def fit(
     labeled = read_labels(inputs["images_dir"], inputs["labels_csv"], path_column=inputs["path_column"],
                           label_column=inputs["label_column"], skip_missing=inputs["skip_missing"],
                           dedupe=inputs["dedupe"])
+    if labeled.skipped:
+        log.warning("Left out %d row(s) (missing images or repeated paths); see skipped.csv in the run "
+                    "directory.", len(labeled.skipped))
     cfg = for_device(cfg, device.type, labeled.files)
     _check_size(labeled, cfg, inputs["labels_csv"])
     # Before decoding, to fail fast; the main process first, so that the others find its download.
