@@ -47,7 +47,7 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 from torch import nn
 
 import labelclean
-from labelclean.augment import Augment, crop_padding
+from labelclean.augment import crop_padding
 from labelclean.config import FitConfig, for_device, resolve_device
 from labelclean.data import channel_stats, decode_images, read_csv_table, read_labels
 from labelclean.demo import score, write_digits
@@ -141,11 +141,10 @@ def decode(bench: Benchmark, cfg: FitConfig) -> Images:
         raise typer.BadParameter(f"{len(bad)} training image(s) cannot be read (e.g. '{train.paths[bad[0][0]]}').")
     test_images, _ = decode_images(test.files, cfg.image_size, images.shape[1])
     mean, std = channel_stats(images)
-    augment = Augment(torch.tensor(mean, device=device).view(1, -1, 1, 1),
-                      torch.tensor(std, device=device).view(1, -1, 1, 1), crop_padding(cfg.image_size), cfg.flip)
     k = len(train.classes)
-    return Images(TrainingData(images.to(device), torch.as_tensor(train.labels, device=device), k, augment, device),
-                  TrainingData(test_images.to(device), None, k, augment, device), train.classes)
+    data = TrainingData.build(images.to(device), train.labels, k, mean, std, device,
+                              padding=crop_padding(cfg.image_size), flip=cfg.flip)
+    return Images(data, TrainingData(test_images.to(device), None, k, data.augment, device), train.classes)
 
 
 # ---------------------------------------------------------------------------------------------

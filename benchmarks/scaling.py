@@ -42,7 +42,7 @@ from rich.table import Table
 from speed import Parts, project, slug, synthetic_images
 
 from labelclean import distributed
-from labelclean.augment import Augment, crop_padding
+from labelclean.augment import crop_padding
 from labelclean.config import PAPER_SETTINGS, FitConfig, resolve_device
 from labelclean.data import channel_stats
 from labelclean.dividemix import co_divide, train_epoch
@@ -79,9 +79,8 @@ def worker(settings: dict[str, Any], samples: int, classes: int, out: Path) -> N
     device = distributed.init(resolve_device(cfg.device))
     raw, given, k = synthetic_images(samples, 3, cfg.image_size, classes)
     mean, std = channel_stats(raw)
-    augment = Augment(torch.tensor(mean, device=device).view(1, -1, 1, 1),
-                      torch.tensor(std, device=device).view(1, -1, 1, 1), crop_padding(cfg.image_size), cfg.flip)
-    data = TrainingData(raw.to(device), given.to(device), k, augment, device)
+    data = TrainingData.build(raw.to(device), given, k, mean, std, device, padding=crop_padding(cfg.image_size),
+                              flip=cfg.flip)
     torch.manual_seed(cfg.seed)
     nets = [distributed.wrap(place(build_model(cfg.arch, 3, k, cfg.image_size), device), device) for _ in range(2)]
     optimizers = [make_optimizer(net, cfg) for net in nets]

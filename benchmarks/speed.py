@@ -53,7 +53,7 @@ from rich.table import Table
 from torch import nn
 
 from labelclean import dividemix
-from labelclean.augment import Augment, crop_padding
+from labelclean.augment import crop_padding
 from labelclean.config import PAPER_SETTINGS, FitConfig, resolve_device
 from labelclean.data import channel_stats, decode_images, read_labels
 from labelclean.dividemix import clean_probability, normalized_loss, train_epoch, warmup_epoch
@@ -185,9 +185,8 @@ def training_data(raw: torch.Tensor, given: torch.Tensor, classes: int, cfg: Fit
                   device: torch.device) -> TrainingData:
     """The images on ``device`` with labelclean's training transform for them, as ``labelclean.fit`` builds it."""
     mean, std = channel_stats(raw)
-    augment = Augment(torch.tensor(mean, device=device).view(1, -1, 1, 1),
-                      torch.tensor(std, device=device).view(1, -1, 1, 1), crop_padding(cfg.image_size), cfg.flip)
-    return TrainingData(raw.to(device), given.to(device), classes, augment, device)
+    return TrainingData.build(raw.to(device), given, classes, mean, std, device,
+                              padding=crop_padding(cfg.image_size), flip=cfg.flip)
 
 
 # ---------------------------------------------------------------------------------------------
