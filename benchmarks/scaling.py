@@ -60,7 +60,7 @@ def dividemix_epoch(nets: list[torch.nn.Module], optimizers: list[torch.optim.Op
     distributed.barrier()
     start = time.perf_counter()
     for net in nets:
-        co_divide(net, data, [], cfg, seed=cfg.seed)
+        co_divide(net, data, [], cfg, share=1.0, seed=cfg.seed)  # the paper's GMM split: no quota share
     distributed.barrier()
     divided = time.perf_counter()
     half = (torch.arange(len(data), device=data.device) % 2 == 0).float()  # a fixed split: the same steps for all N
