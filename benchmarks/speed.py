@@ -211,13 +211,18 @@ def epoch_figures(report: EpochReport, samples: int, batch_size: int) -> dict[st
             "seconds_per_step": report.seconds / steps, "labeled": report.labeled}
 
 
-def time_epochs(data: TrainingData, cfg: FitConfig) -> list[dict[str, Any]]:
+def time_epochs(data: TrainingData, cfg: FitConfig, compile_mode: str | None = None) -> list[dict[str, Any]]:
     """Train two fresh networks for ``cfg.epochs`` epochs (``cfg.warmup`` of warm-up) with labelclean's
     own loop, as ``labelclean.fit`` does without the checkpoints; the figures of every epoch, with the
-    seconds of a DivideMix epoch's training passes (co-divide left out) timed apart."""
+    seconds of a DivideMix epoch's training passes (co-divide left out) timed apart. With
+    ``compile_mode`` ('default', 'reduce-overhead', …) the networks are torch.compile'd in that mode
+    (an experiment: labelclean does not compile; the first epochs of each kind pay the compilation)."""
     torch.manual_seed(cfg.seed)
     nets = [place(build_model(cfg.arch, data.images.shape[1], data.num_classes, cfg.image_size), data.device)
             for _ in range(2)]
+    if compile_mode:
+        for net in nets:
+            net.compile(mode=None if compile_mode == "default" else compile_mode)
     optimizers = [make_optimizer(net, cfg) for net in nets]
     reports: list[EpochReport] = []
     passes: list[float] = []  # seconds of each network's training pass, in order
@@ -315,9 +320,13 @@ def epochs(
     official_workers: Annotated[int, typer.Option(min=0, help="Its DataLoader workers (upstream: 5).")] = 2,
     official_test: Annotated[int, typer.Option(min=1, help="Its test images (its test pass is not timed).")] = 256,
     official_timeout: Annotated[float, typer.Option(help="Seconds before the official run is stopped.")] = 3600,
+    compile_mode: Annotated[str | None, typer.Option("--compile", help=(
+        "torch.compile labelclean's networks in this mode (default, reduce-overhead, …): an experiment."))] = None,
+    cudnn_benchmark: Annotated[bool, typer.Option(help="Let cuDNN time its algorithms per shape (CUDA).")] = False,
     out: Annotated[Path | None, typer.Option(help="JSON file (default: benchmarks/results/speed-epochs-….json).")] = None,
 ) -> None:
     """Time W warm-up and D DivideMix epochs of labelclean (and of the official code); per-step figures."""
+    torch.backends.cudnn.benchmark = cudnn_benchmark
     if official is not None and (arch, image_size, channels) != ("preact_resnet18", 32, 3):
         raise typer.BadParameter("The official code trains PreAct ResNet-18 on 3×32×32 images; compare with "
                                  "--arch preact_resnet18 --image-size 32 --channels 3.")
@@ -327,12 +336,13 @@ def epochs(
                     arch=arch, device=device, auto=False, **PAPER_SETTINGS).validate()
     data = training_data(*synthetic_images(samples, channels, image_size, 10), cfg, dev)
     result: dict[str, Any] = {"benchmark": "speed epochs", "machine": machine(dev), "samples": samples,
-                              "precision": precision(dev), "settings": cfg.to_dict(), "load_average_1min": {}}
+                              "precision": precision(dev), "settings": cfg.to_dict(), "load_average_1min": {},
+                              "compile": compile_mode, "cudnn_benchmark": cudnn_benchmark}
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     console.print(f"labelclean: {warmup} warm-up + {dividemix_epochs} DivideMix epoch(s) of {arch} on {samples:,} images…")
     result["load_average_1min"]["labelclean"] = result["machine"]["load_average_1min"]
-    result["labelclean"] = time_epochs(data, cfg)
+    result["labelclean"] = time_epochs(data, cfg, compile_mode)
     result["memory"] = peak_memory_mb(dev)
     if official is not None:
         console.print(f"official code: the same epochs through {official}…")

@@ -25,6 +25,7 @@ from . import distributed
 from .augment import Augment
 from .auto import start_lr
 from .config import FitConfig
+from .errors import LabelcleanError
 
 log = logging.getLogger("labelclean")
 
@@ -315,11 +316,22 @@ def run_epochs(state: TrainingState, epochs: Callable[[], int], one_epoch: Calla
         start = time.perf_counter()
         report = one_epoch(state.epoch)
         report.seconds = time.perf_counter() - start
+        refuse_divergence(report)
         state.epoch += 1
         state.partial = {}
         state.history.append(report.__dict__.copy())
         after_epoch(state)
         on_epoch(report)
+
+
+def refuse_divergence(report: EpochReport) -> None:
+    """Stop a fit whose loss stopped being a number, before its weights are checkpointed: every
+    later epoch would train on NaN and the GMM would fail on NaN losses."""
+    losses = [*report.loss, *(report.loss_u or [])]
+    if not all(math.isfinite(v) for v in losses):
+        raise LabelcleanError(
+            f"Training diverged in epoch {report.epoch} (loss {', '.join(f'{v:.4g}' for v in losses)}, lr {report.lr:g}) and "
+            "stopped before saving it. Start again with a lower --lr and --overwrite.")
 
 
 def base_lr(cfg: FitConfig) -> float:

@@ -270,3 +270,12 @@ def test_random_csv_content_never_raises_anything_but_a_user_error(tmp_path, tex
         read_labels(images, tmp_path / "labels.csv")
     except LabelcleanError as e:
         assert "\n" not in str(e).strip()
+
+
+def test_a_diverging_fit_stops_in_one_line_and_writes_no_results(tmp_path):
+    args = fit_with_options("--lr", "1e30", "--epochs", "3", "--warmup", "2")(tmp_path)
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code == 1 and result.stdout == "" and "Traceback" not in result.output, result.output
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith("error: Training diverged in epoch 1 (loss nan") and "lower --lr" in message, message
+    assert not (tmp_path / "run" / "samples.csv").exists() and not (tmp_path / "run" / "checkpoint.pt").exists()
