@@ -399,10 +399,9 @@ def export(
                                                          show_default=False)] = None,
     ls_config: Annotated[Path | None, typer.Option(help="label-studio: also write the matching labeling "
                                                         "config XML here.", show_default=False)] = None,
-    as_labels: Annotated[bool, typer.Option(help="Write a cleaned copy of the labels CSV instead: flagged rows "
-                                                 "take their refined label (see --action).")] = False,
-    action: Annotated[str, typer.Option(help="With --as-labels: 'relabel' flagged rows whose refined label "
-                                             "differs, or 'drop' those rows.")] = "relabel",
+    as_labels: Annotated[bool, typer.Option(help="Write a cleaned copy of the labels CSV instead: is_error rows "
+                                                 "take their suggested label (see --action).")] = False,
+    action: Annotated[str, typer.Option(help="With --as-labels: 'relabel' the is_error rows, or 'drop' them.")] = "relabel",
 ) -> None:
     """Write the per-sample review table: clean probability, refined and predicted labels, noisy flag."""
     run = api.Run.load(run_dir)

@@ -242,8 +242,8 @@ class Run:
         return select_rows(table, only_noisy, sort, only_errors)
 
     def cleaned_labels(self, threshold: float = DEFAULT_THRESHOLD, *, action: str = "relabel") -> CleanedLabels:
-        """The labels CSV the run was fitted on, with every flagged (``is_noisy``) row relabeled to its
-        refined label (``action='relabel'``) or left out (``'drop'``), and a change log."""
+        """The labels CSV the run was fitted on, with every ``is_error`` row relabeled to its suggested
+        label (``action='relabel'``) or left out (``'drop'``), and a change log."""
         if action not in ("relabel", "drop"):
             raise LabelcleanError(f"The 'action' option must be relabel or drop. Got {action!r}.")
         data = self.config["data"]

@@ -263,13 +263,15 @@ def test_label_studio_round_trip_uses_the_latest_submitted_annotation(tiny_run, 
     assert changed.to_dict() == accepted.set_index("path")["refined_label"].to_dict()
 
 
-def test_export_as_labels_relabels_or_drops_the_same_flagged_rows(tiny_run, digits, tmp_path):
+def test_export_as_labels_relabels_or_drops_the_error_rows_with_their_suggested_label(tiny_run, digits, tmp_path):
     table = tiny_run.export(0.5)
-    to_change = table[table["is_noisy"] & (table["refined_label"] != table["given_label"])]
+    to_change = table[table["is_error"]]
+    assert len(to_change) and (to_change["suggested_label"] != to_change["given_label"]).all()
+    assert (table["is_noisy"] & ~table["is_error"]).any()  # flagged rows the networks agree with stay as given
     relabeled = invoke("export", tiny_run.directory, "--as-labels", "-o", tmp_path / "relabeled.csv")
     assert relabeled.exit_code == 0, relabeled.output
     cleaned = pd.read_csv(tmp_path / "relabeled.csv", dtype=str)
-    assert (cleaned.set_index("path")["label"][to_change["path"]] == to_change["refined_label"].to_numpy()).all()
+    assert (cleaned.set_index("path")["label"][to_change["path"]] == to_change["suggested_label"].to_numpy()).all()
     assert (cleaned["label"] != pd.read_csv(digits.labels_csv, dtype=str)["label"]).sum() == len(to_change)
 
     dropped = invoke("export", tiny_run.directory, "--as-labels", "--action", "drop")
