@@ -304,11 +304,11 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float
 
 
 def run_setting(name: str, make: Callable[[int, Path], Benchmark], base: FitConfig, methods: dict,
-                seeds: int, work: Path, out: Path, info: dict[str, Any]) -> dict[str, Any]:
+                seeds: range, work: Path, out: Path, info: dict[str, Any]) -> dict[str, Any]:
     """Every seed × method of one setting; the JSON is rewritten after each seed so a long run can be watched."""
     runs: list[dict[str, Any]] = []
     result: dict[str, Any] = {}
-    for seed in range(seeds):
+    for count, seed in enumerate(seeds, start=1):
         bench = make(seed, work / f"{name}-seed{seed}")
         cfg = for_device(replace(base, seed=seed), resolve_device(base.device).type,
                          read_labels(bench.images_dir, bench.train_csv).files)  # fixed once: every method uses the same
@@ -324,7 +324,7 @@ def run_setting(name: str, make: Callable[[int, Path], Benchmark], base: FitConf
                 console.print(f"{name} seed {seed} {method + suffix}: AUROC {figures['auroc']:.3f} "
                               f"F1 {figures['f1']:.3f} refined {figures['refined_accuracy']:.3f} "
                               f"test {outcome.test_accuracy:.3f} ({seconds:.0f} s)", markup=False)
-        result = {"benchmark": "quality", "setting": name, "seeds": seed + 1, "machine": info,
+        result = {"benchmark": "quality", "setting": name, "seeds": count, "first_seed": seeds.start, "machine": info,
                   "data": {"n_train": len(bench.truth), "n_test": len(bench.test_labels), "split_seed": SPLIT_SEED},
                   "settings": cfg.to_dict(), "methods": {m: o for m, (_, o) in methods.items()},
                   "flag_threshold": FLAG_THRESHOLD, "summary": summarize(runs), "runs": runs}
@@ -357,6 +357,7 @@ def main(
     setting: Annotated[list[str], typer.Option(help="Digits noise as MODE:RATE (sym or asym); repeat it.")]
     = DIGITS_SETTINGS,
     seeds: Annotated[int, typer.Option(min=1, help="Seeds 0..N-1: noise draw and initial weights.")] = 3,
+    first_seed: Annotated[int, typer.Option(min=0, help="Start at this seed instead of 0 (to add seeds to a run).")] = 0,
     methods: Annotated[str, typer.Option(help=f"Comma-separated, from {', '.join(METHODS)}.")]
     = ",".join(DEFAULT_METHODS),
     set_: Annotated[str, typer.Option("--set", help="FitConfig overrides for every method, e.g. epochs=2,warmup=1.")]
@@ -397,6 +398,7 @@ def main(
     table = method_table(chosen, variant, folds, baseline_epochs, parse_overrides(pretrain_set, PretrainConfig))
     info = machine(resolve_device(device))
     suffix = f"-{tag}" if tag else ""
+    chosen_seeds = range(first_seed, first_seed + seeds)
     with tempfile.TemporaryDirectory() as scratch:
         root = work or Path(scratch)
         if images is not None or labels is not None or truth is not None:
@@ -404,13 +406,13 @@ def main(
                 raise typer.BadParameter("Your own data needs all three of --images, --labels and --truth.")
             name = images.resolve().name
             outcomes = [run_setting(name, lambda seed, w: split(images, labels, truth, w, test_fraction), base,
-                                    table, seeds, root, results / f"quality-{name}{suffix}.json", info)]
+                                    table, chosen_seeds, root, results / f"quality-{name}{suffix}.json", info)]
         else:
             outcomes = []
             for mode, rate in map(parse_setting, setting):
                 name = f"digits-{mode}{round(rate * 100)}"
                 make = partial(noisy_digits, mode=mode, rate=rate, subset=subset, test_fraction=test_fraction)
-                outcomes.append(run_setting(name, make, base, table, seeds, root,
+                outcomes.append(run_setting(name, make, base, table, chosen_seeds, root,
                                             results / f"quality-{name}{suffix}.json", info))
     print_table(outcomes)
 

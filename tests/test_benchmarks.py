@@ -36,6 +36,24 @@ def test_overrides_are_typed_like_the_config_fields_also_those_the_rules_choose(
 
 
 @pytest.mark.slow
+def test_quality_benchmark_can_add_seeds_to_a_run(benchmarks, tmp_path):
+    import quality
+
+    def run(*seeds: str) -> dict:
+        out = tmp_path / "-".join(seeds)
+        result = runner.invoke(quality.app, [
+            "--setting", "sym:0.4", *seeds, "--subset", "100", "--set", "epochs=2,warmup=1", "--baseline-epochs", "2",
+            "--methods", "plain_ce",
+            "--device", "cpu", "--threads", "1", "--results", str(out), "--work", str(out / "work")])
+        assert result.exit_code == 0, result.output
+        return json.loads((out / "quality-digits-sym40.json").read_text())
+
+    both, added = run("--seeds", "2"), run("--first-seed", "1", "--seeds", "1")
+    assert [r["seed"] for r in both["runs"]] == [0, 1] and [r["seed"] for r in added["runs"]] == [1]
+    assert (added["seeds"], added["first_seed"]) == (1, 1)
+    assert added["runs"][0] == both["runs"][1] | {"seconds": added["runs"][0]["seconds"]}  # seed 1 is the same run
+
+
 def test_quality_benchmark_scores_every_method(benchmarks, tmp_path):
     pytest.importorskip("cleanlab")
     import quality
