@@ -35,7 +35,6 @@ def test_overrides_are_typed_like_the_config_fields_also_those_the_rules_choose(
         "selection": "gmm", "p_threshold": 0.6, "lambda_u": 0.0, "loss_window": 5, "flip": False, "alpha": 1.0}
 
 
-@pytest.mark.slow
 def test_quality_benchmark_can_add_seeds_to_a_run(benchmarks, tmp_path):
     import quality
 
@@ -54,6 +53,7 @@ def test_quality_benchmark_can_add_seeds_to_a_run(benchmarks, tmp_path):
     assert added["runs"][0] == both["runs"][1] | {"seconds": added["runs"][0]["seconds"]}  # seed 1 is the same run
 
 
+@pytest.mark.slow
 def test_quality_benchmark_scores_every_method(benchmarks, tmp_path):
     pytest.importorskip("cleanlab")
     import quality
