@@ -355,7 +355,8 @@ def adaptive_warmup(nets: list[nn.Module], optimizers: list[torch.optim.Optimize
     history.append(agreement)
     if best_warmup_epoch(history) == len(history) - 1:
         decided["best"] = {**snapshot(nets, optimizers), "predicted": torch.from_numpy(predicted)}
-    if not warmup_over(history, warmup_limit(cfg)):
+    chance = float(torch.bincount(data.labels).max()) / len(data)
+    if not warmup_over(history, chance, warmup_limit(cfg)):
         return agreement, None
     best = decided.pop("best")
     for net, opt, net_state, opt_state in zip(nets, optimizers, best["nets"], best["optimizers"]):

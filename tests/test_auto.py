@@ -85,6 +85,14 @@ def test_warmup_ends_after_a_plateau_or_at_its_limit():
     assert not warmup_over([0.5])  # at least two epochs
 
 
+def test_warmup_does_not_end_on_a_plateau_near_chance():
+    near_chance = [0.10, 0.13, 0.12, 0.13, 0.12, 0.13]  # no new best for 4 epochs, but ≤ chance + 0.05
+    assert warmup_over(near_chance) and not warmup_over(near_chance, chance=0.1)
+    assert warmup_over(near_chance, chance=0.1, max_epochs=6)  # the limit still ends it
+    left_chance = [0.10, 0.12, 0.16, 0.15, 0.155, 0.16]  # best 0.16 beats chance by 0.05, then a plateau
+    assert warmup_over(left_chance, chance=0.10) and not warmup_over(left_chance, chance=0.12)
+
+
 def test_a_short_epoch_budget_needs_an_explicit_warmup():
     with pytest.raises(LabelcleanError, match="With --epochs 2 also set --warmup"):
         FitConfig(epochs=2).validate()
