@@ -55,7 +55,7 @@ class FitConfig:
     # Schedule and optimizer (official code: SGD, momentum 0.9, weight decay 5e-4, lr ÷10 at half).
     epochs: int | None = None  # passes over the data, warm-up included; None: auto.train_epochs after warm-up
     warmup: int | None = None  # epochs of plain cross-entropy on all samples (DivideMix's warm-up, MLNT's
-    #                            baseline); None: until the networks stop improving (auto.best_warmup_epoch)
+    #                            baseline); None: until the networks stop improving (auto.warmup_over)
     batch_size: int = 64  # labeled and unlabeled samples per step; warm-up uses twice this
     lr: float | None = None  # SGD learning rate, divided by 10 after half of the epochs; None: the paper's
     #                          0.02, or 0.002 for weights trained with labels on other images (auto.start_lr)
