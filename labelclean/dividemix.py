@@ -357,7 +357,13 @@ def adaptive_warmup(nets: list[nn.Module], optimizers: list[torch.optim.Optimize
         decided["best"] = {**snapshot(nets, optimizers), "predicted": torch.from_numpy(predicted)}
     chance = float(torch.bincount(data.labels).max()) / len(data)
     if not warmup_over(history, chance, warmup_limit(cfg)):
-        return agreement, None
+        if "near_chance" in decided or not warmup_over(history):
+            return agreement, None
+        decided["near_chance"] = len(history)  # the patience alone would have ended warm-up here
+        note = (f"Warm-up goes on: the networks agree with {max(history):.0%} of the given labels, near the "
+                f"{chance:.0%} of always predicting the most common one")
+        log.info("%s.", note)
+        return agreement, note
     best = decided.pop("best")
     for net, opt, net_state, opt_state in zip(nets, optimizers, best["nets"], best["optimizers"]):
         net.load_state_dict(net_state)

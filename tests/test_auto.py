@@ -5,6 +5,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 from conftest import TINY, fit_interrupted_after
 from typer.testing import CliRunner
 
@@ -26,10 +27,11 @@ from labelclean.auto import (
 )
 from labelclean.config import PAPER_SETTINGS, FitConfig
 from labelclean.demo import DIGIT_PAIRS, flip_labels
+from labelclean import dividemix
 from labelclean.dividemix import clean_probability, guard_fires, lenient_fires, linear_rampup, quota_share
 from labelclean.errors import LabelcleanError
 from labelclean.report import render_report
-from labelclean.training import TrainingState
+from labelclean.training import TrainingData, TrainingState
 
 
 def networks_that_know_the_truth(mode: str, rate: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray, float]:
@@ -91,6 +93,24 @@ def test_warmup_does_not_end_on_a_plateau_near_chance():
     assert warmup_over(near_chance, chance=0.1, max_epochs=6)  # the limit still ends it
     left_chance = [0.10, 0.12, 0.16, 0.15, 0.155, 0.16]  # best 0.16 beats chance by 0.05, then a plateau
     assert warmup_over(left_chance, chance=0.10) and not warmup_over(left_chance, chance=0.12)
+
+
+def test_a_fit_warms_up_past_a_plateau_near_chance_and_says_so(monkeypatch):
+    """The wiring of the chance bar: the patience alone would end warm-up after epoch 5; it goes on,
+    with one note, until the networks leave chance, then ends on the patience and keeps the best epoch."""
+    scripted = iter([0.10, 0.13, 0.12, 0.13, 0.12, 0.13, 0.20, 0.19, 0.19, 0.20])
+    monkeypatch.setattr(dividemix, "ensemble_agreement", lambda nets, data, cfg: (next(scripted), np.zeros(100, int)))
+    labels = torch.arange(100) % 10  # chance: 10% (always the most common label)
+    data = TrainingData.build(torch.zeros(100, 1, 4, 4, dtype=torch.uint8), labels, 10, [0.0], [1.0], torch.device("cpu"))
+    nets = [torch.nn.Linear(2, 2) for _ in range(2)]
+    optimizers = [torch.optim.SGD(net.parameters(), lr=0.1) for net in nets]
+    state = TrainingState()
+    notes = [dividemix.adaptive_warmup(nets, optimizers, data, FitConfig(), state, epoch)[1] for epoch in range(10)]
+    assert notes[4] == "Warm-up goes on: the networks agree with 13% of the given labels, near the 10% of always " \
+                       "predicting the most common one"
+    assert notes[:4] == [None] * 4 and notes[5:9] == [None] * 4  # said once
+    assert notes[9].startswith("Warm-up ended after 10 epoch(s), networks from epoch 7")
+    assert state.extra["auto"]["near_chance"] == 5 and state.extra["auto"]["warmup"] == 10
 
 
 def test_a_short_epoch_budget_needs_an_explicit_warmup():
