@@ -360,8 +360,9 @@ def adaptive_warmup(nets: list[nn.Module], optimizers: list[torch.optim.Optimize
         if "near_chance" in decided or not warmup_over(history):
             return agreement, None
         decided["near_chance"] = len(history)  # the patience alone would have ended warm-up here
-        note = (f"Warm-up goes on: the networks agree with {max(history):.0%} of the given labels, near the "
-                f"{chance:.0%} of always predicting the most common one")
+        kept = history[best_warmup_epoch(history)]
+        note = (f"Warm-up goes on: the networks agree with {kept:.0%} of the given labels, near the {chance:.0%} "
+                "of always predicting the most common one")
         log.info("%s.", note)
         return agreement, note
     best = decided.pop("best")

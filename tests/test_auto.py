@@ -10,7 +10,7 @@ from conftest import TINY, fit_interrupted_after
 from typer.testing import CliRunner
 
 import labelclean
-from labelclean import cli
+from labelclean import cli, dividemix
 from labelclean.auto import (
     LOCK_EPOCHS,
     MAX_RECOVERIES,
@@ -27,7 +27,6 @@ from labelclean.auto import (
 )
 from labelclean.config import PAPER_SETTINGS, FitConfig
 from labelclean.demo import DIGIT_PAIRS, flip_labels
-from labelclean import dividemix
 from labelclean.dividemix import clean_probability, guard_fires, lenient_fires, linear_rampup, quota_share
 from labelclean.errors import LabelcleanError
 from labelclean.report import render_report
@@ -101,7 +100,8 @@ def test_a_fit_warms_up_past_a_plateau_near_chance_and_says_so(monkeypatch):
     scripted = iter([0.10, 0.13, 0.12, 0.13, 0.12, 0.13, 0.20, 0.19, 0.19, 0.20])
     monkeypatch.setattr(dividemix, "ensemble_agreement", lambda nets, data, cfg: (next(scripted), np.zeros(100, int)))
     labels = torch.arange(100) % 10  # chance: 10% (always the most common label)
-    data = TrainingData.build(torch.zeros(100, 1, 4, 4, dtype=torch.uint8), labels, 10, [0.0], [1.0], torch.device("cpu"))
+    images = torch.zeros(100, 1, 4, 4, dtype=torch.uint8)
+    data = TrainingData.build(images, labels, 10, [0.0], [1.0], torch.device("cpu"))
     nets = [torch.nn.Linear(2, 2) for _ in range(2)]
     optimizers = [torch.optim.SGD(net.parameters(), lr=0.1) for net in nets]
     state = TrainingState()
