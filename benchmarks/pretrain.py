@@ -8,12 +8,17 @@ features: a k-nearest-neighbour classifier (k = 20, cosine distance) fitted on t
 true labels and scored on the held-out rows. The first row is the same probe on a randomly
 initialized encoder: what pretraining adds.
 
+``--images DIR --truth CSV`` (columns ``path,true_label``) probes your own images instead, at their
+median side up to the CPU fit's 32 px (``--image-size`` sets it).
+
 Usage::
 
     python benchmarks/pretrain.py --threads 1                                  # the default settings
     python benchmarks/pretrain.py --setting "" --setting temperature=0.2 --setting epochs=200
+    python benchmarks/pretrain.py --images /tmp/d28/images --truth /tmp/d28/truth.csv --setting flip=False
 
-Results go to ``benchmarks/results/pretrain-digits.json`` (``--tag`` adds a suffix) and a table is printed.
+Results go to ``benchmarks/results/pretrain-digits.json`` (``pretrain-NAME.json`` for ``--images NAME``;
+``--tag`` adds a suffix) and a table is printed.
 """
 
 from __future__ import annotations
@@ -35,7 +40,8 @@ from sklearn.neighbors import KNeighborsClassifier
 
 import labelclean
 from labelclean.api import resolve_device
-from labelclean.data import channel_stats, decode_images, read_labels
+from labelclean.auto import CPU_MAX_IMAGE_SIZE
+from labelclean.data import LabeledImages, channel_stats, decode_images, median_side, read_labels
 from labelclean.demo import write_digits
 from labelclean.pretrain import PretrainConfig, encoder
 from labelclean.run import write_json, write_text
@@ -59,6 +65,14 @@ def knn_accuracy(train: np.ndarray, train_labels: np.ndarray, test: np.ndarray, 
     return float(probe.score(test, test_labels))
 
 
+def probe_data(images: Path | None, truth: Path | None, work: Path) -> tuple[Path, LabeledImages]:
+    """The images to probe and their true labels: scikit-learn's digits, or ``images`` with ``truth``."""
+    if images is None or truth is None:
+        digits = write_digits(work / "data", noise=0.0)
+        return digits.images_dir, read_labels(digits.images_dir, digits.labels_csv)
+    return images, read_labels(images, truth, path_column="path", label_column="true_label")
+
+
 app = typer.Typer(add_completion=False, help=__doc__.split("\n\n")[0])
 
 
@@ -69,41 +83,49 @@ def main(
     threads: Annotated[int | None, typer.Option(min=1, help="torch CPU threads (1 on a shared machine).")] = None,
     results: Annotated[Path, typer.Option(help="Folder for the JSON results.")] = RESULTS,
     tag: Annotated[str, typer.Option(help="Suffix of the JSON file name.")] = "",
+    images: Annotated[Path | None, typer.Option(help="Your own image folder (instead of digits).")] = None,
+    truth: Annotated[Path | None, typer.Option(help="CSV with columns path,true_label for those images.")] = None,
+    image_size: Annotated[int | None, typer.Option(min=4, help="Side in px (default: digits 8, "
+                                                               "else the median side up to 32).")] = None,
 ) -> None:
-    """Score the features of labelclean pretrain on digits with a k-NN probe."""
+    """Score the features of labelclean pretrain on digits (or your images) with a k-NN probe."""
+    if (images is None) != (truth is None):
+        raise typer.BadParameter("Your own images need both --images and --truth.")
     if threads is not None:
         torch.set_num_threads(threads)
     rows: list[dict[str, Any]] = []
-    out = results / f"pretrain-digits{'-' + tag if tag else ''}.json"
+    name = images.resolve().name if images is not None else "digits"
+    out = results / f"pretrain-{name}{'-' + tag if tag else ''}.json"
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
-        digits = write_digits(work / "data", noise=0.0)
-        labeled = read_labels(digits.images_dir, digits.labels_csv)
+        images_dir, labeled = probe_data(images, truth, work)
         train, test = train_test_split(np.arange(len(labeled.paths)), test_size=0.2, stratify=labeled.labels,
                                        random_state=0)
         write_text(work / "train.csv", "path,label\n" + "".join(f"{labeled.paths[i]},{labeled.classes[labeled.labels[i]]}\n"
                                                                for i in sorted(train)))
-        base = PretrainConfig(device="cpu", arch="small_cnn", image_size=8)
-        images, _ = decode_images(labeled.files, base.image_size)
-        mean, std = (torch.tensor(s).view(1, -1, 1, 1) for s in channel_stats(images[np.sort(train)]))
+        size = image_size or (8 if images is None else min(median_side(labeled.files), CPU_MAX_IMAGE_SIZE))
+        base = PretrainConfig(device="cpu", arch="small_cnn", image_size=size)
+        decoded, _ = decode_images(labeled.files, base.image_size)
+        mean, std = (torch.tensor(s).view(1, -1, 1, 1) for s in channel_stats(decoded[np.sort(train)]))
 
         def probe(weights: dict[str, torch.Tensor] | None, cfg: PretrainConfig) -> float:
-            feats = features(weights, cfg, images, mean, std)
+            feats = features(weights, cfg, decoded, mean, std)
             return knn_accuracy(feats[train], labeled.labels[train], feats[test], labeled.labels[test])
 
         rows.append({"setting": "random encoder", "knn_accuracy": probe(None, base), "seconds": 0.0})
         for text in setting:
             cfg = PretrainConfig(**{**asdict(base), **parse_overrides(text, PretrainConfig)}).validate()
             started = time.perf_counter()
-            weights_file = labelclean.pretrain(digits.images_dir, work / "train.csv", work / "ssl.pt", config=cfg,
+            weights_file = labelclean.pretrain(images_dir, work / "train.csv", work / "ssl.pt", config=cfg,
                                                overwrite=True)
             seconds = time.perf_counter() - started
             rows.append({"setting": text or "defaults", "settings": asdict(cfg), "seconds": seconds,
                          "knn_accuracy": probe(torch.load(weights_file, weights_only=True), cfg)})
             console.print(f"{rows[-1]['setting']}: k-NN accuracy {rows[-1]['knn_accuracy']:.3f} ({seconds:.0f} s)")
             write_json(out, {"benchmark": "pretrain", "machine": machine(resolve_device("cpu")),
-                             "data": {"n_train": len(train), "n_test": len(test), "split_seed": 0}, "rows": rows})
-    table = Table(title="labelclean pretrain on digits (8 px, small_cnn): k-NN probe on held-out rows")
+                             "data": {"images": str(images or "digits"), "image_size": size, "n_train": len(train),
+                                      "n_test": len(test), "split_seed": 0}, "rows": rows})
+    table = Table(title=f"labelclean pretrain on {name} ({size} px, small_cnn): k-NN probe on held-out rows")
     for column in ("setting", "k-NN accuracy", "seconds"):
         table.add_column(column, justify="left" if column == "setting" else "right")
     for row in rows:

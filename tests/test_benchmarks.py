@@ -107,6 +107,22 @@ def test_pretrain_benchmark_probes_the_features(benchmarks, tmp_path):
     assert rows[1]["settings"]["epochs"] == 1 and all(0 < r["knn_accuracy"] <= 1 for r in rows)
 
 
+def test_pretrain_benchmark_probes_your_own_images(benchmarks, tmp_path):
+    import pretrain
+    from fit_time import write_shifted_digits
+
+    images_dir, _, truth_csv = write_shifted_digits(tmp_path / "d28", 200, 28, 0.0, "sym", seed=0)
+    result = runner.invoke(pretrain.app, ["--images", str(images_dir), "--truth", str(truth_csv), "--setting",
+                                          "epochs=1,batch_size=64", "--threads", "1", "--results", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "pretrain-images.json").read_text())
+    assert saved["data"]["image_size"] == 28 and saved["data"]["n_test"] == 40
+    assert [r["setting"] for r in saved["rows"]] == ["random encoder", "epochs=1,batch_size=64"]
+    assert saved["rows"][1]["settings"]["image_size"] == 28
+    half = runner.invoke(pretrain.app, ["--images", str(images_dir), "--results", str(tmp_path)])
+    assert half.exit_code != 0 and "both --images and --truth" in half.output
+
+
 @pytest.mark.slow
 def test_speed_benchmark_projects_an_epoch(benchmarks, tmp_path):
     import speed
