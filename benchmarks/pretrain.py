@@ -40,7 +40,7 @@ from sklearn.neighbors import KNeighborsClassifier
 
 import labelclean
 from labelclean.api import resolve_device
-from labelclean.auto import CPU_MAX_IMAGE_SIZE
+from labelclean.auto import image_side
 from labelclean.data import LabeledImages, channel_stats, decode_images, median_side, read_labels
 from labelclean.demo import write_digits
 from labelclean.pretrain import PretrainConfig, encoder
@@ -103,7 +103,8 @@ def main(
                                        random_state=0)
         write_text(work / "train.csv", "path,label\n" + "".join(f"{labeled.paths[i]},{labeled.classes[labeled.labels[i]]}\n"
                                                                for i in sorted(train)))
-        size = image_size or (8 if images is None else min(median_side(labeled.files), CPU_MAX_IMAGE_SIZE))
+        size = image_size or (image_side(median_side(labeled.files), cuda=False, pretrained=False)
+                              if images is not None else 8)  # as a CPU fit chooses; digits at their 8 px
         base = PretrainConfig(device="cpu", arch="small_cnn", image_size=size)
         decoded, _ = decode_images(labeled.files, base.image_size)
         mean, std = (torch.tensor(s).view(1, -1, 1, 1) for s in channel_stats(decoded[np.sort(train)]))
