@@ -25,14 +25,14 @@ from torch import nn
 
 from . import distributed, dividemix, mlnt
 from .augment import crop_padding
-from .auto import start_kind, start_lr, threshold_hint
+from .auto import start_blend, start_kind, start_lr, threshold_hint
 from .config import FitConfig, for_device, resolve, resolve_device
 from .data import LabeledImages, channel_stats, read_labels
 from .demo import DEMO_SETTINGS, DigitsDataset, score, write_digits
 from .errors import LabelcleanError
 from .export import DEFAULT_THRESHOLD
 from .images import decode_listed, place_images
-from .models import build_model, imagenet_weights, load_weights, read_weights
+from .models import blend_start, build_model, imagenet_weights, load_weights, read_weights
 from .pretrain import PretrainConfig, pretrain
 from .run import Progress, Run, RunDirectory, new_config
 from .training import (
@@ -221,29 +221,45 @@ def _start_weights(cfg: FitConfig, init_weights: str | Path | None) -> tuple[dic
 def _networks(cfg: FitConfig, data: TrainingData, start: tuple[dict[str, torch.Tensor], str] | None,
               device: torch.device, fresh: bool) -> tuple[list[nn.Module], list[torch.optim.Optimizer], FitConfig,
                                                           dict[str, Any] | None]:
-    """The two networks on the device and their optimizers. A fresh fit loads the ``start`` weights and
-    takes the learning rate for that start (with ``auto``: ``auto.start_lr``): ``cfg`` with it, and the
-    record of the start for config.json."""
+    """The two networks on the device and their optimizers; a fresh fit starts them from ``start``
+    (:func:`_load_start`): ``cfg`` with the start's settings, and its record for config.json."""
     torch.manual_seed(cfg.seed)
     nets = [build_model(cfg.arch, data.images.shape[1], data.num_classes, cfg.image_size) for _ in range(2)]
     record = None
     if fresh:
-        loaded = [load_weights(net, *start) for net in nets] if start is not None else None
-        kind = start_kind(loaded is not None, loaded is not None and loaded[0].with_classifier)
-        record = {"start": {"kind": kind}}
-        if loaded is not None:
-            log.info(loaded[0].describe(start[1]))
-            record["start"].update(source=start[1], loaded_tensors=loaded[0].count, new_tensors=loaded[0].new)
-        if cfg.lr is None:
-            cfg = replace(cfg, lr=start_lr(kind if cfg.auto else "random"))
-            record["start"]["lr"] = cfg.lr
-            log.log(logging.INFO if loaded else logging.DEBUG, "Networks start from %s weights: learning rate %g.",
-                    kind, cfg.lr)
+        cfg, record = _load_start(nets, start, cfg)
         if cfg.pretrained:
             log.info("Images at %d px: ImageNet weights take the images' median side up to 224 px on a GPU, 112 px "
                      "on a CPU (see docs/photos.md for the cost; --image-size sets it).", cfg.image_size)
     nets = [place(net, device) for net in nets]
     return nets, [make_optimizer(net, cfg) for net in nets], cfg, record
+
+
+def _load_start(nets: list[nn.Module], start: tuple[dict[str, torch.Tensor], str] | None,
+                cfg: FitConfig) -> tuple[FitConfig, dict[str, Any]]:
+    """Load the ``start`` weights into both networks, blend them with each network's random start and
+    take the learning rate for that start (with ``auto``: ``auto.start_lr`` and ``auto.start_blend``);
+    ``cfg`` with both, and the record of the start for config.json."""
+    fresh = [{k: v.clone() for k, v in net.state_dict().items()} for net in nets]
+    loaded = [load_weights(net, *start) for net in nets] if start is not None else None
+    kind = start_kind(loaded is not None, loaded is not None and loaded[0].with_classifier)
+    rule = kind if cfg.auto else "random"
+    chosen = {name: rule_for(rule) for name, rule_for in [("lr", start_lr), ("start_blend", start_blend)]
+              if getattr(cfg, name) is None}  # what the user did not set
+    cfg = replace(cfg, **chosen)
+    record = {"start": {"kind": kind, **chosen}}
+    if loaded is None:
+        return cfg, record
+    log.info(loaded[0].describe(start[1]))
+    record["start"].update(source=start[1], loaded_tensors=loaded[0].count, new_tensors=loaded[0].new)
+    blended = ""
+    if cfg.start_blend < 1:
+        for net, own, done in zip(nets, fresh, loaded, strict=True):
+            blend_start(net, own, done, cfg.start_blend)
+        blended = (f"; each loaded layer keeps {cfg.start_blend:g} of its direction and takes the rest from the "
+                   f"network's random start (--start-blend)")
+    log.info("Networks start from %s weights: learning rate %g%s.", kind, cfg.lr, blended)
+    return cfg, record
 
 
 def _train(nets: list[nn.Module], optimizers: list[torch.optim.Optimizer], data: TrainingData, cfg: FitConfig,

@@ -1,4 +1,4 @@
-"""The rules behind labelclean's defaults: the image size and learning rate for the networks' start,
+"""The rules behind labelclean's defaults: the image size, learning rate and blend for the networks' start,
 how long to train, when warm-up ends, which DivideMix settings suit the estimated noise (``--auto``),
 which samples form the labeled set at very high noise, when a run's split has locked itself or become
 too lenient, and which export threshold to suggest when the final split is too lenient.
@@ -36,6 +36,15 @@ MAX_IMAGE_SIZE = 224
 PAPER_LR = 0.02
 FINE_TUNE_LR = 0.002
 STARTS = ("random", "self-supervised", "supervised")
+# A self-supervised start keeps half of each loaded layer's direction and takes the rest from the
+# network's own random start, at the random start's norm (models.blend_start). Taken whole, SimCLR's
+# weights (their convolutions 1.4-2.3x the norm of a random start, so a BatchNorm network trains them
+# at a 2-5x smaller effective learning rate) cost the fit at moderate noise: 28x28 digits at sym 40%,
+# small CNN, F1 0.966 against a random start's 0.990 (H200, 3 seeds); with half of each: 0.986, while
+# at sym 80% it kept the self-supervised start's gain (test accuracy 0.938 against 0.701; see
+# docs/photos.md). Ash & Adams (NeurIPS 2020) found warm starts generalize worse and shrink them
+# toward a random start for the same reason. Weights trained with labels (ImageNet) are kept whole.
+SELF_SUPERVISED_BLEND = 0.5
 
 # Self-supervised pretraining (pretrain.py): its random resized crops cover between this share of an
 # image's area and all of it. SimCLR's recipe for CIFAR's 32 px takes 0.2; on 8 px digits a fifth of
@@ -130,6 +139,15 @@ def start_lr(kind: str) -> float:
     [0.02, 0.02, 0.002]
     """
     return FINE_TUNE_LR if kind == "supervised" else PAPER_LR
+
+
+def start_blend(kind: str) -> float:
+    """Share of each loaded layer's direction a start of this kind keeps (see :func:`start_kind`).
+
+    >>> [start_blend(kind) for kind in STARTS]
+    [1.0, 0.5, 1.0]
+    """
+    return SELF_SUPERVISED_BLEND if kind == "self-supervised" else 1.0
 
 
 def crop_scale(image_size: int) -> float:

@@ -61,6 +61,9 @@ class FitConfig:
     #                          0.02, or 0.002 for weights trained with labels on other images (auto.start_lr)
     momentum: float = 0.9
     weight_decay: float = 5e-4
+    start_blend: float | None = None  # share of each loaded layer's direction kept, the rest from a random
+    #                                   start (models.blend_start); None: 0.5 from self-supervised weights,
+    #                                   1 otherwise (auto.start_blend)
 
     # DivideMix.
     auto: bool = True  # choose None-valued lambda_u, loss_window, selection from the estimated noise
@@ -125,6 +128,8 @@ class FitConfig:
         for name in ("lr", "alpha", "temperature", "meta_lr"):
             if getattr(self, name) is not None and not getattr(self, name) > 0:
                 raise bad(name, "greater than 0")
+        if self.start_blend is not None and not 0 < self.start_blend <= 1:
+            raise bad("start_blend", "in (0, 1]")
         for name in ("momentum", "p_threshold", "perturb_ratio", "ema_decay", "ema_decay_late"):
             if getattr(self, name) is not None and not 0 <= getattr(self, name) <= 1:
                 raise bad(name, "in [0, 1]")

@@ -199,3 +199,20 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) 
     head = classifier_name(model)
     return Loaded(len(matching), len(own), [k for k in own if k not in matching], summed,
                   f"{head}.weight" in state)
+
+
+def blend_start(model: nn.Module, fresh: dict[str, torch.Tensor], loaded: Loaded, share: float) -> None:
+    """Keep ``share`` of the direction of each loaded weight (convolutions, linear layers) and take the
+    rest from ``fresh``, the network's own random start, at the random start's norm; BatchNorm's
+    running statistics, stale for the blended weights, restart from the random start's. Under BatchNorm
+    a weight's scale does not change the output, only how fast SGD turns it; so the blended network
+    trains at a random start's pace. See ``auto.SELF_SUPERVISED_BLEND``."""
+    state = model.state_dict()
+    for name in state.keys() - set(loaded.new):
+        own, start = state[name], fresh[name]
+        if own.ndim >= 2 and own.is_floating_point():
+            direction = share * own / own.norm().clamp_min(1e-12) + (1 - share) * start / start.norm()
+            state[name] = direction * (start.norm() / direction.norm().clamp_min(1e-12))
+        elif name.endswith(("running_mean", "running_var", "num_batches_tracked")):
+            state[name] = start
+    model.load_state_dict(state)

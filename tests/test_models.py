@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 import labelclean
 from labelclean.cli import app
-from labelclean.models import build_model, small_cnn
+from labelclean.models import blend_start, build_model, classifier_name, load_weights, small_cnn
 
 runner = CliRunner()
 SHORT = dict(epochs=2, warmup=1, batch_size=8, image_size=8, device="cpu")
@@ -118,3 +118,47 @@ def test_init_weights_start_both_networks_from_the_file(few_digits, tmp_path, cl
             expected = saved[name] if name in loadable else param.detach()
             torch.testing.assert_close(state[name], expected, atol=1e-6, rtol=0)
     assert len(loadable) == len(saved) - (2 if classes != 10 else 0)  # only the classifier differs
+
+
+def blended(start: torch.Tensor, own: torch.Tensor, share: float) -> torch.Tensor:
+    """``share`` of the loaded weight's direction, the rest of the random start's, at the random start's norm."""
+    direction = share * start / start.norm() + (1 - share) * own / own.norm()
+    return direction / direction.norm() * own.norm()
+
+
+@pytest.mark.parametrize("share", [0.5, 1.0])
+def test_self_supervised_weights_are_blended_with_each_networks_random_start(few_digits, tmp_path, share):
+    head = classifier_name(small_cnn(1, 10, 8))
+    saved = {k: v for k, v in saved_weights(tmp_path / "all.pt", 10, False).items() if not k.startswith(head)}
+    torch.save(saved, tmp_path / "ssl.pt")  # no classifier: a self-supervised start, as 'labelclean pretrain' saves
+    args = ["fit", few_digits.images_dir, few_digits.labels_csv, "--out", tmp_path / "run", "--init-weights",
+            tmp_path / "ssl.pt", "--lr", "1e-12", "--arch", "small_cnn", "--epochs", "2", "--warmup", "1",
+            "--batch-size", "8", "--image-size", "8", "--device", "cpu", *(["--start-blend", "1"] if share == 1 else [])]
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    config = labelclean.Run(tmp_path / "run").config
+    assert config["fit"]["start_blend"] == share and config["auto"]["start"].get("start_blend") == (
+        0.5 if share < 1 else None)  # the default, chosen for a self-supervised start; a given one is the user's
+    torch.manual_seed(0)  # the fit's two random starts
+    fresh = [small_cnn(1, 10, 8) for _ in range(2)]
+    nets = torch.load(tmp_path / "run" / "model.pt", weights_only=True)["nets"]
+    for net, state in zip(fresh, nets):
+        for name, own in net.named_parameters():
+            own = own.detach()
+            kept = own.ndim == 1 or share == 1  # BatchNorm's scale and shift; every loaded tensor at --start-blend 1
+            expected = own if name.startswith(head) else saved[name] if kept else blended(saved[name], own, share)
+            torch.testing.assert_close(state[name], expected, atol=1e-6, rtol=0)
+    assert not torch.allclose(nets[0]["0.weight"], nets[1]["0.weight"]) or share == 1  # two different starts
+
+
+def test_a_blended_start_restarts_batchnorm_statistics():
+    torch.manual_seed(0)
+    net = small_cnn(1, 10, 8)
+    fresh = {k: v.clone() for k, v in net.state_dict().items()}
+    state = {k: v + 2 if v.is_floating_point() else v + 5 for k, v in fresh.items()}  # trained elsewhere
+    blend_start(net, fresh, load_weights(net, state, "a file"), 0.5)
+    after = net.state_dict()
+    for name in ("1.running_mean", "1.running_var", "1.num_batches_tracked"):
+        assert torch.equal(after[name], fresh[name])  # stale for the blended convolution before it
+    assert torch.equal(after["1.weight"], state["1.weight"])  # BatchNorm's scale and shift: as loaded
+    torch.testing.assert_close(after["0.weight"].norm(), fresh["0.weight"].norm())

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 import torchvision
 from typer.testing import CliRunner
 
-from labelclean.auto import crop_scale, image_side, start_kind, start_lr
+from labelclean.auto import crop_scale, image_side, start_blend, start_kind, start_lr
 from labelclean.cli import app
 from labelclean.models import build_model, fit_stem, hub_file, load_weights
 
@@ -111,6 +111,7 @@ def test_rules_for_the_start():
         ["random", "self-supervised", "supervised"]
     assert start_lr("random") == start_lr("self-supervised") == 0.02  # C2D trains at DivideMix's CIFAR lr
     assert start_lr("supervised") == 0.002  # DivideMix's Clothing1M fine-tuning
+    assert start_blend("self-supervised") == 0.5 and start_blend("supervised") == start_blend("random") == 1
     assert image_side(500, cuda=False, pretrained=False) == 32
     assert image_side(500, cuda=False, pretrained=True) == 112
     assert image_side(500, cuda=True, pretrained=True) == 224
