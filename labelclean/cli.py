@@ -240,7 +240,7 @@ def fit(
                                                       show_default=False)] = None,
     start_blend: Annotated[float | None, typer.Option(
         help="Share of each loaded layer's direction kept, the rest from a random start (1: the weights as "
-             "they are) \\[default: 0.5 for 'labelclean pretrain' weights, 1 for ImageNet's].",
+             "they are) \\[default: 0.5 for 'labelclean pretrain' weights, 1 for ImageNet's or with --no-auto].",
         show_default=False)] = None,
     resume: Annotated[bool, typer.Option(help="Continue the unfinished run in --out from its last "
                                               "checkpoint, with its saved settings.")] = False,
