@@ -240,7 +240,7 @@ def _load_start(nets: list[nn.Module], start: tuple[dict[str, torch.Tensor], str
     """Load the ``start`` weights into both networks, blend them with each network's random start and
     take the learning rate for that start (with ``auto``: ``auto.start_lr`` and ``auto.start_blend``);
     ``cfg`` with both, and the record of the start for config.json."""
-    fresh = [{k: v.clone() for k, v in net.state_dict().items()} for net in nets]
+    fresh = [{k: v.clone() for k, v in net.state_dict().items()} for net in nets] if start is not None else []
     loaded = [load_weights(net, *start) for net in nets] if start is not None else None
     kind = start_kind(loaded is not None, loaded is not None and loaded[0].with_classifier)
     rule = kind if cfg.auto else "random"
