@@ -355,9 +355,9 @@ def adaptive_warmup(nets: list[nn.Module], optimizers: list[torch.optim.Optimize
     history.append(agreement)
     if best_warmup_epoch(history) == len(history) - 1:
         decided["best"] = {**snapshot(nets, optimizers), "predicted": torch.from_numpy(predicted)}
-    chance = float(torch.bincount(data.labels).max()) / len(data)
-    if not warmup_over(history, chance, warmup_limit(cfg)):
-        if "near_chance" in decided or not warmup_over(history):
+    chance, limit = float(torch.bincount(data.labels).max()) / len(data), warmup_limit(cfg)
+    if not warmup_over(history, chance, limit):
+        if "near_chance" in decided or not warmup_over(history, max_epochs=limit):
             return agreement, None
         decided["near_chance"] = len(history)  # the patience alone would have ended warm-up here
         kept = history[best_warmup_epoch(history)]

@@ -94,6 +94,22 @@ def test_warmup_does_not_end_on_a_plateau_near_chance():
     assert warmup_over(left_chance, chance=0.10) and not warmup_over(left_chance, chance=0.12)
 
 
+def test_a_long_run_still_learning_near_chance_gets_no_near_chance_note(monkeypatch):
+    """With --epochs 300 warm-up may last 100 epochs: networks that gain every epoch are not on a plateau,
+    so epoch 30 (the default limit) is no reason for the near-chance note."""
+    scripted = iter(0.006 * (epoch + 1) for epoch in range(31))  # a new best every epoch, all below 0.55
+    monkeypatch.setattr(dividemix, "ensemble_agreement", lambda nets, data, cfg: (next(scripted), np.zeros(100, int)))
+    labels = torch.where(torch.arange(100) < 50, 0, torch.arange(100) % 9 + 1)  # chance: 50%
+    data = TrainingData.build(torch.zeros(100, 1, 4, 4, dtype=torch.uint8), labels, 10, [0.0], [1.0],
+                              torch.device("cpu"))
+    nets = [torch.nn.Linear(2, 2) for _ in range(2)]
+    optimizers = [torch.optim.SGD(net.parameters(), lr=0.1) for net in nets]
+    state = TrainingState()
+    cfg = FitConfig(epochs=300)
+    notes = [dividemix.adaptive_warmup(nets, optimizers, data, cfg, state, epoch)[1] for epoch in range(31)]
+    assert notes == [None] * 31 and "near_chance" not in state.extra["auto"]
+
+
 def test_a_fit_warms_up_past_a_plateau_near_chance_and_says_so(monkeypatch):
     """The wiring of the chance bar: the patience alone would end warm-up after epoch 5; it goes on,
     with one note, until the networks leave chance, then ends on the patience and keeps the best epoch."""
