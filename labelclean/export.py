@@ -5,22 +5,27 @@ One row per input row, in input order (unless sorted), with these columns:
 =====================  =============================================================================
 path                   image path as written in the labels CSV
 given_label            the label in the CSV
+suggested_label        **the label a reviewer is offered**: ``predicted_label`` where ``is_error``,
+                       else the given label. Label Studio pre-selects it, the report shows it,
+                       ``export --as-labels`` writes it; a review accepts it by keeping it
+suggested_confidence   the networks' mean probability of ``suggested_label``, in [0, 1]
+is_error               ``is_noisy`` *and* the networks predict another class than the given label:
+                       the rows to review, and the only rows whose suggestion differs from the given label
 clean_prob             mean of the two networks' clean probabilities, in [0, 1], from the fit's split
                        rule (the GMM posterior; with the 'quota' selection at very high noise, the
                        within-class loss rank, above 0.5 exactly for the samples it labels); **lower =
                        more likely mislabeled** — sort ascending to review the worst first
-clean_prob_net1/2      each network's clean probability
-refined_label          argmax of the co-refined label ``w·onehot(given) + (1−w)·p``, with
-                       ``w = clean_prob`` and ``p`` the two networks' mean softmax
-refined_confidence     max of the co-refined label, in [0, 1]
-predicted_label        the two-network ensemble's prediction, ignoring the given label
-predicted_confidence   its probability, in [0, 1]
 is_noisy               ``clean_prob < threshold``: the GMM's view, built to pick a clean *training*
                        set; it also flags hard but correct samples (precision 0.59 on digits with
                        class-pair flips)
-is_error               ``is_noisy`` *and* the networks predict another class than the given label:
-                       the sharper decision, the one to review first (docs/methods.md, "Which column to use")
-suggested_label        ``predicted_label`` where ``is_error``, else the given label
+predicted_label        the two-network ensemble's prediction, ignoring the given label
+predicted_confidence   its probability, in [0, 1] (``labelclean predict`` writes the same two columns)
+clean_prob_net1/2      each network's clean probability
+refined_label          DivideMix's co-refined *training target*, not a suggestion: argmax of
+                       ``w·onehot(given) + (1−w)·p`` with ``w = clean_prob`` and ``p`` the two networks'
+                       mean softmax. A flagged row keeps its given label here whenever ``w`` outweighs
+                       the prediction, so offering it would keep the error; the benchmarks score it
+refined_confidence     max of the co-refined label, in [0, 1]
 =====================  =============================================================================
 
 Sort by ``clean_prob`` (ascending) to review in order of suspicion; filter on ``is_error`` for the
@@ -41,9 +46,9 @@ import pandas as pd
 from .errors import LabelcleanError
 from .files import atomic_write
 
-COLUMNS = ["path", "given_label", "clean_prob", "clean_prob_net1", "clean_prob_net2", "refined_label",
-           "refined_confidence", "predicted_label", "predicted_confidence", "is_noisy", "is_error",
-           "suggested_label"]
+COLUMNS = ["path", "given_label", "suggested_label", "suggested_confidence", "is_error", "clean_prob", "is_noisy",
+           "predicted_label", "predicted_confidence", "clean_prob_net1", "clean_prob_net2", "refined_label",
+           "refined_confidence"]
 FORMATS = ("csv", "jsonl", "parquet")
 DEFAULT_THRESHOLD = 0.5  # clean_prob below which a sample is flagged: the GMM's own decision boundary
 SORT_KEYS = ("clean_prob", "refined_confidence", "predicted_confidence")
@@ -70,19 +75,21 @@ def review_table(paths: list[str], given: np.ndarray, classes: list[str], clean_
     refined = w[:, None] * onehot + (1 - w[:, None]) * probs
     predicted = probs.argmax(1)
     is_error = (w < threshold) & (predicted != given)
+    suggested = np.where(is_error, predicted, given)
     return pd.DataFrame({
         "path": paths,
         "given_label": names[given],
+        "suggested_label": names[suggested],
+        "suggested_confidence": probs[np.arange(len(given)), suggested],
+        "is_error": is_error,
         "clean_prob": w,
+        "is_noisy": w < threshold,
+        "predicted_label": names[predicted],
+        "predicted_confidence": probs.max(1),
         "clean_prob_net1": clean_prob[0],
         "clean_prob_net2": clean_prob[1],
         "refined_label": names[refined.argmax(1)],
         "refined_confidence": refined.max(1),
-        "predicted_label": names[predicted],
-        "predicted_confidence": probs.max(1),
-        "is_noisy": w < threshold,
-        "is_error": is_error,
-        "suggested_label": names[np.where(is_error, predicted, given)],
     }, columns=COLUMNS)
 
 
@@ -139,9 +146,25 @@ def write_table(table: pd.DataFrame, fmt: str, out: Path | None) -> None:
     write_output(buffer.getvalue(), out)
 
 
+SUFFIX_FORMATS = {"csv": "csv", "json": "jsonl", "jsonl": "jsonl", "parquet": "parquet", "pq": "parquet"}
+
+
 def format_from_suffix(out: Path | None, fmt: str | None) -> str:
-    """The explicit format, else the one the output file's suffix names, else CSV."""
+    """The explicit format, else the one the output file's suffix names (CSV for stdout or no suffix).
+
+    Examples
+    --------
+    >>> format_from_suffix(Path("suspects.parquet"), None), format_from_suffix(None, None)
+    ('parquet', 'csv')
+    >>> format_from_suffix(Path("suspects.xlsx"), None)
+    Traceback (most recent call last):
+    ...
+    labelclean.errors.LabelcleanError: -o suspects.xlsx: labelclean cannot write '.xlsx' files; name the file .csv, .jsonl or .parquet, or give --format.
+    """
     if fmt is not None:
         return fmt
     suffix = out.suffix.lower().lstrip(".") if out is not None else ""
-    return {"json": "jsonl", "jsonl": "jsonl", "parquet": "parquet", "pq": "parquet"}.get(suffix, "csv")
+    if suffix and suffix not in SUFFIX_FORMATS:
+        raise LabelcleanError(f"-o {out}: labelclean cannot write '.{suffix}' files; name the file .csv, .jsonl "
+                              f"or .parquet, or give --format.")
+    return SUFFIX_FORMATS.get(suffix, "csv")

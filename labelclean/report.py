@@ -55,38 +55,52 @@ text-align:center;background:#f3f3f3;color:#999;margin-bottom:4px}
 .settings{columns:3 260px;column-gap:24px;font-size:12px}.settings div{break-inside:avoid;border-bottom:1px solid #eee;
 display:flex;justify-content:space-between;gap:8px}.settings span{color:#555;overflow-wrap:anywhere;text-align:right}
 svg.chart{border:1px solid #eee;border-radius:6px;background:#fff}
+.card small{display:block;color:#666;font-size:12px}h3{font-size:15px;margin:18px 0 6px}a{color:#1f5fa8}
+section{scroll-margin-top:8px}
 svg .title{font-size:13px;font-weight:600}svg .tick{font-size:10px;fill:#555}svg .axis-label{font-size:11px}
 svg .grid{stroke:#eee}svg .axis{stroke:#999}svg .marker{stroke:#444;stroke-dasharray:4 3;stroke-width:1.5}
 """.strip()
 
 
-def write_report(run: Run, out: Path, *, threshold: float = DEFAULT_THRESHOLD, max_items: int = 1000) -> int:
+SUSPECTS = {"errors": "is_error", "noisy": "is_noisy"}  # which rows the report shows as suspects
+
+
+def write_report(run: Run, out: Path, *, threshold: float = DEFAULT_THRESHOLD, max_items: int = 1000,
+                 suspects: str = "errors") -> int:
     """Write the report of ``run`` to ``out``; returns its size in bytes.
 
     Parameters
     ----------
-    threshold : samples with ``clean_prob`` below it are the suspects (as in ``export``)
-    max_items : at most this many suspects are shown, lowest ``clean_prob`` first
+    threshold : the export's threshold (``is_noisy`` = ``clean_prob`` below it; ``is_error`` follows)
+    max_items : at most this many suspects get a thumbnail: the most suspicious of each class in turn
+    suspects : 'errors' (the ``is_error`` rows, the ones a review relabels) or 'noisy' (every ``is_noisy`` row)
     """
-    page = render_report(run, threshold=threshold, max_items=max_items)
+    suffix = Path(out).suffix.lower()
+    if suffix not in (".html", ".htm"):
+        raise LabelcleanError(f"-o {out}: the report is an HTML page; name the file .html.")
+    page = render_report(run, threshold=threshold, max_items=max_items, suspects=suspects)
     write_text(Path(out), page)
     return len(page.encode("utf-8"))
 
 
-def render_report(run: Run, *, threshold: float = DEFAULT_THRESHOLD, max_items: int = 1000) -> str:
+def render_report(run: Run, *, threshold: float = DEFAULT_THRESHOLD, max_items: int = 1000,
+                  suspects: str = "errors") -> str:
     """The report as one HTML string (see :func:`write_report`)."""
     if max_items < 0:
         raise LabelcleanError(f"The 'max_items' option must be at least 0. Got {max_items}.")
+    if suspects not in SUSPECTS:
+        raise LabelcleanError(f"The 'suspects' option must be errors or noisy. Got {suspects!r}.")
     table = run.export(threshold)
+    rows = table[table[SUSPECTS[suspects]]].sort_values("clean_prob", kind="stable")
     title = f"labelclean report: {run.directory.resolve().name}"
     sections = [  # the long list of suspects comes last, after everything that fits on a screen
-        overview_section(run, table, threshold),
-        (f'<div class="cols"><div>{noise_section(table, run.classes)}</div>'
-         f"<div>{confusion_section(table, run.classes)}</div></div>"),
+        overview_section(run, table, rows, threshold),
+        (f'<div class="cols"><div>{per_class_section(table, rows, run.classes)}</div>'
+         f"<div>{confusion_section(rows, run.classes)}</div></div>"),
         loss_section(run.samples(), threshold),
         curves_section(run.history),
         settings_section(run, threshold),
-        suspects_section(table, Path(run.config["data"]["images_dir"]), max_items),
+        suspects_section(rows, run.classes, Path(run.config["data"]["images_dir"]), max_items),
     ]
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width,initial-scale=1">'
@@ -102,29 +116,55 @@ def _rows(cells: list[list[str]], header: list[str]) -> str:
     return "<table>" + row(header, "th") + "".join(row(c, "td") for c in cells) + "</table>"
 
 
-def overview_section(run: Run, table: pd.DataFrame, threshold: float) -> str:
-    """What was flagged, how much, and how long the fit took."""
-    flagged = table["is_noisy"]
-    cards = [("samples", f"{len(table):,}"), ("classes", f"{len(run.classes):,}"),
-             ("flagged", f"{int(flagged.sum()):,}"), ("estimated noise", f"{flagged.mean():.1%}"),
-             ("fit time", f"{run.config.get('fit_seconds', 0):,.0f} s")]
+def fit_noise_estimate(run: Run) -> tuple[float, str] | None:
+    """The share of wrong labels the fit estimated, and when: config.json's ``auto.noise.rate`` (the
+    networks' disagreement with the labels when warm-up ended), else the last epoch's ``noise_estimate``
+    in the history (MLNT: the share its mentor left out); None if the run has neither."""
+    rate = run.config.get("auto", {}).get("noise", {}).get("rate")
+    if rate is not None:
+        return rate, "after warm-up"
+    last = next((e for e in reversed(run.history) if e.get("noise_estimate") is not None), None)
+    return (last["noise_estimate"], f"at epoch {last['epoch']}") if last else None
+
+
+def overview_section(run: Run, table: pd.DataFrame, rows: pd.DataFrame, threshold: float) -> str:
+    """How many suspects, the flagged share beside the fit's own noise estimate, how long the fit took."""
+    estimate = fit_noise_estimate(run)
+    cards = [("samples", f"{len(table):,}", ""), ("classes", f"{len(run.classes):,}", ""),
+             ("suspects", f"{len(rows):,}", f"{len(rows) / max(len(table), 1):.1%} of the samples"),
+             ("fit's noise estimate", "n/a" if estimate is None else f"{estimate[0]:.1%}",
+              ("none in this run" if estimate is None else estimate[1])
+              + f" · flagged: {table['is_noisy'].mean():.1%} (clean_prob &lt; {threshold:g})"),
+             ("fit time", f"{run.config.get('fit_seconds', 0):,.0f} s", "")]
     hint = run.config.get("threshold_hint")
     advice = (f"<p><b>The fit suggests --threshold {hint:g}</b>: at this much noise clean_prob &lt; "
               f"{DEFAULT_THRESHOLD:g} flags far fewer labels than the networks predict another class for "
               f"(labelclean report --threshold {hint:g}).</p>"
               if hint and hint != threshold else "")
-    return (f'<p class="muted">{escape(str(run.directory))} · flagged = clean_prob &lt; {threshold:g} '
-            f"(lower clean_prob = more likely mislabeled)</p>" + advice +
-            '<div class="cards">' + "".join(f'<div class="card">{k}<b>{v}</b></div>' for k, v in cards) + "</div>")
+    return (f'<p class="muted">{escape(str(run.directory))} · suspects = the rows a review relabels: flagged '
+            f"(clean_prob &lt; {threshold:g}, lower = more likely mislabeled) and the networks predict another "
+            f"class, which is the suggested label</p>" + advice + '<div class="cards">'
+            + "".join(f'<div class="card">{k}<b>{v}</b><small>{note}</small></div>' for k, v, note in cards)
+            + "</div>")
 
 
-def noise_section(table: pd.DataFrame, classes: list[str]) -> str:
-    """The estimated noise rate of each given label: the fraction of its samples flagged."""
-    per_class = table["is_noisy"].groupby(table["given_label"]).agg(["size", "sum", "mean"]).reindex(classes).dropna()
-    rows = [[escape(name), f"{int(n):,}", f"{int(k):,}",
-             f'{rate:.1%} <span class="rate" style="width:{rate * 80:.0f}px"></span>']
-            for name, (n, k, rate) in per_class.iterrows()]
-    return "<h2>Estimated noise per given label</h2>" + _rows(rows, ["given label", "samples", "flagged", "rate"])
+def _anchor(k: int) -> str:
+    return f"suspects-{k}"
+
+
+def per_class_section(table: pd.DataFrame, rows: pd.DataFrame, classes: list[str]) -> str:
+    """Samples and suspects of each given label; each count links to that class's suspects below."""
+    samples = table["given_label"].value_counts()
+    suspects = rows["given_label"].value_counts()
+    cells = []
+    for k, name in enumerate(classes):
+        n, bad = int(samples.get(name, 0)), int(suspects.get(name, 0))
+        rate = bad / n if n else 0.0
+        count = f'<a href="#{_anchor(k)}">{bad:,}</a>' if bad else "0"
+        cells.append([escape(name), f"{n:,}", count, f'{rate:.1%} <span class="rate" style="width:{rate * 80:.0f}px">'
+                      f"</span>"])
+    return ("<h2>Suspects per given label</h2><p class=muted>Click a count to see that class's suspects.</p>"
+            + _rows(cells, ["given label", "samples", "suspects", "share"]))
 
 
 def settings_section(run: Run, threshold: float) -> str:
@@ -155,31 +195,56 @@ def _suspect_card(row: pd.Series, images_dir: Path) -> str:
         picture = f'<img src="{thumbnail_uri(resolve_inside(images_dir, row["path"]))}" alt="">'
     except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
         picture = '<div class="noimg">no image</div>'
-    path, given, suggested = escape(row["path"]), escape(row["given_label"]), escape(row["refined_label"])
+    path, given, suggested = escape(row["path"]), escape(row["given_label"]), escape(row["suggested_label"])
     labels = (f"<span class=given>{given}</span> → <span class=sugg>{suggested}</span>" if given != suggested
               else f"{given} <span class=muted>(kept)</span>")
     return (f"<figure>{picture}<figcaption><div class=path title=\"{path}\">{path}</div><div>{labels}</div>"
-
-            f'<div>clean {row["clean_prob"]:.3f} · conf {row["refined_confidence"]:.2f}</div></figcaption></figure>')
-
-
-def suspects_section(table: pd.DataFrame, images_dir: Path, max_items: int) -> str:
-    """The flagged samples, worst first: thumbnail, given → suggested label, clean_prob, confidence."""
-    suspects = table[table["is_noisy"]].sort_values("clean_prob", kind="stable")
-    shown = suspects.head(max_items)
-    note = (f"Showing the {len(shown):,} lowest of {len(suspects):,} flagged samples; raise --max-items to see more."
-            if len(shown) < len(suspects) else f"All {len(suspects):,} flagged samples, lowest clean_prob first.")
-    cards = "".join(_suspect_card(row, images_dir) for _, row in shown.iterrows())
-    return (f'<h2>Suspects</h2><p class="muted">{note} Given label struck through → suggested (refined) label, '
-            f'or (kept) when the refined label is the given one; conf = confidence of the refined label.</p><div class="grid">{cards}</div>')
+            f'<div>clean {row["clean_prob"]:.3f} · conf {row["suggested_confidence"]:.2f}</div></figcaption></figure>')
 
 
-def confusion_section(table: pd.DataFrame, classes: list[str]) -> str:
-    """Flagged samples counted by given label (rows) × suggested label (columns)."""
-    flagged = table[table["is_noisy"]]
-    if flagged.empty:
-        return "<h2>Given × suggested</h2><p class=muted>No sample is flagged.</p>"
-    counts = pd.crosstab(flagged["given_label"], flagged["refined_label"]).reindex(
+def shown_suspects(rows: pd.DataFrame, max_items: int) -> pd.DataFrame:
+    """At most ``max_items`` of ``rows`` (sorted by suspicion): each class's most suspicious first, taking
+    one more from every class in turn, so that a class with many suspects does not crowd out the rest.
+
+    Examples
+    --------
+    >>> rows = pd.DataFrame({"given_label": list("aaaab"), "clean_prob": [.1, .2, .3, .4, .5]})
+    >>> shown_suspects(rows, 3)["clean_prob"].tolist()
+    [0.1, 0.2, 0.5]
+    """
+    rank = rows.groupby("given_label", sort=False).cumcount()
+    keep = rank.sort_values(kind="stable").index[:max_items]
+    return rows.loc[rows.index.isin(keep)]
+
+
+def suspects_section(rows: pd.DataFrame, classes: list[str], images_dir: Path, max_items: int) -> str:
+    """The suspects, one section per given label (the per-class table links to it), most suspicious first:
+    thumbnail, given → suggested label, clean_prob, the suggestion's confidence."""
+    shown = shown_suspects(rows, max_items)
+    note = (f"Thumbnails for {len(shown):,} of the {len(rows):,} suspects: the most suspicious of each class in "
+            f"turn (raise --max-items for more; labelclean export --only-errors lists them all)."
+            if len(shown) < len(rows) else f"All {len(rows):,} suspects.")
+    parts = []
+    for k, name in enumerate(classes):
+        of_class = rows[rows["given_label"] == name]
+        if of_class.empty:
+            continue
+        cards = shown[shown["given_label"] == name]
+        more = f", {len(cards):,} shown" if len(cards) < len(of_class) else ""
+        parts.append(f'<section id="{_anchor(k)}"><h3>given {escape(name)}: {len(of_class):,} suspect(s){more}</h3>'
+                     f'<div class="grid">{"".join(_suspect_card(row, images_dir) for _, row in cards.iterrows())}'
+                     f"</div></section>")
+    return (f'<h2>Suspects</h2><p class="muted">{note} Lowest clean_prob first in each class. Given label struck '
+            f"through → suggested label (what Label Studio pre-selects and export --as-labels writes), or (kept) "
+            f"when the suggestion is the given label; conf = the networks' probability of the suggested label.</p>"
+            + ("".join(parts) or "<p>No suspects.</p>"))
+
+
+def confusion_section(rows: pd.DataFrame, classes: list[str]) -> str:
+    """Suspects counted by given label (rows) × suggested label (columns)."""
+    if rows.empty:
+        return "<h2>Given × suggested</h2><p class=muted>No suspects.</p>"
+    counts = pd.crosstab(rows["given_label"], rows["suggested_label"]).reindex(
         index=classes, columns=classes, fill_value=0)
     changes = counts.to_numpy().copy()
     np.fill_diagonal(changes, 0)
@@ -191,7 +256,7 @@ def confusion_section(table: pd.DataFrame, classes: list[str]) -> str:
     peak = max(int(changes.max()), 1)
     cells = [[escape(given)] + [_count_cell(n, given == sugg, peak) for sugg, n in row.items()]
              for given, row in counts.iterrows()]
-    return (f"<h2>Given × suggested</h2><p class=muted>Flagged samples by given label (rows) and suggested label "
+    return (f"<h2>Given × suggested</h2><p class=muted>Suspects by given label (rows) and suggested label "
             f"(columns); the diagonal keeps its label.{note}</p><div class=scroll>"
             + _rows(cells, ["given \\ suggested"] + [escape(c) for c in counts.columns]) + "</div>")
 

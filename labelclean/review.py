@@ -40,6 +40,7 @@ LOCAL_FILES_URL = "/data/local-files/?d="  # Label Studio serves LOCAL_FILES_DOC
 MODEL_VERSION = "labelclean-dividemix"
 ACCEPTED_COLUMN = "accepted_label"
 CHANGE_COLUMNS = ["line", "path", "old_label", "new_label", "action"]
+CSV_SUFFIXES = ("", ".csv", ".tsv", ".txt")  # what a cleaned labels file may be called (as the original)
 
 
 def image_urls(images_dir: Path, document_root: Path | None = None,
@@ -79,45 +80,45 @@ def image_urls(images_dir: Path, document_root: Path | None = None,
 
 
 def label_studio_tasks(table: pd.DataFrame, image_url_prefix: str) -> list[dict[str, Any]]:
-    """One Label Studio task per row of a review table, with the refined label pre-selected.
+    """One Label Studio task per row of a review table, with the row's ``suggested_label`` pre-selected.
 
     ``data`` carries what a reviewer sorts and filters by in Label Studio's Data Manager:
-    ``given_label``, ``clean_prob`` (0–1, lower = more likely mislabeled), ``refined_label`` and
-    ``refined_confidence`` (named as in the export's columns, to 6 significant digits); ``path``
-    ties the task back to the labels CSV. The prediction's ``score`` is the refined label's
-    confidence. The image URL is ``image_url_prefix`` + the URL-quoted path (see :func:`image_urls`).
+    ``given_label``, ``suggested_label``, ``suggested_confidence`` and ``clean_prob`` (0–1, lower =
+    more likely mislabeled), named as in the export's columns, to 6 significant digits; ``path`` ties
+    the task back to the labels CSV, and ``summary`` is the header above the image. The prediction's
+    ``score`` is the suggestion's confidence. The image URL is ``image_url_prefix`` + the URL-quoted
+    path (see :func:`image_urls`).
 
     Examples
     --------
-    >>> row = dict(path="a b.png", given_label="cat", clean_prob=0.1, refined_label="dog",
-    ...            refined_confidence=0.8, predicted_label="dog")
+    >>> row = dict(path="a b.png", given_label="cat", suggested_label="dog", suggested_confidence=0.8,
+    ...            clean_prob=0.1)
     >>> task = label_studio_tasks(pd.DataFrame([row]), "/data/local-files/?d=images/")[0]
-    >>> task["data"]["image"], task["predictions"][0]["result"][0]["value"]
-    ('/data/local-files/?d=images/a%20b.png', {'choices': ['dog']})
+    >>> task["data"]["image"], task["predictions"][0]["result"][0]["value"], task["data"]["summary"]
+    ('/data/local-files/?d=images/a%20b.png', {'choices': ['dog']}, 'given: cat  →  suggested: dog  (clean_prob 0.1)')
     """
     return [{
         "data": {
             IMAGE_NAME: image_url_prefix + quote(row.path),
             "path": row.path,
             "given_label": row.given_label,
+            "suggested_label": row.suggested_label,
+            "suggested_confidence": significant(row.suggested_confidence),
             "clean_prob": significant(row.clean_prob),
-            "refined_label": row.refined_label,
-            "refined_confidence": significant(row.refined_confidence),
-            "predicted_label": row.predicted_label,
-            "summary": f"given: {row.given_label}  →  refined: {row.refined_label}  "
+            "summary": f"given: {row.given_label}  →  suggested: {row.suggested_label}  "
                        f"(clean_prob {row.clean_prob:.3g})",
         },
         "predictions": [{
             "model_version": MODEL_VERSION,
-            "score": significant(row.refined_confidence),
+            "score": significant(row.suggested_confidence),
             "result": [{"from_name": CHOICES_NAME, "to_name": IMAGE_NAME, "type": "choices",
-                        "value": {"choices": [row.refined_label]}}],
+                        "value": {"choices": [row.suggested_label]}}],
         }],
     } for row in table.itertuples(index=False)]
 
 
 def label_studio_config(classes: list[str]) -> str:
-    """The labeling config the tasks match: a header with the given/suggested labels, one
+    """The labeling config the tasks match: a header with the given and suggested labels, one
     single-choice list over the run's classes (names escaped by ElementTree), and the image below
     them, so that the choices stay in view however large Label Studio draws the image."""
     view = ET.Element("View")
@@ -142,8 +143,9 @@ def write_label_studio(table: pd.DataFrame, classes: list[str], out: Path | None
 
 def model_decisions(table: pd.DataFrame) -> pd.DataFrame:
     """Decisions of a reviewer who trusts the model: every ``is_error`` row (flagged, and the networks
-    predict another class) takes its ``suggested_label``, the repair the quality benchmark scores
-    (docs/high-noise.md: as accurate as ``refined_label`` up to 40% noise, 5–9 points more at 60–80%)."""
+    predict another class) takes its ``suggested_label``: what a reviewer who submits every pre-selected
+    choice in Label Studio decides, and the repair the quality benchmark scores (docs/high-noise.md: as
+    accurate as DivideMix's ``refined_label`` up to 40% noise, 5–9 points more at 60–80%)."""
     flagged = table[table["is_error"]]
     return pd.DataFrame({"path": flagged["path"], "label": flagged["suggested_label"]}).reset_index(drop=True)
 
@@ -169,7 +171,7 @@ def _csv_decisions(reviewed: Path) -> pd.DataFrame:
         raise LabelcleanError(
             f"{reviewed} has no {' or '.join(repr(c) for c in missing)} column (columns: "
             f"{', '.join(table.columns)}). Start from 'labelclean export' and add an '{ACCEPTED_COLUMN}' "
-            f"column: the refined_label to accept a suggestion, the given_label to reject it, empty to skip."
+            f"column: the suggested_label to accept a suggestion, the given_label to reject it, empty to skip."
         )
     decisions = pd.DataFrame({"path": table["path"].str.strip(), "label": table[ACCEPTED_COLUMN].str.strip()})
     decisions = decisions[decisions["label"] != ""].reset_index(drop=True)
@@ -235,6 +237,9 @@ class CleanedLabels:
 
         Returns the change log's path (``cleaned.csv`` → ``cleaned.changes.csv``), None on stdout.
         """
+        if out is not None and Path(out).suffix.lower() not in CSV_SUFFIXES:
+            raise LabelcleanError(f"-o {out}: the cleaned labels are a CSV like the original; name the file "
+                                  f"{' or '.join(s for s in CSV_SUFFIXES if s)}.")
         write_output(self.table.to_csv(index=False, sep=self.delimiter).encode("utf-8"), out)
         if out is None:
             return None

@@ -23,6 +23,7 @@ Layout::
 
 from __future__ import annotations
 
+import logging
 import platform
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
@@ -63,6 +64,8 @@ CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"
 SKIPPED = "skipped.csv"
 OUTPUTS = (CONFIG, HISTORY, SAMPLES, PROBS, CHECKPOINT, MODEL, SKIPPED)  # what --overwrite replaces
+
+log = logging.getLogger("labelclean")
 
 Progress = Callable[[str, int, int], None]  # (task, done, total)
 
@@ -284,8 +287,8 @@ class Run:
 
         Returns
         -------
-        DataFrame with ``path``, ``predicted_label``, ``confidence`` (and ``label_2``,
-        ``confidence_2``, ... up to ``top_k``).
+        DataFrame (see :func:`prediction_table`) with ``path``, ``predicted_label``, ``predicted_confidence``
+        (and ``predicted_label_2``, ``predicted_confidence_2``, ... up to ``top_k``).
         """
         if not 1 <= top_k <= len(self.classes):
             raise LabelcleanError(f"The 'top_k' option must be in [1, {len(self.classes)}]. Got {top_k}.")
@@ -302,10 +305,31 @@ class Run:
         with threads(self.config.get("threads") or torch.get_num_threads()):  # the fit's: the same numerics
             probs = torch.stack([torch.softmax(predict_logits(net, data, batch_size), dim=1) for net in nets]).mean(0)
         confidence, label = probs.topk(top_k, dim=1)
-        names = np.asarray(self.classes, dtype=object)
-        table = pd.DataFrame({"path": shown, "predicted_label": names[label[:, 0].cpu().numpy()],
-                              "confidence": confidence[:, 0].cpu().numpy()})
-        for k in range(1, top_k):
-            table[f"label_{k + 1}"] = names[label[:, k].cpu().numpy()]
-            table[f"confidence_{k + 1}"] = confidence[:, k].cpu().numpy()
-        return table
+        return prediction_table(shown, self.classes, label.cpu().numpy(), confidence.cpu().numpy())
+
+
+def prediction_table(paths: list[str], classes: list[str], label: np.ndarray, confidence: np.ndarray) -> pd.DataFrame:
+    """``path``, ``predicted_label``, ``predicted_confidence`` (the export's names), then the K-th best
+    class as ``predicted_label_K``, ``predicted_confidence_K``, from (n, top_k) class indices and
+    probabilities; then the old names of the confidences and K-th labels (deprecated, with a warning).
+
+    Examples
+    --------
+    >>> table = prediction_table(["a.png"], ["cat", "dog"], np.array([[1, 0]]), np.array([[0.7, 0.3]]))
+    >>> table.columns.tolist()[:5]
+    ['path', 'predicted_label', 'predicted_confidence', 'predicted_label_2', 'predicted_confidence_2']
+    >>> table.columns.tolist()[5:]
+    ['confidence', 'label_2', 'confidence_2']
+    """
+    names = np.asarray(classes, dtype=object)
+    table = pd.DataFrame({"path": paths, "predicted_label": names[label[:, 0]],
+                          "predicted_confidence": confidence[:, 0]})
+    for k in range(2, label.shape[1] + 1):
+        table[f"predicted_label_{k}"] = names[label[:, k - 1]]
+        table[f"predicted_confidence_{k}"] = confidence[:, k - 1]
+    # Until labelclean 0.2 the old names (confidence, label_K, confidence_K) stay: a user's script may read them.
+    old = {c: c.removeprefix("predicted_") for c in table.columns if c.startswith("predicted_") and c != "predicted_label"}
+    log.warning("predict's columns now carry the export's names (predicted_confidence, predicted_label_K, "
+                "predicted_confidence_K); the old ones (%s) are still written until labelclean 0.2.",
+                ", ".join(old.values()))
+    return table.assign(**{name: table[column] for column, name in old.items()})

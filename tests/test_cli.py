@@ -68,13 +68,20 @@ def test_fit_export_predict_from_the_command_line(digits, tmp_path):
     new = copy_images(digits, tmp_path / "new", 5)
     predicted = invoke("predict", out, new[0].parent, "--top-k", "2")
     assert predicted.exit_code == 0, predicted.output
-    preds = pd.read_csv(io.StringIO(predicted.stdout), dtype={"predicted_label": str, "label_2": str})
-    assert list(preds.columns) == ["path", "predicted_label", "confidence", "label_2", "confidence_2"]
+    preds = pd.read_csv(io.StringIO(predicted.stdout), dtype={"predicted_label": str, "predicted_label_2": str,
+                                                              "label_2": str})
+    assert list(preds.columns) == ["path", "predicted_label", "predicted_confidence", "predicted_label_2",
+                                   "predicted_confidence_2", "confidence", "label_2", "confidence_2"]  # old names: 0.1
+    assert "the old ones (confidence, label_2, confidence_2) are still written" in " ".join(predicted.stderr.split())
+    pd.testing.assert_frame_equal(preds[["confidence", "label_2", "confidence_2"]], preds[
+        ["predicted_confidence", "predicted_label_2", "predicted_confidence_2"]].set_axis(
+        ["confidence", "label_2", "confidence_2"], axis=1))
     assert preds["path"].tolist() == [str(f) for f in new]
     first = table.set_index("path").loc[[f.name for f in new]]  # the copies of the first five training images
     assert preds["predicted_label"].tolist() == first["predicted_label"].astype(str).tolist()
-    np.testing.assert_allclose(preds["confidence"], first["predicted_confidence"], atol=1e-5)
-    assert (preds["confidence"] >= preds["confidence_2"]).all() and (preds["label_2"] != preds["predicted_label"]).all()
+    np.testing.assert_allclose(preds["predicted_confidence"], first["predicted_confidence"], atol=1e-5)
+    assert (preds["predicted_confidence"] >= preds["predicted_confidence_2"]).all()
+    assert (preds["predicted_label_2"] != preds["predicted_label"]).all()
 
 
 def test_user_errors_are_one_line_with_exit_code_1(digits, tiny_run, tmp_path):

@@ -3,18 +3,21 @@ numbers are written by hand and on a real fit recomputed from its own files."""
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from conftest import TINY
+from typer.testing import CliRunner
 
 import labelclean
 from labelclean.auto import class_quota, quota_clean_prob
 from labelclean.dividemix import clean_probability, normalized_loss
 from labelclean.errors import LabelcleanError
-from labelclean.export import COLUMNS, select_rows
+from labelclean.cli import app
+from labelclean.export import COLUMNS, format_from_suffix, select_rows
 
 # Five samples of a 10-class run: (given, clean_prob of net 1 and net 2, the ensemble's softmax as {class: p}).
 HAND = [
@@ -28,16 +31,17 @@ HAND = [
 EXPECTED = pd.DataFrame({
     "path": ["a.png", "b.png", "c.png", "d.png", "e.png"],
     "given_label": ["3", "1", "2", "4", "6"],
+    "suggested_label": ["3", "7", "2", "4", "8"],  # the networks' prediction where is_error, not the refined label
+    "suggested_confidence": [0.4, 0.9, 0.7, 0.45, 0.5],  # the mean softmax at the suggested label
+    "is_error": [False, True, False, False, True],
     "clean_prob": [0.8, 0.2, 0.3, 0.5, 0.4],
+    "is_noisy": [False, True, True, False, True],
+    "predicted_label": ["5", "7", "2", "9", "8"],
+    "predicted_confidence": [0.6, 0.9, 0.7, 0.55, 0.5],
     "clean_prob_net1": [0.9, 0.1, 0.4, 0.9, 0.4],
     "clean_prob_net2": [0.7, 0.3, 0.2, 0.1, 0.4],
     "refined_label": ["3", "7", "2", "4", "6"],
     "refined_confidence": [0.8 + 0.2 * 0.4, 0.8 * 0.9, 0.3 + 0.7 * 0.7, 0.5 + 0.5 * 0.45, 0.4 + 0.6 * 0.3],
-    "predicted_label": ["5", "7", "2", "9", "8"],
-    "predicted_confidence": [0.6, 0.9, 0.7, 0.55, 0.5],
-    "is_noisy": [False, True, True, False, True],
-    "is_error": [False, True, False, False, True],
-    "suggested_label": ["3", "7", "2", "4", "8"],  # the networks' prediction where is_error, not the refined label
 })
 
 
@@ -64,10 +68,11 @@ def test_every_column_follows_its_definition_on_hand_worked_numbers(hand_run):
     pd.testing.assert_frame_equal(table, EXPECTED, check_exact=False, atol=1e-6, check_dtype=False)
 
 
-def test_the_threshold_moves_is_noisy_is_error_and_suggested_label_only(hand_run):
+def test_the_threshold_moves_is_noisy_is_error_and_the_suggestion_only(hand_run):
     table = hand_run.export(threshold=0.6)
     expected = EXPECTED.assign(is_noisy=[False, True, True, True, True], is_error=[False, True, False, True, True],
-                               suggested_label=["3", "7", "2", "9", "8"])
+                               suggested_label=["3", "7", "2", "9", "8"],
+                               suggested_confidence=[0.4, 0.9, 0.7, 0.55, 0.5])
     pd.testing.assert_frame_equal(table, expected, check_exact=False, atol=1e-6, check_dtype=False)
     assert not hand_run.export(threshold=0.0)["is_noisy"].any()  # nothing is below 0
     assert hand_run.export(threshold=1.0)["is_noisy"].all()
@@ -100,12 +105,13 @@ def recomputed(run: labelclean.Run, threshold: float) -> pd.DataFrame:
     predicted = probs.argmax(1)
     error = (w < threshold) & (predicted != given)
     names = np.array(classes, dtype=object)
+    suggested = np.where(error, predicted, given)
     return pd.DataFrame({
-        "path": samples["path"], "given_label": samples["given_label"], "clean_prob": w,
+        "path": samples["path"], "given_label": samples["given_label"], "suggested_label": names[suggested],
+        "suggested_confidence": probs[np.arange(len(given)), suggested], "is_error": error, "clean_prob": w,
+        "is_noisy": w < threshold, "predicted_label": names[predicted], "predicted_confidence": probs.max(1),
         "clean_prob_net1": samples["clean_prob_net1"], "clean_prob_net2": samples["clean_prob_net2"],
         "refined_label": names[refined.argmax(1)], "refined_confidence": refined.max(1),
-        "predicted_label": names[predicted], "predicted_confidence": probs.max(1),
-        "is_noisy": w < threshold, "is_error": error, "suggested_label": names[np.where(error, predicted, given)],
     })
 
 
@@ -116,6 +122,28 @@ def test_a_fitted_run_exports_what_its_files_define(tiny_run, threshold):
                                   check_dtype=False)
     assert table["is_error"].any() and not table["is_error"].all()  # both kinds of row are exercised
     assert (table["refined_label"] != table["given_label"]).any()
+    flagged = table[table["is_noisy"]]  # a flagged row's suggestion is the networks' prediction, error or not
+    assert (flagged["suggested_label"] == flagged["predicted_label"]).all()
+    errors = table[table["is_error"]]
+    assert (errors["suggested_label"] != errors["given_label"]).all()
+    assert (table.loc[~table["is_error"], "suggested_label"] == table.loc[~table["is_error"], "given_label"]).all()
+
+
+@pytest.mark.parametrize("name", ["suspects.xlsx", "suspects.txt", "suspects.csv.gz"])
+def test_an_output_file_the_export_cannot_write_is_a_one_line_error(tiny_run, tmp_path, name):
+    result = CliRunner().invoke(app, ["export", str(tiny_run.directory), "-o", str(tmp_path / name)])
+    suffix = name.rsplit(".", 1)[1]
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (f"error: -o {tmp_path / name}: labelclean cannot write '.{suffix}' files; name "
+                                     f"the file .csv, .jsonl or .parquet, or give --format.")
+    assert not (tmp_path / name).exists()
+
+
+@pytest.mark.parametrize("name, fmt", [("s.csv", "csv"), ("s.json", "jsonl"), ("s.jsonl", "jsonl"),
+                                       ("s.parquet", "parquet"), ("s", "csv"), ("S.CSV", "csv")])
+def test_the_output_suffix_names_the_format(name, fmt):
+    assert format_from_suffix(Path(name), None) == fmt
+    assert format_from_suffix(Path("s.xlsx"), "csv") == "csv"  # an explicit --format wins
 
 
 @pytest.mark.parametrize("selection", ["gmm", "quota"])

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 import labelclean
 from labelclean.cli import app
-from labelclean.report import THUMB_SIDE, gmm_components, render_report, thumbnail_uri
+from labelclean.report import THUMB_SIDE, gmm_components, render_report, shown_suspects, thumbnail_uri, write_report
 from labelclean.review import image_urls, label_studio_config
 
 runner = CliRunner()
@@ -45,15 +45,17 @@ def test_label_studio_export_follows_the_documented_import_format(tiny_run, tmp_
         assert set(task) == {"data", "predictions"}
         data = task["data"]
         assert data[image.get("name")] == f"/data/local-files/?d=images/{row.path}"  # document root: images/..
-        assert (data["path"], data["given_label"], data["refined_label"]) == (row.path, row.given_label,
-                                                                               row.refined_label)
+        assert (data["path"], data["given_label"], data["suggested_label"]) == (row.path, row.given_label,
+                                                                                 row.suggested_label)
+        assert data["summary"] == (f"given: {row.given_label}  →  suggested: {row.suggested_label}  "
+                                   f"(clean_prob {row.clean_prob:.3g})")  # the header above the image
         (prediction,) = task["predictions"]
-        assert prediction["score"] == float(f"{row.refined_confidence:.6g}")
+        assert prediction["score"] == float(f"{row.suggested_confidence:.6g}")
         assert data["clean_prob"] == float(f"{row.clean_prob:.6g}")
         (result_,) = prediction["result"]
         assert result_["type"] == "choices"
         assert (result_["from_name"], result_["to_name"]) == (choices.get("name"), image.get("name"))
-        assert result_["value"]["choices"] == [row.refined_label]
+        assert result_["value"]["choices"] == [row.suggested_label]  # pre-selected: the export's suggestion
         assert result_["value"]["choices"][0] in tiny_run.classes
     assert [t["data"]["clean_prob"] for t in tasks] == sorted(t["data"]["clean_prob"] for t in tasks)
 
@@ -100,6 +102,18 @@ def test_image_urls_quote_the_folder_relative_to_the_document_root(tmp_path):
     assert prefix == "/data/local-files/?d=my%20data/img%231/"
     assert f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT='{root}' label-studio start" in setup  # a shell line
     assert f"\n  {root}/my data/img#1\n" in setup  # typed into a form: as it is
+
+
+def test_label_studio_tasks_of_the_errors_pre_select_a_label_that_changes_each_row(tiny_run):
+    """One task per is_error row, each pre-selecting its suggested label, never the given label it is flagged
+    for: Submit on the pre-selected choice fixes the error (DivideMix's refined label would keep some)."""
+    tasks = json.loads(invoke("export", tiny_run.directory, "--format", "label-studio", "--only-errors").stdout)
+    errors = tiny_run.export(0.5, only_errors=True)
+    assert len(errors) > 0 and [t["data"]["path"] for t in tasks] == errors["path"].tolist()
+    chosen = [t["predictions"][0]["result"][0]["value"]["choices"] for t in tasks]
+    assert chosen == [[label] for label in errors["suggested_label"]]
+    assert all(t["data"]["given_label"] not in c for t, c in zip(tasks, chosen))
+    assert "refined_label" not in json.dumps(tasks)  # one suggestion: the other label is not offered
 
 
 def test_label_studio_config_escapes_class_names():
@@ -150,10 +164,10 @@ def nasty_run(tiny_run, tmp_path):
 
 
 def test_report_is_self_contained_and_escapes_labels_and_paths(nasty_run):
-    page = render_report(nasty_run, threshold=1.0)  # every sample is a suspect
+    page = render_report(nasty_run, threshold=1.0, suspects="noisy")  # every sample is a suspect
     assert "<script" not in page and "<img src=x" not in page
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; co" in page
-    assert not re.search(r'(src|href)="(?!data:)', page)  # nothing is fetched: every image is inline
+    assert not re.search(r'(src|href)="(?!data:|#)', page)  # nothing is fetched: images inline, links in-page
     assert page.count('<img src="data:image/') == 299  # the hostile path has no file: a placeholder
     assert page.count("<svg") == 5  # two loss histograms, three training curves
     assert len(page.encode()) < 2_000_000
@@ -165,8 +179,104 @@ def test_report_command_writes_a_file_and_caps_the_suspects(tiny_run, tmp_path):
     assert result.exit_code == 0, result.output
     assert result.stdout == "" and str(out) in result.stderr.replace("\n", "")
     page = out.read_text()
-    suspects = int(tiny_run.export(1.0)["is_noisy"].sum())  # clean_prob < 1: all but the quota's surest
-    assert page.count("<figure>") == 7 and f"Showing the 7 lowest of {suspects:,}" in page
+    errors = int(tiny_run.export(1.0)["is_error"].sum())
+    assert page.count("<figure>") == 7 and f"Thumbnails for 7 of the {errors:,} suspects" in page
+
+
+def figures(page: str) -> list[tuple[str, str, str, float]]:
+    """(section id, path, given → suggested caption, clean_prob) of every suspect card, in page order."""
+    cards = []
+    for section, body in re.findall(r'<section id="([^"]+)">(.*?)</section>', page):
+        for path, labels, clean in re.findall(r'class=path title="([^"]*)">.*?<div>(.*?)</div><div>clean ([0-9.]+)',
+                                              body):
+            cards.append((section, path, re.sub(r"<[^>]+>", "", labels), float(clean)))
+    return cards
+
+
+def test_report_shows_the_error_rows_by_class_most_suspicious_first_with_their_suggestion(tiny_run):
+    page = render_report(tiny_run)
+    errors = tiny_run.export(0.5, only_errors=True)
+    cards = figures(page)
+    assert sorted(path for _, path, _, _ in cards) == sorted(errors["path"])  # the rows the review acts on
+    by_path = errors.set_index("path")
+    for section, path, labels, clean in cards:
+        row = by_path.loc[path]
+        assert section == f"suspects-{tiny_run.classes.index(row.given_label)}"
+        assert labels == f"{row.given_label} → {row.suggested_label}"
+        assert clean == pytest.approx(row.clean_prob, abs=1e-3)  # as shown, to 3 decimals
+    for section in {s for s, *_ in cards}:  # worst first within each class
+        cleans = [c for s, _, _, c in cards if s == section]
+        assert cleans == sorted(cleans)
+    counts = errors["given_label"].value_counts()  # each class's count links to its section
+    for name, count in counts.items():
+        anchor = f"suspects-{tiny_run.classes.index(name)}"
+        assert f'<a href="#{anchor}">{count:,}</a>' in page and f'<section id="{anchor}">' in page
+    crosstab = re.search(r"<h2>Given × suggested</h2>.*?</table>", page).group(0)
+    cells = [int(n) for n in re.findall(r"<span class=hot[^>]*>(\d+)</span>", crosstab)]
+    assert sum(cells) == len(errors) and "class=diag" not in crosstab  # an error's suggestion changes its label
+
+
+def test_report_noise_card_shows_the_fits_estimate_beside_the_flagged_share(tiny_run, tmp_path):
+    run_dir = shutil.copytree(tiny_run.directory, tmp_path / "run")
+    config = json.loads((run_dir / "config.json").read_text())
+    config["auto"]["noise"]["rate"] = 0.1234
+    (run_dir / "config.json").write_text(json.dumps(config))
+    page = render_report(labelclean.Run(run_dir))
+    flagged = tiny_run.export(0.5)["is_noisy"].mean()
+    card = re.search(r'<div class="card">fit\'s noise estimate<b>([^<]+)</b><small>([^<]+)</small>', page)
+    assert card.groups() == ("12.3%", f"after warm-up · flagged: {flagged:.1%} (clean_prob &lt; 0.5)")
+    del config["auto"]["noise"]  # as MLNT: the last epoch's estimate
+    (run_dir / "config.json").write_text(json.dumps(config))
+    last = tiny_run.history[-1]
+    assert f"fit's noise estimate<b>{last['noise_estimate']:.1%}</b><small>at epoch {last['epoch']} · " in \
+        render_report(labelclean.Run(run_dir))
+    (run_dir / "history.jsonl").write_text("")
+    assert "fit's noise estimate<b>n/a</b><small>none in this run · " in render_report(labelclean.Run(run_dir))
+
+
+def test_shown_suspects_take_each_class_in_turn_up_to_the_cap():
+    rows = pd.DataFrame({"given_label": list("aaaaabbc"), "clean_prob": [.01, .02, .03, .04, .05, .3, .4, .5]})
+    assert shown_suspects(rows, 4)["clean_prob"].tolist() == [.01, .02, .3, .5]  # a, a (2nd round), b, c
+    assert shown_suspects(rows, 2)["clean_prob"].tolist() == [.01, .3]  # the 1st round, most suspicious first
+    assert shown_suspects(rows, 0).empty and len(shown_suspects(rows, 100)) == 8
+
+
+def fake_run(tiny_run, tmp_path, n: int, error_share: float, seed: int = 0) -> labelclean.Run:
+    """A copy of the tiny run's config and history with ``n`` samples whose images are hard links of one
+    640×480 noise photo (noise: the largest JPEG thumbnail), ``error_share`` of them flagged with another
+    predicted class."""
+    rng = np.random.default_rng(seed)
+    run_dir = shutil.copytree(tiny_run.directory, tmp_path / "run")
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)).save(images / "photo.jpg", quality=95)
+    paths = [f"{k:05d}.jpg" for k in range(n)]
+    for path in paths:
+        (images / path).hardlink_to(images / "photo.jpg")
+    given = rng.integers(0, 10, n)
+    wrong = rng.random(n) < error_share
+    predicted = np.where(wrong, (given + rng.integers(1, 10, n)) % 10, given)
+    probs = np.full((n, 10), 0.02, dtype=np.float32)
+    probs[np.arange(n), predicted] = 0.82
+    clean = np.where(wrong, rng.uniform(0, 0.5, n), rng.uniform(0.5, 1, n))
+    pd.DataFrame({"path": paths, "given_label": given.astype(str), "clean_prob_net1": clean,
+                  "clean_prob_net2": clean, "loss_net1": 1 - clean, "loss_net2": 1 - clean}).to_csv(
+        run_dir / "samples.csv", index=False)
+    np.save(run_dir / "probs.npy", probs)
+    config = json.loads((run_dir / "config.json").read_text())
+    config["data"]["images_dir"] = str(images)
+    (run_dir / "config.json").write_text(json.dumps(config))
+    return labelclean.Run(run_dir)
+
+
+def test_report_of_20000_images_stays_one_file_under_10_mb(tiny_run, tmp_path):
+    run = fake_run(tiny_run, tmp_path, 20_000, error_share=0.4)
+    size = write_report(run, tmp_path / "report.html")
+    page = (tmp_path / "report.html").read_text()
+    assert size < 10_000_000, size
+    assert page.count('<img src="data:image/jpeg;base64,') == 1000  # the default cap, all thumbnails inline
+    assert len(re.findall(r'<section id="suspects-\d+">', page)) == 10  # every class reachable
+    assert "Thumbnails for 1,000 of the 8," in page
 
 
 def test_thumbnails_stay_small_so_1000_suspects_fit_in_5_mb(tmp_path):
@@ -203,7 +313,7 @@ def labels_with_extras(digits, tmp_path):
 
 def simulated_review(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Accept the three worst suggestions that change a label, reject three others; the rest unseen."""
-    changing = table[table["refined_label"] != table["given_label"]].sort_values("clean_prob").head(3)
+    changing = table[table["suggested_label"] != table["given_label"]].sort_values("clean_prob").head(3)
     rejected = table.drop(changing.index).sort_values("clean_prob").head(3)
     return changing, rejected
 
@@ -213,7 +323,7 @@ def test_reviewed_csv_round_trip_applies_exactly_the_accepted_changes(tiny_run, 
     accepted, rejected = simulated_review(table)
     assert len(accepted) > 0
     table["accepted_label"] = ""
-    table.loc[accepted.index, "accepted_label"] = accepted["refined_label"]
+    table.loc[accepted.index, "accepted_label"] = accepted["suggested_label"]
     table.loc[rejected.index, "accepted_label"] = rejected["given_label"]
     table.to_csv(tmp_path / "reviewed.csv", index=False)
 
@@ -226,7 +336,7 @@ def test_reviewed_csv_round_trip_applies_exactly_the_accepted_changes(tiny_run, 
     cleaned = pd.read_csv(out, sep=";", dtype=str, keep_default_na=False)
     expected = original.copy()
     expected.loc[expected["path"].isin(accepted["path"]), "label"] = expected["path"].map(
-        accepted.set_index("path")["refined_label"])
+        accepted.set_index("path")["suggested_label"])
     pd.testing.assert_frame_equal(cleaned, expected)
     log = pd.read_csv(tmp_path / "cleaned.changes.csv", dtype=str)
     assert sorted(log["path"]) == sorted(accepted["path"]) and set(log["action"]) == {"relabel"}
@@ -249,10 +359,10 @@ def test_label_studio_round_trip_uses_the_latest_submitted_annotation(tiny_run, 
     by_path = {t["data"]["path"]: t for t in tasks}
     for row in accepted.itertuples():
         annotate(by_path[row.path], row.given_label, updated_at="2024-01-01T00:00:00Z")  # changed their mind
-        annotate(by_path[row.path], row.refined_label, updated_at="2024-01-02T00:00:00Z")
+        annotate(by_path[row.path], row.suggested_label, updated_at="2024-01-02T00:00:00Z")
     for row in rejected.itertuples():
         annotate(by_path[row.path], row.given_label)
-        annotate(by_path[row.path], row.refined_label, was_cancelled=True)  # skipped: not a decision
+        annotate(by_path[row.path], row.suggested_label, was_cancelled=True)  # skipped: not a decision
     (tmp_path / "export.json").write_text(json.dumps(tasks))
 
     result = invoke("apply", tmp_path / "export.json", digits.labels_csv, "-o", tmp_path / "cleaned.csv")
@@ -260,7 +370,7 @@ def test_label_studio_round_trip_uses_the_latest_submitted_annotation(tiny_run, 
     cleaned = pd.read_csv(tmp_path / "cleaned.csv", dtype=str).set_index("path")["label"]
     original = pd.read_csv(digits.labels_csv, dtype=str).set_index("path")["label"]
     changed = cleaned[cleaned != original]
-    assert changed.to_dict() == accepted.set_index("path")["refined_label"].to_dict()
+    assert changed.to_dict() == accepted.set_index("path")["suggested_label"].to_dict()
 
 
 def test_export_as_labels_relabels_or_drops_the_error_rows_with_their_suggested_label(tiny_run, digits, tmp_path):
@@ -282,6 +392,7 @@ def test_export_as_labels_relabels_or_drops_the_error_rows_with_their_suggested_
 
 def test_review_errors_are_one_line_with_exit_code_1(tiny_run, digits, tmp_path):
     (tmp_path / "typo.csv").write_text("path,accepted_label\n0000.png,nine\n")
+    (tmp_path / "fine.csv").write_text("path,accepted_label\n0000.png,1\n")
     (tmp_path / "stranger.csv").write_text("path,accepted_label\nelsewhere.png,1\n")
     (tmp_path / "no_column.csv").write_text("path,refined_label\n0000.png,1\n")
     (tmp_path / "no_path.json").write_text(json.dumps([{"data": {"image": "x.png"}}]))
@@ -293,10 +404,14 @@ def test_review_errors_are_one_line_with_exit_code_1(tiny_run, digits, tmp_path)
         (["apply", tmp_path / "typo.csv", digits.labels_csv, "-o", digits.labels_csv], "overwrite the original"),
         (["export", tiny_run.directory, "--as-labels", "--format", "jsonl"], "drop --format"),
         (["report", tiny_run.directory, "--max-items", "-1"], "'max_items' option"),
+        (["report", tiny_run.directory, "-o", tmp_path / "c.pdf"], "the report is an HTML page; name the file .html"),
+        (["apply", tmp_path / "fine.csv", digits.labels_csv, "-o", tmp_path / "c.xlsx"], "name the file .csv or"),
+        (["export", tiny_run.directory, "--as-labels", "-o", tmp_path / "c.json"], "name the file .csv or"),
+        (["export", tiny_run.directory, "-o", tmp_path / "c.xlsx"], "cannot write '.xlsx' files"),
     ]
     for args, message in cases:
         result = invoke(*args)
         assert result.exit_code == 1, (args, result.output)
         assert result.stdout == "" and "Traceback" not in result.output
         assert re.search(message, result.stderr.replace("\n", " ")), (args, result.stderr)
-    assert not (tmp_path / "c.csv").exists()
+    assert not any((tmp_path / f"c.{suffix}").exists() for suffix in ("csv", "pdf", "xlsx", "json"))
