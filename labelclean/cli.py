@@ -407,7 +407,7 @@ def export(
                                                  "take their suggested label (see --action).")] = False,
     action: Annotated[str, typer.Option(help="With --as-labels: 'relabel' the is_error rows, or 'drop' them.")] = "relabel",
 ) -> None:
-    """Write the per-sample review table: clean probability, refined and predicted labels, noisy flag."""
+    """Write the per-sample review table: the suggested label, is_error, clean probability, predictions."""
     run = api.Run.load(run_dir)
     if as_labels:
         if fmt or only_noisy or only_errors or sort:
@@ -439,9 +439,11 @@ def report(
     run_dir: RunDir = Path("labelclean-run"),
     output: Annotated[Path | None, typer.Option("--output", "-o", help="HTML file to write "
                                                 "\\[default: RUN_DIR/report.html].", show_default=False)] = None,
-    threshold: Annotated[float, typer.Option(help="Samples whose clean_prob is below this are suspects.")]
+    threshold: Annotated[float, typer.Option(help="Flag samples whose clean_prob is below this; the suspects are the "
+                                                 "flagged ones the networks predict another class for (is_error).")]
     = DEFAULT_THRESHOLD,
-    max_items: Annotated[int, typer.Option(help="Show at most this many suspects, worst first.")] = 1000,
+    max_items: Annotated[int, typer.Option(help="Thumbnails for at most this many suspects, each class's worst "
+                                                "first.")] = 1000,
 ) -> None:
     """Write one self-contained HTML page (thumbnails, tables, charts) to review a run in a browser."""
     output = output or run_dir / "report.html"

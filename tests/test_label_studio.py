@@ -154,16 +154,29 @@ def setup_from(stderr: str) -> tuple[dict[str, str], str]:
     return env, storage
 
 
+def preselected(server: LabelStudio, project: int, tasks: dict[str, dict]) -> dict[str, str]:
+    """The choice each task opens with, by path: the result of its prediction as the server stores it."""
+    path_of = {t["id"]: path for path, t in tasks.items()}
+    predictions = server.json("GET", f"/api/predictions/?project={project}")
+    predictions = predictions["results"] if isinstance(predictions, dict) else predictions
+    assert sorted(p["task"] for p in predictions) == sorted(path_of)  # one prediction per task
+    assert {p["model_version"] for p in predictions} == {MODEL_VERSION}
+    return {path_of[p["task"]]: p["result"][0]["value"]["choices"][0] for p in predictions}
+
+
+@pytest.mark.label_studio
 def test_review_round_trip_through_a_real_label_studio_server(start_label_studio, tiny_run, digits, tmp_path):
     runner = CliRunner()
     tasks_file, config_file = tmp_path / "tasks.json", tmp_path / "config.xml"
-    exported = runner.invoke(app, ["export", str(tiny_run.directory), "--format", "label-studio", "--ls-config",
-                                   str(config_file), "-o", str(tasks_file)])
+    exported = runner.invoke(app, ["export", str(tiny_run.directory), "--format", "label-studio", "--only-errors",
+                                   "--sort", "clean_prob", "--ls-config", str(config_file), "-o", str(tasks_file)])
     assert exported.exit_code == 0, exported.output
     env, storage_path = setup_from(exported.stderr)
     assert env == {"LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
                    "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(digits.images_dir.resolve().parent)}
     assert storage_path == str(digits.images_dir.resolve())
+    suggestions = tiny_run.export(0.5, only_errors=True, sort="clean_prob")  # the suspect rows
+    assert len(suggestions) > 4 and (suggestions["suggested_label"] != suggestions["given_label"]).all()
 
     server = start_label_studio(env)
     print(f"label-studio answered after {server.wait_until_up():.1f} s")
@@ -171,13 +184,15 @@ def test_review_round_trip_through_a_real_label_studio_server(start_label_studio
                                                       "label_config": config_file.read_text()}, expect=201)
     imported = server.json("POST", f"/api/projects/{project['id']}/import", json.loads(tasks_file.read_text()),
                            expect=201)
-    assert (imported["task_count"], imported["prediction_count"]) == (300, 300)
+    assert (imported["task_count"], imported["prediction_count"]) == (len(suggestions), len(suggestions))
     settings = server.json("GET", f"/api/projects/{project['id']}/")  # the suggestions pre-select the choice
     assert (settings["model_version"], settings["show_collab_predictions"]) == (MODEL_VERSION, True)
 
     listed = server.json("GET", f"/api/tasks/?project={project['id']}&page_size=1000")
     tasks = {t["data"]["path"]: t for t in (listed["tasks"] if isinstance(listed, dict) else listed)}
-    first = tiny_run.export(0.5)["path"][0]
+    assert sorted(tasks) == sorted(suggestions["path"])  # one task per suspect row, and no other
+    assert preselected(server, project["id"], tasks) == suggestions.set_index("path")["suggested_label"].to_dict()
+    first = suggestions["path"][0]
     image_url = tasks[first]["data"]["image"]
     assert server.request("GET", image_url)[0] == 404  # served only from a storage's folder: add it
     server.json("POST", "/api/storages/localfiles/", {"project": project["id"], "title": "images",
@@ -187,7 +202,6 @@ def test_review_round_trip_through_a_real_label_studio_server(start_label_studio
     assert content == (digits.images_dir / first).read_bytes()
     assert server.request("GET", image_url, auth=False)[0] in (401, 403)
 
-    suggestions = tiny_run.export(0.5, only_errors=True, sort="clean_prob")  # suggested_label != given_label
     accepted, rejected = suggestions.iloc[:3], suggestions.iloc[3]
     decisions = [(row.path, row.suggested_label) for row in accepted.itertuples()] + [
         (rejected.path, rejected.given_label)]
