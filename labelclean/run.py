@@ -328,7 +328,7 @@ def prediction_table(paths: list[str], classes: list[str], label: np.ndarray, co
         table[f"predicted_label_{k}"] = names[label[:, k - 1]]
         table[f"predicted_confidence_{k}"] = confidence[:, k - 1]
     # Until labelclean 0.2 the old names (confidence, label_K, confidence_K) stay: a user's script may read them.
-    old = {c: c.removeprefix("predicted_") for c in table.columns if c.startswith("predicted_") and c != "predicted_label"}
+    old = {c: c.removeprefix("predicted_") for c in table.columns[2:]}  # predicted_confidence, predicted_label_2, ...
     log.warning("predict's columns now carry the export's names (predicted_confidence, predicted_label_K, "
                 "predicted_confidence_K); the old ones (%s) are still written until labelclean 0.2.",
                 ", ".join(old.values()))

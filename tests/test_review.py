@@ -272,6 +272,7 @@ def fake_run(tiny_run, tmp_path, n: int, error_share: float, seed: int = 0) -> l
 def test_report_of_20000_images_stays_one_file_under_10_mb(tiny_run, tmp_path):
     run = fake_run(tiny_run, tmp_path, 20_000, error_share=0.4)
     size = write_report(run, tmp_path / "report.html")
+    print(f"report of 20,000 images: {size:,} bytes")
     page = (tmp_path / "report.html").read_text()
     assert size < 10_000_000, size
     assert page.count('<img src="data:image/jpeg;base64,') == 1000  # the default cap, all thumbnails inline
