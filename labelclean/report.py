@@ -199,7 +199,7 @@ def _suspect_card(row: pd.Series, images_dir: Path) -> str:
     labels = (f"<span class=given>{given}</span> → <span class=sugg>{suggested}</span>" if given != suggested
               else f"{given} <span class=muted>(kept)</span>")
     return (f"<figure>{picture}<figcaption><div class=path title=\"{path}\">{path}</div><div>{labels}</div>"
-            f'<div>clean {row["clean_prob"]:.3f} · conf {row["suggested_confidence"]:.2f}</div></figcaption></figure>')
+            f'<div>clean {row["clean_prob"]:.3g} · conf {row["suggested_confidence"]:.2f}</div></figcaption></figure>')
 
 
 def shown_suspects(rows: pd.DataFrame, max_items: int) -> pd.DataFrame:
