@@ -444,10 +444,12 @@ def report(
     = DEFAULT_THRESHOLD,
     max_items: Annotated[int, typer.Option(help="Thumbnails for at most this many suspects, each class's worst "
                                                 "first.")] = 1000,
+    suspects: Annotated[str, typer.Option(help="'errors': the is_error rows, the ones a review relabels; 'noisy': "
+                                               "every flagged row.")] = "errors",
 ) -> None:
     """Write one self-contained HTML page (thumbnails, tables, charts) to review a run in a browser."""
     output = output or run_dir / "report.html"
-    size = write_report(api.Run.load(run_dir), output, threshold=threshold, max_items=max_items)
+    size = write_report(api.Run.load(run_dir), output, threshold=threshold, max_items=max_items, suspects=suspects)
     stderr.print(f"Wrote {output} ({size / 1e6:.1f} MB); open it in a browser.", highlight=False)
 
 

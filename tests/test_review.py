@@ -181,6 +181,10 @@ def test_report_command_writes_a_file_and_caps_the_suspects(tiny_run, tmp_path):
     page = out.read_text()
     errors = int(tiny_run.export(1.0)["is_error"].sum())
     assert page.count("<figure>") == 7 and f"Thumbnails for 7 of the {errors:,} suspects" in page
+    noisy = invoke("report", tiny_run.directory, "-o", out, "--threshold", "1", "--suspects", "noisy")
+    assert noisy.exit_code == 0, noisy.output
+    flagged = int(tiny_run.export(1.0)["is_noisy"].sum())
+    assert flagged > errors and out.read_text().count("<figure>") == flagged
 
 
 def figures(page: str) -> list[tuple[str, str, str, float]]:
@@ -406,6 +410,7 @@ def test_review_errors_are_one_line_with_exit_code_1(tiny_run, digits, tmp_path)
         (["export", tiny_run.directory, "--as-labels", "--format", "jsonl"], "drop --format"),
         (["report", tiny_run.directory, "--max-items", "-1"], "'max_items' option"),
         (["report", tiny_run.directory, "-o", tmp_path / "c.pdf"], "the report is an HTML page; name the file .html"),
+        (["report", tiny_run.directory, "--suspects", "all"], "'suspects' option must be errors or noisy"),
         (["apply", tmp_path / "fine.csv", digits.labels_csv, "-o", tmp_path / "c.xlsx"], "name the file .csv or"),
         (["export", tiny_run.directory, "--as-labels", "-o", tmp_path / "c.json"], "name the file .csv or"),
         (["export", tiny_run.directory, "-o", tmp_path / "c.xlsx"], "cannot write '.xlsx' files"),
