@@ -39,11 +39,11 @@ import numpy as np
 import pandas as pd
 import torch
 import typer
-from common import RESULTS, machine, parse_overrides, rows
+from common import RESULTS, machine, parse_overrides, rows, split_by_source
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-from sklearn.model_selection import StratifiedKFold, train_test_split
+from sklearn.model_selection import StratifiedKFold
 from torch import nn
 
 import labelclean
@@ -84,7 +84,8 @@ class Benchmark:
 
 
 def split(images_dir: Path, labels_csv: Path, truth_csv: Path, work: Path, test_fraction: float) -> Benchmark:
-    """Hold out a stratified ``test_fraction`` of the rows (by true label) with their true labels."""
+    """Hold out a stratified ``test_fraction`` of the rows (by true label) with their true labels. Where
+    ``truth_csv`` has a ``source`` column (copies of one image), a source's rows stay on one side."""
     labeled = read_labels(images_dir, labels_csv)
     given = pd.DataFrame({"path": labeled.paths, "label": np.asarray(labeled.classes, dtype=object)[labeled.labels]})
     truth = read_csv_table(truth_csv)
@@ -95,9 +96,11 @@ def split(images_dir: Path, labels_csv: Path, truth_csv: Path, work: Path, test_
     if with_truth["true_label"].isna().any():
         missing = with_truth.loc[with_truth["true_label"].isna(), "path"].iloc[0]
         raise typer.BadParameter(f"{truth_csv} has no true label for some rows of {labels_csv} (e.g. '{missing}').")
-    train, test = train_test_split(with_truth, test_size=int(test_fraction * len(with_truth)),
-                                   stratify=with_truth["true_label"], random_state=SPLIT_SEED)
-    train, test = train.sort_index(), test.sort_index()
+    sources = with_truth["path"] if "source" not in truth.columns else \
+        with_truth[["path"]].merge(truth[["path", "source"]], on="path", how="left")["source"]
+    train_rows, test_rows = split_by_source(sources.to_numpy(), with_truth["true_label"].to_numpy(),
+                                            test_fraction, SPLIT_SEED)
+    train, test = with_truth.iloc[train_rows], with_truth.iloc[test_rows]
     work.mkdir(parents=True, exist_ok=True)
     write_text(work / "train.csv", train[["path", "label"]].to_csv(index=False))
     write_text(work / "test.csv", test[["path", "true_label"]].rename(columns={"true_label": "label"})

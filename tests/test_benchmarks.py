@@ -35,6 +35,42 @@ def test_overrides_are_typed_like_the_config_fields_also_those_the_rules_choose(
         "selection": "gmm", "p_threshold": 0.6, "lambda_u": 0.0, "loss_window": 5, "flip": False, "alpha": 1.0}
 
 
+def sources_of(bench, truth_csv=None) -> tuple[set, set]:
+    """The source images of a quality benchmark's training rows and of its held-out rows: the writer's
+    ``source`` column where it has one, else the pixels of each PNG."""
+    import pandas as pd
+
+    train, test = (pd.read_csv(csv)["path"].astype(str) for csv in (bench.train_csv, bench.test_csv))
+    if truth_csv is not None:
+        source = pd.read_csv(truth_csv).astype(str).set_index("path")["source"]
+        return set(source[train]), set(source[test])
+    return ({(bench.images_dir / p).read_bytes() for p in paths} for paths in (train, test))
+
+
+def test_shifted_digits_repeat_no_source_until_every_digit_is_used(benchmarks, tmp_path):
+    import pandas as pd
+    from fit_time import write_shifted_digits
+
+    few = pd.read_csv(write_shifted_digits(tmp_path / "few", 300, 28, 0.4, "sym", seed=0)[2])
+    assert few["source"].is_unique and few["source"].between(0, 1796).all()
+    many = pd.read_csv(write_shifted_digits(tmp_path / "many", 1900, 28, 0.4, "sym", seed=0)[2])
+    assert many["source"].nunique() == 1797 and many["source"].value_counts().max() == 2  # 103 used twice
+
+
+def test_no_benchmark_set_shares_a_source_between_train_and_test(benchmarks, tmp_path):
+    import quality
+    from fit_time import write_shifted_digits
+
+    digits = quality.noisy_digits(0, tmp_path / "d8", mode="sym", rate=0.4, subset=300, test_fraction=0.2)
+    train, test = sources_of(digits)
+    assert len(train) == 240 and len(test) == 60 and not train & test  # 8x8: distinct pixels, none on both sides
+    images_dir, labels_csv, truth_csv = write_shifted_digits(tmp_path / "d28", 1900, 28, 0.4, "sym", seed=0)
+    shifted = quality.split(images_dir, labels_csv, truth_csv, tmp_path / "d28", test_fraction=0.2)
+    train, test = sources_of(shifted, truth_csv)
+    assert len(train) + len(test) == 1797 and not train & test  # a source's shifted twins stay on one side
+    assert len(shifted.truth) + len(shifted.test_labels) == 1900
+
+
 def test_quality_benchmark_can_add_seeds_to_a_run(benchmarks, tmp_path):
     import quality
 
