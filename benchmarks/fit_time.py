@@ -27,7 +27,7 @@ from typing import Annotated, Any
 import numpy as np
 import pandas as pd
 import typer
-from common import RESULTS, machine, parse_overrides
+from common import RESULTS, parse_overrides, record
 from PIL import Image
 from rich.console import Console
 from rich.table import Table
@@ -143,7 +143,9 @@ def main(
         fit_seconds = time.perf_counter() - start
         quality = score(run.export(), pd.read_csv(truth_csv))
         cfg = run.fit_config
-    result = {"benchmark": "fit time", "machine": {**machine(resolve_device(device)), "torch_threads": run.config["threads"]},
+    stamp = record(resolve_device(device), seeds=[seed])
+    stamp["machine"]["torch_threads"] = run.config["threads"]
+    result = {"benchmark": "fit time", **stamp,
               "precision": run.config["precision"], "samples": samples,
               "image_size": image_size, "noise": noise, "noise_mode": noise_mode, "settings": settings,
               "arch": cfg.arch, "phases": phases(reports, fit_seconds, cfg.batch_size, samples), "quality": quality,

@@ -33,7 +33,7 @@ from typing import Annotated, Any
 import numpy as np
 import torch
 import typer
-from common import RESULTS, machine, parse_overrides, split_by_source
+from common import RESULTS, parse_overrides, record, split_by_source
 from rich.console import Console
 from rich.table import Table
 from sklearn.neighbors import KNeighborsClassifier
@@ -129,7 +129,7 @@ def main(
             rows.append({"setting": text or "defaults", "settings": asdict(cfg), "seconds": seconds,
                          "knn_accuracy": probe(torch.load(weights_file, weights_only=True), cfg)})
             console.print(f"{rows[-1]['setting']}: k-NN accuracy {rows[-1]['knn_accuracy']:.3f} ({seconds:.0f} s)")
-            write_json(out, {"benchmark": "pretrain", "machine": machine(resolve_device("cpu")),
+            write_json(out, {"benchmark": "pretrain", **record(resolve_device("cpu"), seeds=[base.seed]),
                              "data": {"images": str(images or "digits"), "image_size": size, "n_train": len(train),
                                       "n_test": len(test), "split_seed": 0}, "rows": rows})
     table = Table(title=f"labelclean pretrain on {name} ({size} px, small_cnn): k-NN probe on held-out rows")

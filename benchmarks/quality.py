@@ -12,12 +12,14 @@ on which the final classifier of each method is scored.
 Figures per method (see :func:`labelclean.demo.score`): detection AUROC and average precision of
 the suspicion score against the truly flipped labels; precision, recall and F1 of the flagged set;
 accuracy of the given and of the repaired labels; held-out test accuracy; wall time. Mean ± std
-(sample std) over seeds; each seed draws new noise and new initial weights.
+(sample std) over seeds, all measured at one commit; each seed draws new noise and new initial weights.
+Each result file records the commit, the machine, the command, the date and the seeds.
 
 Usage::
 
     python benchmarks/quality.py                                   # digits: sym 20/40/60/80 %, asym 40 %
     python benchmarks/quality.py --setting asym:0.4 --variant lambda_u=0
+    python benchmarks/quality.py --setting sym:0.4 --seeds 2 --first-seed 3    # adds seeds 3, 4 (same commit only)
     python benchmarks/quality.py --setting sym:0.8 --methods labelclean,ssl     # random vs self-supervised start
     python benchmarks/quality.py --images DIR --labels labels.csv --truth truth.csv   # your own data
 
@@ -27,6 +29,7 @@ printed. cleanlab is an optional extra: ``pip install -e ".[bench]"``.
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from collections.abc import Callable
@@ -39,7 +42,7 @@ import numpy as np
 import pandas as pd
 import torch
 import typer
-from common import RESULTS, machine, parse_overrides, rows, split_by_source
+from common import RESULTS, parse_overrides, record, rows, same_commit, split_by_source
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -306,12 +309,30 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float
             for method, group in pd.DataFrame(runs).groupby("method", sort=False)}
 
 
+def earlier_result(out: Path, now: dict[str, Any], seeds: range) -> dict[str, Any] | None:
+    """The result at ``out`` that a run from ``--first-seed`` > 0 adds its seeds to; only one measured
+    at the same clean commit as this run, without these seeds."""
+    if seeds.start == 0 or not out.exists():
+        return None
+    earlier = json.loads(out.read_text())
+    same_commit(earlier, now, out)
+    if overlap := sorted(set(earlier["seeds"]) & set(seeds)):
+        raise typer.BadParameter(f"{out} already has seed(s) {', '.join(map(str, overlap))}; "
+                                 f"start --first-seed after {max(earlier['seeds'])}.")
+    return earlier
+
+
 def run_setting(name: str, make: Callable[[int, Path], Benchmark], base: FitConfig, methods: dict,
                 seeds: range, work: Path, out: Path, info: dict[str, Any]) -> dict[str, Any]:
-    """Every seed × method of one setting; the JSON is rewritten after each seed so a long run can be watched."""
-    runs: list[dict[str, Any]] = []
+    """Every seed × method of one setting, added to the runs of an earlier result of the same commit
+    (:func:`earlier_result`); the JSON is rewritten after each seed so a long run can be watched."""
+    earlier = earlier_result(out, info, seeds)
+    runs: list[dict[str, Any]] = list(earlier["runs"]) if earlier else []
+    done: list[int] = list(earlier["seeds"]) if earlier else []
+    runs_before = [] if earlier is None else [*earlier.get("runs_before", []), {
+        k: earlier[k] for k in ("command", "date", "seeds")}]
     result: dict[str, Any] = {}
-    for count, seed in enumerate(seeds, start=1):
+    for seed in seeds:
         bench = make(seed, work / f"{name}-seed{seed}")
         cfg = for_device(replace(base, seed=seed), resolve_device(base.device).type,
                          read_labels(bench.images_dir, bench.train_csv).files)  # fixed once: every method uses the same
@@ -327,7 +348,8 @@ def run_setting(name: str, make: Callable[[int, Path], Benchmark], base: FitConf
                 console.print(f"{name} seed {seed} {method + suffix}: AUROC {figures['auroc']:.3f} "
                               f"F1 {figures['f1']:.3f} refined {figures['refined_accuracy']:.3f} "
                               f"test {outcome.test_accuracy:.3f} ({seconds:.0f} s)", markup=False)
-        result = {"benchmark": "quality", "setting": name, "seeds": count, "first_seed": seeds.start, "machine": info,
+        done.append(seed)
+        result = {"benchmark": "quality", "setting": name, **info, "seeds": done, "runs_before": runs_before,
                   "data": {"n_train": len(bench.truth), "n_test": len(bench.test_labels), "split_seed": SPLIT_SEED},
                   "settings": cfg.to_dict(), "methods": {m: o for m, (_, o) in methods.items()},
                   "flag_threshold": FLAG_THRESHOLD, "summary": summarize(runs), "runs": runs}
@@ -342,7 +364,7 @@ def print_table(results: list[dict[str, Any]]) -> None:
         out.width = 160  # a log file has no width; keep each row on one line
     headers = ["AUROC", "AP", "precision", "recall", "F1", "given acc.", "refined acc.", "test acc.", "seconds"]
     for result in results:
-        table = Table(title=f"{result['setting']}: mean ± std over {result['seeds']} seed(s)")
+        table = Table(title=f"{result['setting']}: mean ± std over {len(result['seeds'])} seed(s)")
         table.add_column("method")
         for header in headers:
             table.add_column(header, justify="right")
@@ -360,7 +382,8 @@ def main(
     setting: Annotated[list[str], typer.Option(help="Digits noise as MODE:RATE (sym or asym); repeat it.")]
     = DIGITS_SETTINGS,
     seeds: Annotated[int, typer.Option(min=1, help="Seeds 0..N-1: noise draw and initial weights.")] = 3,
-    first_seed: Annotated[int, typer.Option(min=0, help="Start at this seed instead of 0 (to add seeds to a run).")] = 0,
+    first_seed: Annotated[int, typer.Option(min=0, help="Start at this seed instead of 0: adds seeds to the result "
+                                                        "file of an earlier run of the same commit.")] = 0,
     methods: Annotated[str, typer.Option(help=f"Comma-separated, from {', '.join(METHODS)}.")]
     = ",".join(DEFAULT_METHODS),
     set_: Annotated[str, typer.Option("--set", help="FitConfig overrides for every method, e.g. epochs=2,warmup=1.")]
@@ -399,7 +422,7 @@ def main(
         torch.set_num_threads(threads)
     base = FitConfig(**{"device": device, **parse_overrides(set_)}).validate()
     table = method_table(chosen, variant, folds, baseline_epochs, parse_overrides(pretrain_set, PretrainConfig))
-    info = machine(resolve_device(device))
+    info = record(resolve_device(device))
     suffix = f"-{tag}" if tag else ""
     chosen_seeds = range(first_seed, first_seed + seeds)
     with tempfile.TemporaryDirectory() as scratch:

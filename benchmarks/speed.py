@@ -47,7 +47,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import typer
-from common import RESULTS, machine, rows
+from common import RESULTS, record, rows
 from rich.console import Console
 from rich.table import Table
 from torch import nn
@@ -335,7 +335,7 @@ def epochs(
     cfg = FitConfig(epochs=warmup + dividemix_epochs, warmup=warmup, batch_size=batch_size, image_size=image_size,
                     arch=arch, device=device, auto=False, **PAPER_SETTINGS).validate()
     data = training_data(*synthetic_images(samples, channels, image_size, 10), cfg, dev)
-    result: dict[str, Any] = {"benchmark": "speed epochs", "machine": machine(dev), "samples": samples,
+    result: dict[str, Any] = {"benchmark": "speed epochs", **record(dev, seeds=[cfg.seed]), "samples": samples,
                               "precision": precision(dev), "settings": cfg.to_dict(), "load_average_1min": {},
                               "compile": compile_mode, "cudnn_benchmark": cudnn_benchmark}
     if dev.type == "cuda":
@@ -436,7 +436,7 @@ def precision_layout(
                  "train_speedup": base[True] / median[((bf16, name, compiled), True)],
                  "eval_speedup": base[False] / median[((bf16, name, compiled), False)]}
                 for bf16, name, compiled in variants]
-    result = {"benchmark": "speed precision-layout", "machine": machine(torch.device("cpu")), "arch": arch,
+    result = {"benchmark": "speed precision-layout", **record(torch.device("cpu"), seeds=[0]), "arch": arch,
               "image_size": image_size, "channels": channels, "batch": batch, "repeats": repeats, "variants": rows_out}
     write_json(out or RESULTS / f"speed-precision-{arch}-{image_size}px-b{batch}.json", result)
     table = Table(title=f"{arch}, {image_size}px, {batch} images, {result['machine']['cpu']}, "
@@ -491,7 +491,7 @@ def parts(
     parts = measure(data, cfg, steps, eval_batches)
     result = {
         "benchmark": "speed parts",
-        "machine": machine(dev),
+        **record(dev, seeds=[cfg.seed]),
         "data": "synthetic" if images is None else str(images),
         "samples": len(data),
         "precision": precision(dev),

@@ -85,8 +85,31 @@ def test_quality_benchmark_can_add_seeds_to_a_run(benchmarks, tmp_path):
 
     both, added = run("--seeds", "2"), run("--first-seed", "1", "--seeds", "1")
     assert [r["seed"] for r in both["runs"]] == [0, 1] and [r["seed"] for r in added["runs"]] == [1]
-    assert (added["seeds"], added["first_seed"]) == (1, 1)
+    assert added["seeds"] == [1] and both["seeds"] == [0, 1]
+    assert {"commit", "dirty", "command", "date"} <= set(added) and "cpu" in added["machine"]
     assert added["runs"][0] == both["runs"][1] | {"seconds": added["runs"][0]["seconds"]}  # seed 1 is the same run
+
+
+def test_quality_benchmark_adds_seeds_only_to_a_run_of_the_same_commit(benchmarks, tmp_path, monkeypatch):
+    import common
+    import quality
+
+    def run(commit: str, *seeds: str, dirty: bool = False):
+        monkeypatch.setattr(common, "commit", lambda: (commit, dirty))
+        return runner.invoke(quality.app, [
+            "--setting", "sym:0.4", *seeds, "--subset", "100", "--set", "epochs=2,warmup=1", "--baseline-epochs", "2",
+            "--methods", "plain_ce", "--device", "cpu", "--threads", "1", "--results", str(tmp_path)])
+
+    saved = tmp_path / "quality-digits-sym40.json"
+    assert run("a" * 40, "--seeds", "1").exit_code == 0
+    assert run("a" * 40, "--first-seed", "1", "--seeds", "1").exit_code == 0
+    merged = json.loads(saved.read_text())
+    assert merged["seeds"] == [0, 1] and [r["seed"] for r in merged["runs"]] == [0, 1]
+    assert merged["summary"]["plain_ce"]["auroc"]["n"] == 2 and merged["runs_before"][0]["seeds"] == [0]
+    refused = run("b" * 40, "--first-seed", "2", "--seeds", "1")
+    assert refused.exit_code != 0 and "measured at aaaaaaaaaaaa, this run at bbbbbbbbbbbb" in refused.output
+    assert "Traceback" not in refused.output and json.loads(saved.read_text()) == merged  # left as it was
+    assert "aaaaaaaaaaaa (dirty)" in run("a" * 40, "--first-seed", "2", "--seeds", "1", dirty=True).output
 
 
 @pytest.mark.slow
