@@ -19,6 +19,7 @@ Usage::
 
     python benchmarks/quality.py                                   # digits: sym 20/40/60/80 %, asym 40 %
     python benchmarks/quality.py --setting asym:0.4 --variant lambda_u=0
+    python benchmarks/quality.py --setting idn:0.4 --setting confusion:0.4 --setting idn:0.4:lt10
     python benchmarks/quality.py --setting sym:0.4 --seeds 2 --first-seed 3    # adds seeds 3, 4 (same commit only)
     python benchmarks/quality.py --setting sym:0.8 --methods labelclean,ssl     # random vs self-supervised start
     python benchmarks/quality.py --images DIR --labels labels.csv --truth truth.csv   # your own data
@@ -43,9 +44,11 @@ import pandas as pd
 import torch
 import typer
 from common import RESULTS, parse_overrides, record, rows, same_commit, split_by_source
+from noise import MAKERS, long_tailed
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from sklearn.datasets import load_digits
 from sklearn.model_selection import StratifiedKFold
 from torch import nn
 
@@ -53,7 +56,7 @@ import labelclean
 from labelclean.augment import crop_padding
 from labelclean.config import FitConfig, for_device, resolve_device
 from labelclean.data import channel_stats, decode_images, read_csv_table, read_labels
-from labelclean.demo import score, write_digits
+from labelclean.demo import flip_labels, score, write_digits
 from labelclean.dividemix import warmup_epoch
 from labelclean.files import write_json, write_text
 from labelclean.models import build_model
@@ -112,21 +115,59 @@ def split(images_dir: Path, labels_csv: Path, truth_csv: Path, work: Path, test_
                      train[["path", "true_label"]].reset_index(drop=True), test["true_label"].to_numpy())
 
 
-def parse_setting(text: str) -> tuple[str, float]:
-    """``"asym:0.4"`` → ``("asym", 0.4)``."""
-    mode, _, rate = text.partition(":")
+NOISE_MODES = ("sym", "asym", *MAKERS)
+
+
+def parse_setting(text: str) -> tuple[str, float, float | None]:
+    """``"asym:0.4"`` → ``("asym", 0.4, None)``; ``"idn:0.4:lt10"`` → ``("idn", 0.4, 10.0)`` (long-tailed)."""
+    mode, _, rest = text.partition(":")
+    rate, _, tail = rest.partition(":")
     try:
-        return mode, float(rate)
+        if mode not in NOISE_MODES or (tail and not tail.startswith("lt")):
+            raise ValueError
+        return mode, float(rate), float(tail[2:]) if tail else None
     except ValueError:
-        raise typer.BadParameter(f"'{text}' is not MODE:RATE, e.g. sym:0.4 or asym:0.4.") from None
+        raise typer.BadParameter(f"'{text}' is not MODE:RATE[:ltRATIO] with MODE one of {', '.join(NOISE_MODES)}, "
+                                 f"e.g. sym:0.4, idn:0.4 or confusion:0.4:lt10.") from None
+
+
+def setting_name(mode: str, rate: float, imbalance: float | None) -> str:
+    return f"digits-{mode}{round(rate * 100)}" + (f"-lt{imbalance:g}" if imbalance else "")
 
 
 def noisy_digits(seed: int, work: Path, *, mode: str, rate: float, subset: int | None,
-                 test_fraction: float) -> Benchmark:
-    """scikit-learn's digits with ``rate`` of the labels flipped (noise drawn with ``seed``)."""
+                 test_fraction: float, imbalance: float | None = None) -> Benchmark:
+    """scikit-learn's digits with ``rate`` of the labels flipped (noise drawn with ``seed``); with
+    ``imbalance``, the training rows of a long-tailed subset (:func:`noise.long_tailed`)."""
     indices = None if subset is None else np.sort(np.random.default_rng(SPLIT_SEED).permutation(1797)[:subset])
-    digits = write_digits(work / "data", noise=rate, mode=mode, seed=seed, indices=indices)
-    return split(digits.images_dir, digits.labels_csv, digits.truth_csv, work, test_fraction)
+    if mode in ("sym", "asym") and imbalance is None:
+        digits = write_digits(work / "data", noise=rate, mode=mode, seed=seed, indices=indices)
+        return split(digits.images_dir, digits.labels_csv, digits.truth_csv, work, test_fraction)
+    return digits_following_images(seed, work, mode, rate, indices, test_fraction, imbalance)
+
+
+def digits_following_images(seed: int, work: Path, mode: str, rate: float, indices: np.ndarray | None,
+                            test_fraction: float, imbalance: float | None) -> Benchmark:
+    """The same held-out rows as :func:`split` gives the digits; noise drawn on the training rows only,
+    from their images (:mod:`noise`) or by :func:`labelclean.demo.flip_labels`; ``imbalance``: the
+    training rows cut to a long-tailed subset (the same rows for every seed), the held-out rows balanced."""
+    source = load_digits()
+    idx = np.arange(len(source.target)) if indices is None else indices
+    digits = write_digits(work / "data", noise=0.0, indices=idx)
+    truth = source.target[idx]
+    paths = np.asarray([f"{i:04d}.png" for i in idx])
+    train, test = split_by_source(paths, truth.astype(str), test_fraction, SPLIT_SEED)
+    if imbalance is not None:
+        train = train[long_tailed(truth[train], imbalance, 10, np.random.default_rng(SPLIT_SEED))]
+    rng = np.random.default_rng(seed)
+    given = (MAKERS[mode](truth[train], source.images[idx][train], rate, 10, rng) if mode in MAKERS
+             else flip_labels(truth[train], rate, mode, 10, rng))
+    work.mkdir(parents=True, exist_ok=True)
+    write_text(work / "train.csv", pd.DataFrame({"path": paths[train], "label": given}).to_csv(index=False))
+    write_text(work / "test.csv", pd.DataFrame({"path": paths[test], "label": truth[test]}).to_csv(index=False))
+    return Benchmark(digits.images_dir, work / "train.csv", work / "test.csv",
+                     pd.DataFrame({"path": paths[train], "true_label": truth[train].astype(str)}),
+                     truth[test].astype(str))
 
 
 @dataclass
@@ -379,7 +420,8 @@ app = typer.Typer(add_completion=False, help=__doc__.split("\n\n")[0])
 
 @app.command()
 def main(
-    setting: Annotated[list[str], typer.Option(help="Digits noise as MODE:RATE (sym or asym); repeat it.")]
+    setting: Annotated[list[str], typer.Option(help="Digits noise as MODE:RATE[:ltRATIO], MODE sym, asym, idn "
+                                                    "or confusion, ltRATIO long-tailed classes; repeat it.")]
     = DIGITS_SETTINGS,
     seeds: Annotated[int, typer.Option(min=1, help="Seeds 0..N-1: noise draw and initial weights.")] = 3,
     first_seed: Annotated[int, typer.Option(min=0, help="Start at this seed instead of 0: adds seeds to the result "
@@ -435,9 +477,10 @@ def main(
                                     table, chosen_seeds, root, results / f"quality-{name}{suffix}.json", info)]
         else:
             outcomes = []
-            for mode, rate in map(parse_setting, setting):
-                name = f"digits-{mode}{round(rate * 100)}"
-                make = partial(noisy_digits, mode=mode, rate=rate, subset=subset, test_fraction=test_fraction)
+            for mode, rate, imbalance in map(parse_setting, setting):
+                name = setting_name(mode, rate, imbalance)
+                make = partial(noisy_digits, mode=mode, rate=rate, subset=subset, test_fraction=test_fraction,
+                               imbalance=imbalance)
                 outcomes.append(run_setting(name, make, base, table, chosen_seeds, root,
                                             results / f"quality-{name}{suffix}.json", info))
     print_table(outcomes)

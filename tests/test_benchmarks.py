@@ -71,6 +71,76 @@ def test_no_benchmark_set_shares_a_source_between_train_and_test(benchmarks, tmp
     assert len(shifted.truth) + len(shifted.test_labels) == 1900
 
 
+@pytest.fixture(scope="module")
+def digits_pixels():
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    return digits.target, digits.images
+
+
+@pytest.mark.parametrize("mode", ["idn", "confusion"])
+@pytest.mark.parametrize("rate", [0.2, 0.4])
+def test_noise_that_follows_the_images_flips_the_share_asked_for(benchmarks, digits_pixels, mode, rate):
+    import numpy as np
+    from noise import MAKERS
+
+    labels, images = digits_pixels
+    noisy = MAKERS[mode](labels, images, rate, 10, np.random.default_rng(0))
+    assert noisy.dtype.kind == "i" and noisy.shape == labels.shape and set(np.unique(noisy)) <= set(range(10))
+    assert abs((noisy != labels).mean() - rate) < 0.03  # 1,797 samples: the binomial spread at 40 % is 0.012
+    assert (noisy == MAKERS[mode](labels, images, rate, 10, np.random.default_rng(0))).all()  # one seed, one draw
+    assert (noisy != MAKERS[mode](labels, images, rate, 10, np.random.default_rng(1))).any()
+    pairs = np.bincount(labels[noisy != labels] * 10 + noisy[noisy != labels], minlength=100).reshape(10, 10)
+    assert pairs.max() > 3 * pairs.sum() / 90  # wrong classes follow the images: far from uniform over the 90 pairs
+
+
+def test_confusion_noise_flips_the_samples_a_classifier_finds_most_confusable(benchmarks, digits_pixels):
+    import numpy as np
+    from noise import confusion
+
+    labels, images = digits_pixels
+    few, more = (confusion(labels, images, rate, 10, np.random.default_rng(0)) for rate in (0.1, 0.3))
+    assert ((few != labels) <= (more != labels)).all()  # the most confusable flip first, to the same class
+    assert (few[few != labels] == more[few != labels]).all()
+
+
+@pytest.mark.parametrize("ratio", [10, 100])
+def test_long_tailed_classes_shrink_by_the_imbalance_ratio(benchmarks, digits_pixels, ratio):
+    import numpy as np
+    from noise import long_tailed
+
+    labels, _ = digits_pixels
+    rows = long_tailed(labels, ratio, 10, np.random.default_rng(0))
+    counts = np.bincount(labels[rows], minlength=10)
+    smallest = np.bincount(labels).min()  # 174
+    assert counts[0] == smallest and counts[-1] == int(smallest / ratio)  # 17 or 1
+    assert (np.diff(counts) <= 0).all() and len(set(rows)) == len(rows)
+    assert (rows == long_tailed(labels, ratio, 10, np.random.default_rng(0))).all()
+
+
+def test_quality_benchmark_runs_a_long_tailed_setting_with_noise_from_the_images(benchmarks, tmp_path):
+    import pandas as pd
+    import quality
+
+    result = runner.invoke(quality.app, [
+        "--setting", "idn:0.4:lt10", "--setting", "confusion:0.4", "--seeds", "1", "--subset", "400", "--set",
+        "epochs=2,warmup=1", "--baseline-epochs", "2", "--methods", "plain_ce", "--device", "cpu", "--threads", "1",
+        "--results", str(tmp_path), "--work", str(tmp_path / "work")])
+    assert result.exit_code == 0, result.output
+    tail = json.loads((tmp_path / "quality-digits-idn40-lt10.json").read_text())
+    assert tail["data"]["n_test"] == 80 and tail["data"]["n_train"] < 200  # 320 rows cut to a long tail
+    assert abs(tail["runs"][0]["noise_rate"] - 0.4) < 0.1
+    confused = json.loads((tmp_path / "quality-digits-confusion40.json").read_text())
+    assert confused["data"] == {"n_train": 320, "n_test": 80, "split_seed": 0}
+    assert confused["runs"][0]["noise_rate"] == pytest.approx(0.4)
+    work = tmp_path / "work" / "digits-idn40-lt10-seed0"
+    train, test = (set(pd.read_csv(work / f"{part}.csv")["path"]) for part in ("train", "test"))
+    assert not train & test
+    bad = runner.invoke(quality.app, ["--setting", "idn:0.4:10"])
+    assert bad.exit_code != 0 and "MODE:RATE[:ltRATIO]" in bad.output
+
+
 def test_quality_benchmark_can_add_seeds_to_a_run(benchmarks, tmp_path):
     import quality
 
