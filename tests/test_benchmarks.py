@@ -357,6 +357,20 @@ def test_speed_precision_layout_times_every_variant(benchmarks, tmp_path):
     assert all(v["train_step_seconds"] > 0 for v in variants)
 
 
+def test_speed_threads_times_one_thread_and_every_core_idle_and_loaded(benchmarks, tmp_path):
+    import speed
+
+    out = tmp_path / "threads.json"
+    result = runner.invoke(speed.app, ["threads", "--image-size", "8", "--batch", "8", "--repeats", "1", "--load", "1",
+                                       "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    saved = json.loads(out.read_text())
+    assert list(saved["rounds"]) == ["as it is", "1 CPU-bound process(es) beside"] and "commit" in saved
+    for r in saved["rounds"].values():
+        assert set(r["step_seconds"]) == {"1", str(saved["cores"])} and all(v > 0 for v in r["step_seconds"].values())
+        assert r["all_over_one"] == r["step_seconds"][str(saved["cores"])] / r["step_seconds"]["1"]
+
+
 @pytest.mark.slow
 def test_fit_time_benchmark_scores_a_fit(benchmarks, tmp_path):
     import fit_time
