@@ -462,14 +462,14 @@ def threads_under_load(
     image_size: Annotated[int, typer.Option(min=4, help="Side in pixels.")] = 28,
     batch: Annotated[int, typer.Option(min=1, help="Images per step (a DivideMix step trains on 4B).")] = 256,
     repeats: Annotated[int, typer.Option(min=1, help="Timed rounds per load; 1 and all threads interleaved.")] = 5,
-    load: Annotated[int, typer.Option(min=0, help="CPU-bound processes running beside the loaded round "
-                                                   "(default: one per core).")] = -1,
+    load: Annotated[int | None, typer.Option(min=0, help="CPU-bound processes running beside the loaded round "
+                                                          "(default: one per core).")] = None,
     out: Annotated[Path | None, typer.Option(help="JSON file (default: benchmarks/results/speed-threads-….json).")] = None,
 ) -> None:
     """Time a CPU training step on 1 thread and on every core, first on the machine as it is, then beside
     CPU-bound processes: what ``OMP_NUM_THREADS=1`` buys on a busy machine."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    load = cores if load < 0 else load
+    load = cores if load is None else load
     step, _ = variant_step(arch, 1, image_size, batch, uses_bf16(torch.device("cpu")), torch.channels_last, False)
     counts = sorted({1, cores})
 
