@@ -9,8 +9,8 @@ true labels and scored on the held-out rows. The first row is the same probe on 
 initialized encoder: what pretraining adds.
 
 ``--images DIR --truth CSV`` (columns ``path,true_label``, and ``source`` where several images are copies
-of one, as in ``fit_time.write_shifted_digits``: a source's copies stay on one side) probes your own images instead, at their
-median side up to the CPU fit's 32 px (``--image-size`` sets it).
+of one, as in ``fit_time.write_shifted_digits``: a source's copies stay on one side) probes your own
+images instead, at their median side up to the CPU fit's 32 px (``--image-size`` sets it).
 
 Usage::
 

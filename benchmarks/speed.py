@@ -464,7 +464,7 @@ def threads_under_load(
     repeats: Annotated[int, typer.Option(min=1, help="Timed rounds per load; 1 and all threads interleaved.")] = 5,
     load: Annotated[int | None, typer.Option(min=0, help="CPU-bound processes running beside the loaded round "
                                                           "(default: one per core).")] = None,
-    out: Annotated[Path | None, typer.Option(help="JSON file (default: benchmarks/results/speed-threads-….json).")] = None,
+    out: Annotated[Path | None, typer.Option(help="JSON file (default: results/speed-threads-….json).")] = None,
 ) -> None:
     """Time a CPU training step on 1 thread and on every core, first on the machine as it is, then beside
     CPU-bound processes: what ``OMP_NUM_THREADS=1`` buys on a busy machine."""
