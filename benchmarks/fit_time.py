@@ -6,8 +6,9 @@ placed at a random offset in a 28×28 frame (MNIST-sized); a known share of thei
 Up to 1,797 images every one is a different digit; beyond, each digit is used as often as every
 other (4,000 images: each twice or three times, at different offsets), and ``truth.csv`` names the
 source digit of every image, so that a split keeps a source's copies on one side. The fit runs
-with labelclean's defaults (``--set`` overrides single settings, e.g. to try another schedule). The phases: decoding and set-up,
-the warm-up epochs, the DivideMix epochs (with their steps), the final evaluation pass.
+with labelclean's defaults (``--set`` overrides single settings, e.g. to try another schedule). The
+phases: decoding and set-up, the warm-up epochs, the DivideMix epochs (with their steps), the final
+evaluation pass.
 
 Usage::
 
