@@ -141,6 +141,20 @@ def test_quality_benchmark_runs_a_long_tailed_setting_with_noise_from_the_images
     assert bad.exit_code != 0 and "MODE:RATE[:ltRATIO]" in bad.output
 
 
+def test_a_result_records_the_commit_the_machine_the_command_and_the_seeds(benchmarks):
+    import subprocess
+
+    import common
+
+    head = subprocess.run(["git", "-C", str(common.REPOSITORY), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode != 0:
+        pytest.skip("not a git checkout")
+    stamp = common.record(torch.device("cpu"), seeds=[3, 4])
+    assert stamp["commit"] == head.stdout.strip() and isinstance(stamp["dirty"], bool)
+    assert stamp["seeds"] == [3, 4] and stamp["command"].startswith("python ") and stamp["date"][:2] == "20"
+    assert {"cpu", "cpu_count", "gpu", "torch", "device"} <= set(stamp["machine"])
+
+
 def test_quality_benchmark_can_add_seeds_to_a_run(benchmarks, tmp_path):
     import quality
 
