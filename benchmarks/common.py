@@ -1,11 +1,13 @@
-"""What both benchmarks share: the description of the machine saved with every result, and
-``KEY=VALUE`` overrides of :class:`labelclean.FitConfig` given on the command line."""
+"""What the benchmarks share: the record saved with every result (commit, machine, command, date,
+seeds: :func:`record`), the check that merged seeds come from one commit, the split of a data set by
+source image, and ``KEY=VALUE`` overrides of :class:`labelclean.FitConfig` given on the command line."""
 
 from __future__ import annotations
 
 import os
 import platform
 import shlex
+import subprocess
 import sys
 from dataclasses import fields, replace
 from datetime import datetime, timezone
@@ -14,13 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 import typer
+from sklearn.model_selection import train_test_split
 
 from labelclean.config import FitConfig
 from labelclean.training import TrainingData
 
 RESULTS = Path(__file__).resolve().parent / "results"
+REPOSITORY = Path(__file__).resolve().parents[1]
 
 
 def cpu_model() -> str:
@@ -34,12 +39,28 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def git(*args: str) -> str | None:
+    """The output of a git command in this checkout, or None where there is no git or no repository."""
+    try:
+        done = subprocess.run(["git", "-C", str(REPOSITORY), *args], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def commit() -> tuple[str | None, bool | None]:
+    """The checked-out commit and whether tracked files differ from it (None, None outside a git checkout).
+    Untracked files (a result being written) do not count."""
+    head = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no") if head else None
+    return head, None if status is None else bool(status)
+
+
 def machine(device: torch.device) -> dict[str, Any]:
-    """Where and with what a result was measured; timings mean nothing without it."""
+    """The machine and software a result was measured with; timings mean nothing without it."""
     return {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": shlex.join(["python", *sys.argv]),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
@@ -49,6 +70,37 @@ def machine(device: torch.device) -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
+
+
+def record(device: torch.device, seeds: list[int] | None = None) -> dict[str, Any]:
+    """What every result file starts with: the commit measured (and whether the tree had uncommitted
+    changes), the command, the date, the seeds and :func:`machine`."""
+    head, dirty = commit()
+    return {"commit": head, "dirty": dirty, "command": shlex.join(["python", *sys.argv]),
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "seeds": seeds,
+            "machine": machine(device)}
+
+
+def same_commit(earlier: dict[str, Any], now: dict[str, Any], path: Path) -> None:
+    """Refuse to merge seeds into ``path`` unless both runs measured the same committed code."""
+    if earlier.get("commit") is None or earlier.get("dirty") or now["dirty"] or earlier["commit"] != now["commit"]:
+        def name(r: dict[str, Any]) -> str:
+            return "no recorded commit" if r.get("commit") is None else r["commit"][:12] + " (dirty)" * bool(r["dirty"])
+        raise typer.BadParameter(f"{path} was measured at {name(earlier)}, this run at {name(now)}: seeds are "
+                                 f"merged only within one clean commit; write to a new --results folder or --tag.")
+
+
+def split_by_source(sources: np.ndarray, labels: np.ndarray, test_fraction: float,
+                    seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices of a training part and a held-out part that share no source image (copies of one
+    source, e.g. shifted twins, stay together), stratified by label, ``test_fraction`` of the sources held out.
+    With every row its own source this is ``train_test_split`` of the rows."""
+    group, _ = pd.factorize(pd.Series(sources))  # sources numbered in the order they first appear
+    first = np.unique(group, return_index=True)[1]
+    _, test = train_test_split(np.arange(len(first)), test_size=int(test_fraction * len(first)),
+                               stratify=np.asarray(labels)[first], random_state=seed)
+    is_test = np.isin(group, test)
+    return np.flatnonzero(~is_test), np.flatnonzero(is_test)
 
 
 def rows(data: TrainingData, idx: np.ndarray | torch.Tensor) -> TrainingData:

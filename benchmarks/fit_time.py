@@ -1,11 +1,14 @@
 """Whole-fit time: how long a default ``labelclean fit`` takes on a few thousand small grayscale
 images, phase by phase, and how well it found the flipped labels.
 
-The images are scikit-learn's bundled digits (no download), drawn with replacement, each upscaled
-from 8×8 to 20×20 and placed at a random offset in a 28×28 frame (MNIST-sized, and no two copies of
-a digit alike); a known share of their labels is flipped. The fit runs with labelclean's defaults
-(``--set`` overrides single settings, e.g. to try another schedule). The phases: decoding and set-up,
-the warm-up epochs, the DivideMix epochs (with their steps), the final evaluation pass.
+The images are scikit-learn's bundled digits (no download), each upscaled from 8×8 to 20×20 and
+placed at a random offset in a 28×28 frame (MNIST-sized); a known share of their labels is flipped.
+Up to 1,797 images every one is a different digit; beyond, each digit is used as often as every
+other (4,000 images: each twice or three times, at different offsets), and ``truth.csv`` names the
+source digit of every image, so that a split keeps a source's copies on one side. The fit runs
+with labelclean's defaults (``--set`` overrides single settings, e.g. to try another schedule). The
+phases: decoding and set-up, the warm-up epochs, the DivideMix epochs (with their steps), the final
+evaluation pass.
 
 Usage::
 
@@ -25,7 +28,7 @@ from typing import Annotated, Any
 import numpy as np
 import pandas as pd
 import typer
-from common import RESULTS, machine, parse_overrides
+from common import RESULTS, parse_overrides, record
 from PIL import Image
 from rich.console import Console
 from rich.table import Table
@@ -43,10 +46,13 @@ DIGIT_SIDE = 20  # px of an upscaled digit inside the frame
 
 def write_shifted_digits(out: Path, samples: int, size: int, noise: float, mode: str, seed: int) -> tuple[Path, Path, Path]:
     """``samples`` PNGs of digits upscaled and shifted at random in a ``size``×``size`` frame, a
-    labels CSV with a share ``noise`` of them flipped, and a truth CSV; their paths."""
+    labels CSV with a share ``noise`` of them flipped, and a truth CSV (path, true_label, given_label,
+    source: the digit's index in scikit-learn's set); their paths. Sources are drawn without
+    replacement, a full pass over the 1,797 digits before any repeats."""
     rng = np.random.default_rng(seed)
     digits = load_digits()
-    picked = rng.integers(0, len(digits.target), size=samples)
+    passes = -(-samples // len(digits.target))
+    picked = np.concatenate([rng.permutation(len(digits.target)) for _ in range(passes)])[:samples]
     offsets = rng.integers(0, size - DIGIT_SIDE + 1, size=(samples, 2))
     images_dir = out / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
@@ -61,7 +67,8 @@ def write_shifted_digits(out: Path, samples: int, size: int, noise: float, mode:
     given = flip_labels(truth, noise, mode, 10, rng)
     labels_csv, truth_csv = out / "labels.csv", out / "truth.csv"
     write_text(labels_csv, pd.DataFrame({"path": paths, "label": given}).to_csv(index=False))
-    write_text(truth_csv, pd.DataFrame({"path": paths, "true_label": truth, "given_label": given}).to_csv(index=False))
+    write_text(truth_csv, pd.DataFrame({"path": paths, "true_label": truth, "given_label": given,
+                                        "source": picked}).to_csv(index=False))
     return images_dir, labels_csv, truth_csv
 
 
@@ -137,7 +144,9 @@ def main(
         fit_seconds = time.perf_counter() - start
         quality = score(run.export(), pd.read_csv(truth_csv))
         cfg = run.fit_config
-    result = {"benchmark": "fit time", "machine": {**machine(resolve_device(device)), "torch_threads": run.config["threads"]},
+    stamp = record(resolve_device(device), seeds=[seed])
+    stamp["machine"]["torch_threads"] = run.config["threads"]
+    result = {"benchmark": "fit time", **stamp,
               "precision": run.config["precision"], "samples": samples,
               "image_size": image_size, "noise": noise, "noise_mode": noise_mode, "settings": settings,
               "arch": cfg.arch, "phases": phases(reports, fit_seconds, cfg.batch_size, samples), "quality": quality,

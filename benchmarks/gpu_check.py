@@ -31,7 +31,7 @@ from typing import Annotated, Any
 import pandas as pd
 import torch
 import typer
-from common import RESULTS, machine
+from common import RESULTS, record
 from fit_time import write_shifted_digits
 from rich.console import Console
 from speed import run_official, side_by_side, synthetic_images, time_epochs, training_data
@@ -116,8 +116,8 @@ def main(
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     gpus = torch.cuda.device_count() if dev.type == "cuda" else 0
-    result: dict[str, Any] = {"benchmark": "gpu check", "machine": {**machine(dev), "gpus": gpus},
-                              "precision": precision(dev)}
+    result: dict[str, Any] = {"benchmark": "gpu check", **record(dev, seeds=[0]), "precision": precision(dev)}
+    result["machine"]["gpus"] = gpus
     console.print(f"1/4 labelclean: {warmup} + {dividemix_epochs} epochs of {arch} on {samples:,} images…")
     result["labelclean"] = labelclean_epochs(samples, warmup, dividemix_epochs, arch, dev)
     with tempfile.TemporaryDirectory() as tmp:

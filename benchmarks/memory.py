@@ -50,7 +50,7 @@ from typing import Annotated, Any
 import numpy as np
 import torch
 import typer
-from common import RESULTS, machine
+from common import RESULTS, record
 from PIL import Image
 from rich.console import Console
 from rich.table import Table
@@ -249,7 +249,7 @@ def main(
             shutil.rmtree(root, ignore_errors=True)
     result = {
         "benchmark": "memory",
-        "machine": machine(torch.device("cpu")),
+        **record(torch.device("cpu"), seeds=[0]),
         "data": {"images": images, "distinct_pngs": min(distinct, images), "classes": classes,
                  "png_mb": png_bytes / MB, "cache_mb": cache_bytes / MB, "decode_seconds": decode_seconds},
         "settings": settings,

@@ -8,8 +8,9 @@ features: a k-nearest-neighbour classifier (k = 20, cosine distance) fitted on t
 true labels and scored on the held-out rows. The first row is the same probe on a randomly
 initialized encoder: what pretraining adds.
 
-``--images DIR --truth CSV`` (columns ``path,true_label``) probes your own images instead, at their
-median side up to the CPU fit's 32 px (``--image-size`` sets it).
+``--images DIR --truth CSV`` (columns ``path,true_label``, and ``source`` where several images are copies
+of one, as in ``fit_time.write_shifted_digits``: a source's copies stay on one side) probes your own
+images instead, at their median side up to the CPU fit's 32 px (``--image-size`` sets it).
 
 Usage::
 
@@ -32,16 +33,15 @@ from typing import Annotated, Any
 import numpy as np
 import torch
 import typer
-from common import RESULTS, machine, parse_overrides
+from common import RESULTS, parse_overrides, record, split_by_source
 from rich.console import Console
 from rich.table import Table
-from sklearn.model_selection import train_test_split
 from sklearn.neighbors import KNeighborsClassifier
 
 import labelclean
 from labelclean.api import resolve_device
 from labelclean.auto import image_side
-from labelclean.data import LabeledImages, channel_stats, decode_images, median_side, read_labels
+from labelclean.data import LabeledImages, channel_stats, decode_images, median_side, read_csv_table, read_labels
 from labelclean.demo import write_digits
 from labelclean.pretrain import PretrainConfig, encoder
 from labelclean.run import write_json, write_text
@@ -65,12 +65,19 @@ def knn_accuracy(train: np.ndarray, train_labels: np.ndarray, test: np.ndarray, 
     return float(probe.score(test, test_labels))
 
 
-def probe_data(images: Path | None, truth: Path | None, work: Path) -> tuple[Path, LabeledImages]:
-    """The images to probe and their true labels: scikit-learn's digits, or ``images`` with ``truth``."""
+def probe_data(images: Path | None, truth: Path | None, work: Path) -> tuple[Path, LabeledImages, np.ndarray]:
+    """The images to probe, their true labels and their sources (the ``source`` column of ``truth``
+    where it has one, else each image its own): scikit-learn's digits, or ``images`` with ``truth``."""
     if images is None or truth is None:
         digits = write_digits(work / "data", noise=0.0)
-        return digits.images_dir, read_labels(digits.images_dir, digits.labels_csv)
-    return images, read_labels(images, truth, path_column="path", label_column="true_label")
+        labeled = read_labels(digits.images_dir, digits.labels_csv)
+        return digits.images_dir, labeled, np.asarray(labeled.paths)
+    labeled = read_labels(images, truth, path_column="path", label_column="true_label")
+    table = read_csv_table(truth)
+    if "source" not in table.columns:
+        return images, labeled, np.asarray(labeled.paths)
+    source = dict(zip(table["path"].astype(str), table["source"].astype(str)))
+    return images, labeled, np.asarray([source[p] for p in labeled.paths])
 
 
 app = typer.Typer(add_completion=False, help=__doc__.split("\n\n")[0])
@@ -98,9 +105,8 @@ def main(
     out = results / f"pretrain-{name}{'-' + tag if tag else ''}.json"
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
-        images_dir, labeled = probe_data(images, truth, work)
-        train, test = train_test_split(np.arange(len(labeled.paths)), test_size=0.2, stratify=labeled.labels,
-                                       random_state=0)
+        images_dir, labeled, sources = probe_data(images, truth, work)
+        train, test = split_by_source(sources, labeled.labels, 0.2, seed=0)
         write_text(work / "train.csv", "path,label\n" + "".join(f"{labeled.paths[i]},{labeled.classes[labeled.labels[i]]}\n"
                                                                for i in sorted(train)))
         size = image_size or (image_side(median_side(labeled.files), cuda=False, pretrained=False)
@@ -123,7 +129,7 @@ def main(
             rows.append({"setting": text or "defaults", "settings": asdict(cfg), "seconds": seconds,
                          "knn_accuracy": probe(torch.load(weights_file, weights_only=True), cfg)})
             console.print(f"{rows[-1]['setting']}: k-NN accuracy {rows[-1]['knn_accuracy']:.3f} ({seconds:.0f} s)")
-            write_json(out, {"benchmark": "pretrain", "machine": machine(resolve_device("cpu")),
+            write_json(out, {"benchmark": "pretrain", **record(resolve_device("cpu"), seeds=[base.seed]),
                              "data": {"images": str(images or "digits"), "image_size": size, "n_train": len(train),
                                       "n_test": len(test), "split_seed": 0}, "rows": rows})
     table = Table(title=f"labelclean pretrain on {name} ({size} px, small_cnn): k-NN probe on held-out rows")

@@ -12,12 +12,15 @@ on which the final classifier of each method is scored.
 Figures per method (see :func:`labelclean.demo.score`): detection AUROC and average precision of
 the suspicion score against the truly flipped labels; precision, recall and F1 of the flagged set;
 accuracy of the given and of the repaired labels; held-out test accuracy; wall time. Mean ± std
-(sample std) over seeds; each seed draws new noise and new initial weights.
+(sample std) over seeds, all measured at one commit; each seed draws new noise and new initial weights.
+Each result file records the commit, the machine, the command, the date and the seeds.
 
 Usage::
 
     python benchmarks/quality.py                                   # digits: sym 20/40/60/80 %, asym 40 %
     python benchmarks/quality.py --setting asym:0.4 --variant lambda_u=0
+    python benchmarks/quality.py --setting idn:0.4 --setting confusion:0.4 --setting idn:0.4:lt10
+    python benchmarks/quality.py --setting sym:0.4 --seeds 2 --first-seed 3    # adds seeds 3, 4 (same commit only)
     python benchmarks/quality.py --setting sym:0.8 --methods labelclean,ssl     # random vs self-supervised start
     python benchmarks/quality.py --images DIR --labels labels.csv --truth truth.csv   # your own data
 
@@ -27,6 +30,7 @@ printed. cleanlab is an optional extra: ``pip install -e ".[bench]"``.
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from collections.abc import Callable
@@ -39,18 +43,20 @@ import numpy as np
 import pandas as pd
 import torch
 import typer
-from common import RESULTS, machine, parse_overrides, rows
+from common import RESULTS, parse_overrides, record, rows, same_commit, split_by_source
+from noise import MAKERS, long_tailed
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-from sklearn.model_selection import StratifiedKFold, train_test_split
+from sklearn.datasets import load_digits
+from sklearn.model_selection import StratifiedKFold
 from torch import nn
 
 import labelclean
 from labelclean.augment import crop_padding
 from labelclean.config import FitConfig, for_device, resolve_device
 from labelclean.data import channel_stats, decode_images, read_csv_table, read_labels
-from labelclean.demo import score, write_digits
+from labelclean.demo import flip_labels, score, write_digits
 from labelclean.dividemix import warmup_epoch
 from labelclean.files import write_json, write_text
 from labelclean.models import build_model
@@ -84,7 +90,8 @@ class Benchmark:
 
 
 def split(images_dir: Path, labels_csv: Path, truth_csv: Path, work: Path, test_fraction: float) -> Benchmark:
-    """Hold out a stratified ``test_fraction`` of the rows (by true label) with their true labels."""
+    """Hold out a stratified ``test_fraction`` of the rows (by true label) with their true labels. Where
+    ``truth_csv`` has a ``source`` column (copies of one image), a source's rows stay on one side."""
     labeled = read_labels(images_dir, labels_csv)
     given = pd.DataFrame({"path": labeled.paths, "label": np.asarray(labeled.classes, dtype=object)[labeled.labels]})
     truth = read_csv_table(truth_csv)
@@ -95,9 +102,11 @@ def split(images_dir: Path, labels_csv: Path, truth_csv: Path, work: Path, test_
     if with_truth["true_label"].isna().any():
         missing = with_truth.loc[with_truth["true_label"].isna(), "path"].iloc[0]
         raise typer.BadParameter(f"{truth_csv} has no true label for some rows of {labels_csv} (e.g. '{missing}').")
-    train, test = train_test_split(with_truth, test_size=int(test_fraction * len(with_truth)),
-                                   stratify=with_truth["true_label"], random_state=SPLIT_SEED)
-    train, test = train.sort_index(), test.sort_index()
+    sources = with_truth["path"] if "source" not in truth.columns else \
+        with_truth[["path"]].merge(truth[["path", "source"]], on="path", how="left")["source"]
+    train_rows, test_rows = split_by_source(sources.to_numpy(), with_truth["true_label"].to_numpy(),
+                                            test_fraction, SPLIT_SEED)
+    train, test = with_truth.iloc[train_rows], with_truth.iloc[test_rows]
     work.mkdir(parents=True, exist_ok=True)
     write_text(work / "train.csv", train[["path", "label"]].to_csv(index=False))
     write_text(work / "test.csv", test[["path", "true_label"]].rename(columns={"true_label": "label"})
@@ -106,21 +115,59 @@ def split(images_dir: Path, labels_csv: Path, truth_csv: Path, work: Path, test_
                      train[["path", "true_label"]].reset_index(drop=True), test["true_label"].to_numpy())
 
 
-def parse_setting(text: str) -> tuple[str, float]:
-    """``"asym:0.4"`` → ``("asym", 0.4)``."""
-    mode, _, rate = text.partition(":")
+NOISE_MODES = ("sym", "asym", *MAKERS)
+
+
+def parse_setting(text: str) -> tuple[str, float, float | None]:
+    """``"asym:0.4"`` → ``("asym", 0.4, None)``; ``"idn:0.4:lt10"`` → ``("idn", 0.4, 10.0)`` (long-tailed)."""
+    mode, _, rest = text.partition(":")
+    rate, _, tail = rest.partition(":")
     try:
-        return mode, float(rate)
+        if mode not in NOISE_MODES or (tail and not tail.startswith("lt")):
+            raise ValueError
+        return mode, float(rate), float(tail[2:]) if tail else None
     except ValueError:
-        raise typer.BadParameter(f"'{text}' is not MODE:RATE, e.g. sym:0.4 or asym:0.4.") from None
+        raise typer.BadParameter(f"'{text}' is not MODE:RATE[:ltRATIO] with MODE one of {', '.join(NOISE_MODES)}, "
+                                 f"e.g. sym:0.4, idn:0.4 or confusion:0.4:lt10.") from None
+
+
+def setting_name(mode: str, rate: float, imbalance: float | None) -> str:
+    return f"digits-{mode}{round(rate * 100)}" + (f"-lt{imbalance:g}" if imbalance else "")
 
 
 def noisy_digits(seed: int, work: Path, *, mode: str, rate: float, subset: int | None,
-                 test_fraction: float) -> Benchmark:
-    """scikit-learn's digits with ``rate`` of the labels flipped (noise drawn with ``seed``)."""
+                 test_fraction: float, imbalance: float | None = None) -> Benchmark:
+    """scikit-learn's digits with ``rate`` of the labels flipped (noise drawn with ``seed``); with
+    ``imbalance``, the training rows of a long-tailed subset (:func:`noise.long_tailed`)."""
     indices = None if subset is None else np.sort(np.random.default_rng(SPLIT_SEED).permutation(1797)[:subset])
-    digits = write_digits(work / "data", noise=rate, mode=mode, seed=seed, indices=indices)
-    return split(digits.images_dir, digits.labels_csv, digits.truth_csv, work, test_fraction)
+    if mode in ("sym", "asym") and imbalance is None:
+        digits = write_digits(work / "data", noise=rate, mode=mode, seed=seed, indices=indices)
+        return split(digits.images_dir, digits.labels_csv, digits.truth_csv, work, test_fraction)
+    return digits_following_images(seed, work, mode, rate, indices, test_fraction, imbalance)
+
+
+def digits_following_images(seed: int, work: Path, mode: str, rate: float, indices: np.ndarray | None,
+                            test_fraction: float, imbalance: float | None) -> Benchmark:
+    """The same held-out rows as :func:`split` gives the digits; noise drawn on the training rows only,
+    from their images (:mod:`noise`) or by :func:`labelclean.demo.flip_labels`; ``imbalance``: the
+    training rows cut to a long-tailed subset (the same rows for every seed), the held-out rows balanced."""
+    source = load_digits()
+    idx = np.arange(len(source.target)) if indices is None else indices
+    digits = write_digits(work / "data", noise=0.0, indices=idx)
+    truth = source.target[idx]
+    paths = np.asarray([f"{i:04d}.png" for i in idx])
+    train, test = split_by_source(paths, truth.astype(str), test_fraction, SPLIT_SEED)
+    if imbalance is not None:
+        train = train[long_tailed(truth[train], imbalance, 10, np.random.default_rng(SPLIT_SEED))]
+    rng = np.random.default_rng(seed)
+    given = (MAKERS[mode](truth[train], source.images[idx][train], rate, 10, rng) if mode in MAKERS
+             else flip_labels(truth[train], rate, mode, 10, rng))
+    work.mkdir(parents=True, exist_ok=True)
+    write_text(work / "train.csv", pd.DataFrame({"path": paths[train], "label": given}).to_csv(index=False))
+    write_text(work / "test.csv", pd.DataFrame({"path": paths[test], "label": truth[test]}).to_csv(index=False))
+    return Benchmark(digits.images_dir, work / "train.csv", work / "test.csv",
+                     pd.DataFrame({"path": paths[train], "true_label": truth[train].astype(str)}),
+                     truth[test].astype(str))
 
 
 @dataclass
@@ -303,12 +350,30 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float
             for method, group in pd.DataFrame(runs).groupby("method", sort=False)}
 
 
+def earlier_result(out: Path, now: dict[str, Any], seeds: range) -> dict[str, Any] | None:
+    """The result at ``out`` that a run from ``--first-seed`` > 0 adds its seeds to; only one measured
+    at the same clean commit as this run, without these seeds."""
+    if seeds.start == 0 or not out.exists():
+        return None
+    earlier = json.loads(out.read_text())
+    same_commit(earlier, now, out)
+    if overlap := sorted(set(earlier["seeds"]) & set(seeds)):
+        raise typer.BadParameter(f"{out} already has seed(s) {', '.join(map(str, overlap))}; "
+                                 f"start --first-seed after {max(earlier['seeds'])}.")
+    return earlier
+
+
 def run_setting(name: str, make: Callable[[int, Path], Benchmark], base: FitConfig, methods: dict,
                 seeds: range, work: Path, out: Path, info: dict[str, Any]) -> dict[str, Any]:
-    """Every seed × method of one setting; the JSON is rewritten after each seed so a long run can be watched."""
-    runs: list[dict[str, Any]] = []
+    """Every seed × method of one setting, added to the runs of an earlier result of the same commit
+    (:func:`earlier_result`); the JSON is rewritten after each seed so a long run can be watched."""
+    earlier = earlier_result(out, info, seeds)
+    runs: list[dict[str, Any]] = list(earlier["runs"]) if earlier else []
+    done: list[int] = list(earlier["seeds"]) if earlier else []
+    runs_before = [] if earlier is None else [*earlier.get("runs_before", []), {
+        k: earlier[k] for k in ("command", "date", "seeds")}]
     result: dict[str, Any] = {}
-    for count, seed in enumerate(seeds, start=1):
+    for seed in seeds:
         bench = make(seed, work / f"{name}-seed{seed}")
         cfg = for_device(replace(base, seed=seed), resolve_device(base.device).type,
                          read_labels(bench.images_dir, bench.train_csv).files)  # fixed once: every method uses the same
@@ -324,7 +389,8 @@ def run_setting(name: str, make: Callable[[int, Path], Benchmark], base: FitConf
                 console.print(f"{name} seed {seed} {method + suffix}: AUROC {figures['auroc']:.3f} "
                               f"F1 {figures['f1']:.3f} refined {figures['refined_accuracy']:.3f} "
                               f"test {outcome.test_accuracy:.3f} ({seconds:.0f} s)", markup=False)
-        result = {"benchmark": "quality", "setting": name, "seeds": count, "first_seed": seeds.start, "machine": info,
+        done.append(seed)
+        result = {"benchmark": "quality", "setting": name, **info, "seeds": done, "runs_before": runs_before,
                   "data": {"n_train": len(bench.truth), "n_test": len(bench.test_labels), "split_seed": SPLIT_SEED},
                   "settings": cfg.to_dict(), "methods": {m: o for m, (_, o) in methods.items()},
                   "flag_threshold": FLAG_THRESHOLD, "summary": summarize(runs), "runs": runs}
@@ -339,7 +405,7 @@ def print_table(results: list[dict[str, Any]]) -> None:
         out.width = 160  # a log file has no width; keep each row on one line
     headers = ["AUROC", "AP", "precision", "recall", "F1", "given acc.", "refined acc.", "test acc.", "seconds"]
     for result in results:
-        table = Table(title=f"{result['setting']}: mean ± std over {result['seeds']} seed(s)")
+        table = Table(title=f"{result['setting']}: mean ± std over {len(result['seeds'])} seed(s)")
         table.add_column("method")
         for header in headers:
             table.add_column(header, justify="right")
@@ -354,10 +420,12 @@ app = typer.Typer(add_completion=False, help=__doc__.split("\n\n")[0])
 
 @app.command()
 def main(
-    setting: Annotated[list[str], typer.Option(help="Digits noise as MODE:RATE (sym or asym); repeat it.")]
+    setting: Annotated[list[str], typer.Option(help="Digits noise as MODE:RATE[:ltRATIO], MODE sym, asym, idn "
+                                                    "or confusion, ltRATIO long-tailed classes; repeat it.")]
     = DIGITS_SETTINGS,
     seeds: Annotated[int, typer.Option(min=1, help="Seeds 0..N-1: noise draw and initial weights.")] = 3,
-    first_seed: Annotated[int, typer.Option(min=0, help="Start at this seed instead of 0 (to add seeds to a run).")] = 0,
+    first_seed: Annotated[int, typer.Option(min=0, help="Start at this seed instead of 0: adds seeds to the result "
+                                                        "file of an earlier run of the same commit.")] = 0,
     methods: Annotated[str, typer.Option(help=f"Comma-separated, from {', '.join(METHODS)}.")]
     = ",".join(DEFAULT_METHODS),
     set_: Annotated[str, typer.Option("--set", help="FitConfig overrides for every method, e.g. epochs=2,warmup=1.")]
@@ -396,7 +464,7 @@ def main(
         torch.set_num_threads(threads)
     base = FitConfig(**{"device": device, **parse_overrides(set_)}).validate()
     table = method_table(chosen, variant, folds, baseline_epochs, parse_overrides(pretrain_set, PretrainConfig))
-    info = machine(resolve_device(device))
+    info = record(resolve_device(device))
     suffix = f"-{tag}" if tag else ""
     chosen_seeds = range(first_seed, first_seed + seeds)
     with tempfile.TemporaryDirectory() as scratch:
@@ -409,9 +477,10 @@ def main(
                                     table, chosen_seeds, root, results / f"quality-{name}{suffix}.json", info)]
         else:
             outcomes = []
-            for mode, rate in map(parse_setting, setting):
-                name = f"digits-{mode}{round(rate * 100)}"
-                make = partial(noisy_digits, mode=mode, rate=rate, subset=subset, test_fraction=test_fraction)
+            for mode, rate, imbalance in map(parse_setting, setting):
+                name = setting_name(mode, rate, imbalance)
+                make = partial(noisy_digits, mode=mode, rate=rate, subset=subset, test_fraction=test_fraction,
+                               imbalance=imbalance)
                 outcomes.append(run_setting(name, make, base, table, chosen_seeds, root,
                                             results / f"quality-{name}{suffix}.json", info))
     print_table(outcomes)

@@ -36,7 +36,7 @@ from typing import Annotated, Any
 
 import torch
 import typer
-from common import RESULTS, machine, rows
+from common import RESULTS, record, rows
 from rich.console import Console
 from rich.table import Table
 from speed import Parts, project, slug, synthetic_images
@@ -164,7 +164,7 @@ def main(
     base = runs[min(runs, key=int)]["images_per_second"] / int(min(runs, key=int))
     for r in runs.values():
         r["speedup"] = r["images_per_second"] / base
-    result = {"benchmark": "scaling", "machine": machine(dev), "data": "synthetic", "samples": samples,
+    result = {"benchmark": "scaling", **record(dev, seeds=[cfg.seed]), "data": "synthetic", "samples": samples,
               "threads": threads, "settings": cfg.to_dict(), "runs": runs}
     if speed is not None:
         result["clothing1m"] = clothing1m(speed, {int(n): r["speedup"] for n, r in runs.items()})

@@ -22,6 +22,7 @@ Usage::
     python benchmarks/speed.py epochs --samples 512 --arch preact_resnet18 --official ../run_official.py
     python benchmarks/speed.py parts                  # synthetic CIFAR-10 shape: 50,000 × 3×32×32
     python benchmarks/speed.py parts --images DIR --labels labels.csv --image-size 64   # your own data
+    python benchmarks/speed.py threads                # a step on 1 thread vs every core, idle and loaded
 
 Results go to ``benchmarks/results/speed-*.json`` and a table is printed.
 """
@@ -47,7 +48,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import typer
-from common import RESULTS, machine, rows
+from common import RESULTS, record, rows
 from rich.console import Console
 from rich.table import Table
 from torch import nn
@@ -68,6 +69,8 @@ from labelclean.training import (
     place,
     precision,
     predict_logits,
+    threads,
+    uses_bf16,
 )
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -335,7 +338,7 @@ def epochs(
     cfg = FitConfig(epochs=warmup + dividemix_epochs, warmup=warmup, batch_size=batch_size, image_size=image_size,
                     arch=arch, device=device, auto=False, **PAPER_SETTINGS).validate()
     data = training_data(*synthetic_images(samples, channels, image_size, 10), cfg, dev)
-    result: dict[str, Any] = {"benchmark": "speed epochs", "machine": machine(dev), "samples": samples,
+    result: dict[str, Any] = {"benchmark": "speed epochs", **record(dev, seeds=[cfg.seed]), "samples": samples,
                               "precision": precision(dev), "settings": cfg.to_dict(), "load_average_1min": {},
                               "compile": compile_mode, "cudnn_benchmark": cudnn_benchmark}
     if dev.type == "cuda":
@@ -436,7 +439,7 @@ def precision_layout(
                  "train_speedup": base[True] / median[((bf16, name, compiled), True)],
                  "eval_speedup": base[False] / median[((bf16, name, compiled), False)]}
                 for bf16, name, compiled in variants]
-    result = {"benchmark": "speed precision-layout", "machine": machine(torch.device("cpu")), "arch": arch,
+    result = {"benchmark": "speed precision-layout", **record(torch.device("cpu"), seeds=[0]), "arch": arch,
               "image_size": image_size, "channels": channels, "batch": batch, "repeats": repeats, "variants": rows_out}
     write_json(out or RESULTS / f"speed-precision-{arch}-{image_size}px-b{batch}.json", result)
     table = Table(title=f"{arch}, {image_size}px, {batch} images, {result['machine']['cpu']}, "
@@ -447,6 +450,60 @@ def precision_layout(
         table.add_row(r["precision"], r["layout"], "yes" if r["compiled"] else "no", f"{r['first_step_seconds']:.2f}",
                       f"{r['train_step_seconds']:.3f}", f"{r['eval_pass_seconds']:.3f}", f"{r['train_speedup']:.2f}",
                       f"{r['eval_speedup']:.2f}")
+    Console(width=140).print(table)
+
+
+BUSY = "import time\nend = time.time() + {seconds}\nwhile time.time() < end: pass"
+
+
+@app.command("threads")
+def threads_under_load(
+    arch: Annotated[str, typer.Option(help="Network.")] = "small_cnn",
+    image_size: Annotated[int, typer.Option(min=4, help="Side in pixels.")] = 28,
+    batch: Annotated[int, typer.Option(min=1, help="Images per step (a DivideMix step trains on 4B).")] = 256,
+    repeats: Annotated[int, typer.Option(min=1, help="Timed rounds per load; 1 and all threads interleaved.")] = 5,
+    load: Annotated[int | None, typer.Option(min=0, help="CPU-bound processes running beside the loaded round "
+                                                          "(default: one per core).")] = None,
+    out: Annotated[Path | None, typer.Option(help="JSON file (default: results/speed-threads-….json).")] = None,
+) -> None:
+    """Time a CPU training step on 1 thread and on every core, first on the machine as it is, then beside
+    CPU-bound processes: what ``OMP_NUM_THREADS=1`` buys on a busy machine."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    load = cores if load is None else load
+    step, _ = variant_step(arch, 1, image_size, batch, uses_bf16(torch.device("cpu")), torch.channels_last, False)
+    counts = sorted({1, cores})
+
+    def medians() -> dict[int, float]:
+        times: dict[int, list[float]] = {n: [] for n in counts}
+        for _ in range(repeats):  # interleaved, so that a change in the load slows both alike
+            for n in counts:
+                with threads(n):
+                    times[n].append(timed(partial(step, True), torch.device("cpu"))[0])
+        return {n: float(np.median(t)) for n, t in times.items()}
+
+    stamp = record(torch.device("cpu"), seeds=[0])
+    rounds = {"as it is": {"load_average_1min": os.getloadavg()[0], "step_seconds": medians()}}
+    busy = [subprocess.Popen([sys.executable, "-c", BUSY.format(seconds=600)]) for _ in range(load)]
+    try:
+        time.sleep(1)
+        rounds[f"{load} CPU-bound process(es) beside"] = {"load_average_1min": os.getloadavg()[0],
+                                                        "step_seconds": medians()}
+    finally:
+        for process in busy:
+            process.kill()
+            process.wait()
+    for r in rounds.values():
+        r["all_over_one"] = r["step_seconds"][counts[-1]] / r["step_seconds"][1]
+    result = {"benchmark": "speed threads", **stamp, "arch": arch, "image_size": image_size, "batch": batch,
+              "precision": precision(torch.device("cpu")), "cores": cores, "repeats": repeats, "rounds": rounds}
+    write_json(out or RESULTS / f"speed-threads-{arch}-{image_size}px-b{batch}.json", result)
+    table = Table(title=f"{arch} training step, {image_size}px, {batch} images, {result['machine']['cpu']}, "
+                        f"{result['precision']}, median of {repeats}")
+    for column in ("machine", "load avg", *(f"{n} thread(s) s" for n in counts), f"{counts[-1]} ÷ 1"):
+        table.add_column(column, justify="right")
+    for name, r in rounds.items():
+        table.add_row(name, f"{r['load_average_1min']:.1f}", *(f"{r['step_seconds'][n]:.3f}" for n in counts),
+                      f"{r['all_over_one']:.2f}")
     Console(width=140).print(table)
 
 
@@ -491,7 +548,7 @@ def parts(
     parts = measure(data, cfg, steps, eval_batches)
     result = {
         "benchmark": "speed parts",
-        "machine": machine(dev),
+        **record(dev, seeds=[cfg.seed]),
         "data": "synthetic" if images is None else str(images),
         "samples": len(data),
         "precision": precision(dev),

@@ -112,7 +112,7 @@ def fit(
     _check_options(cfg.validate(), max_ram_gb, init_weights)
     # Under torchrun, init waits for every process, so all have read `out` before the main one changes it.
     device = distributed.init(resolve_device(cfg.device))
-    # Before this fit loads the machine (decoding); a resumed fit keeps its threads, so it ends as an uninterrupted one.
+    # From the machine, not its load; a resumed fit keeps its threads, so it ends as an uninterrupted one.
     kernel_threads = saved["threads"] if saved and saved.get("threads") else cpu_threads(device)
     if saved is None and overwrite:
         directory.clear()

@@ -115,40 +115,14 @@ def place(net: nn.Module, device: torch.device) -> nn.Module:
 
 
 def cpu_threads(device: torch.device) -> int:
-    """Threads for a fit's CPU kernels: 1 or every core this process may use, whichever runs a probe
-    step faster (:func:`probe_seconds`); ``OMP_NUM_THREADS`` wins; torch's default off the CPU.
-
-    Every kernel waits at its barriers for its slowest thread, so more threads can be slower: on the
-    2-vCPU machine of docs/speed.md, shared with other jobs, a bf16 training step took 8x longer on 2
-    threads than on 1. Ask before the fit loads the machine itself (decoding).
-    """
+    """Threads for a fit's CPU kernels: ``OMP_NUM_THREADS`` where it is set, else every core this process
+    may use; torch's default off the CPU. Taken from the machine, never from a timing: the thread count
+    changes the float rounding, so a count that followed the momentary load would give two fits of the
+    same command different exports. A resumed fit keeps the count saved with its run."""
     if device.type != "cpu" or os.environ.get("OMP_NUM_THREADS"):
         return torch.get_num_threads()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    most = min(torch.get_num_threads(), cores)
-    if most == 1:
-        return 1
-    single = probe_seconds(1)
-    return most if probe_seconds(most, give_up=single) < single else 1
-
-
-def probe_seconds(count: int, repeats: int = 3, give_up: float = math.inf) -> float:
-    """Median of ``repeats`` timings, on ``count`` CPU threads, of a 3×3 convolution's forward and
-    backward as training runs it (64 channels, 16 px, batch 32, channels-last, CPU :func:`autocast`);
-    infinite as soon as one timing exceeds ``give_up`` seconds."""
-    conv = nn.Conv2d(64, 64, 3, padding=1).to(memory_format=torch.channels_last)
-    x = torch.randn(32, 64, 16, 16).contiguous(memory_format=torch.channels_last)
-    seconds: list[float] = []
-    with threads(count):
-        for _ in range(repeats + 1):  # the first call builds the kernels
-            start = time.perf_counter()
-            with autocast(torch.device("cpu")):
-                out = conv(x)
-            out.float().sum().backward()
-            seconds.append(time.perf_counter() - start)
-            if len(seconds) > 1 and seconds[-1] > give_up:
-                return math.inf
-    return sorted(seconds[1:])[repeats // 2]
+    return max(1, min(torch.get_num_threads(), cores))
 
 
 @contextmanager

@@ -83,10 +83,9 @@ def fp32(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def one_cpu_thread() -> Iterator[None]:
-    """Fits in tests run on one CPU thread, not on the count ``training.cpu_threads`` measures: that
-    probe times the machine as it is, and a count that differs between two fits changes their float
-    rounding, so a test comparing them (an interrupted and an uninterrupted fit, a session fixture's
-    fit and a test's) would depend on the load. Session-wide, so that session fixtures' fits get it too."""
+    """Fits in tests run on one CPU thread, not on every core ``training.cpu_threads`` gives: CI's
+    cores are shared, and one thread keeps the suite's fits cheap and alike wherever it runs.
+    Session-wide, so that session fixtures' fits get it too."""
     from labelclean import api
 
     with pytest.MonkeyPatch.context() as patch:

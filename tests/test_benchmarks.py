@@ -35,6 +35,126 @@ def test_overrides_are_typed_like_the_config_fields_also_those_the_rules_choose(
         "selection": "gmm", "p_threshold": 0.6, "lambda_u": 0.0, "loss_window": 5, "flip": False, "alpha": 1.0}
 
 
+def sources_of(bench, truth_csv=None) -> tuple[set, set]:
+    """The source images of a quality benchmark's training rows and of its held-out rows: the writer's
+    ``source`` column where it has one, else the pixels of each PNG."""
+    import pandas as pd
+
+    train, test = (pd.read_csv(csv)["path"].astype(str) for csv in (bench.train_csv, bench.test_csv))
+    if truth_csv is not None:
+        source = pd.read_csv(truth_csv).astype(str).set_index("path")["source"]
+        return set(source[train]), set(source[test])
+    return ({(bench.images_dir / p).read_bytes() for p in paths} for paths in (train, test))
+
+
+def test_shifted_digits_repeat_no_source_until_every_digit_is_used(benchmarks, tmp_path):
+    import pandas as pd
+    from fit_time import write_shifted_digits
+
+    few = pd.read_csv(write_shifted_digits(tmp_path / "few", 300, 28, 0.4, "sym", seed=0)[2])
+    assert few["source"].is_unique and few["source"].between(0, 1796).all()
+    many = pd.read_csv(write_shifted_digits(tmp_path / "many", 1900, 28, 0.4, "sym", seed=0)[2])
+    assert many["source"].nunique() == 1797 and many["source"].value_counts().max() == 2  # 103 used twice
+
+
+def test_no_benchmark_set_shares_a_source_between_train_and_test(benchmarks, tmp_path):
+    import quality
+    from fit_time import write_shifted_digits
+
+    digits = quality.noisy_digits(0, tmp_path / "d8", mode="sym", rate=0.4, subset=300, test_fraction=0.2)
+    train, test = sources_of(digits)
+    assert len(train) == 240 and len(test) == 60 and not train & test  # 8x8: distinct pixels, none on both sides
+    images_dir, labels_csv, truth_csv = write_shifted_digits(tmp_path / "d28", 1900, 28, 0.4, "sym", seed=0)
+    shifted = quality.split(images_dir, labels_csv, truth_csv, tmp_path / "d28", test_fraction=0.2)
+    train, test = sources_of(shifted, truth_csv)
+    assert len(train) + len(test) == 1797 and not train & test  # a source's shifted twins stay on one side
+    assert len(shifted.truth) + len(shifted.test_labels) == 1900
+
+
+@pytest.fixture(scope="module")
+def digits_pixels():
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    return digits.target, digits.images
+
+
+@pytest.mark.parametrize("mode", ["idn", "confusion"])
+@pytest.mark.parametrize("rate", [0.2, 0.4])
+def test_noise_that_follows_the_images_flips_the_share_asked_for(benchmarks, digits_pixels, mode, rate):
+    import numpy as np
+    from noise import MAKERS
+
+    labels, images = digits_pixels
+    noisy = MAKERS[mode](labels, images, rate, 10, np.random.default_rng(0))
+    assert noisy.dtype.kind == "i" and noisy.shape == labels.shape and set(np.unique(noisy)) <= set(range(10))
+    assert abs((noisy != labels).mean() - rate) < 0.03  # 1,797 samples: the binomial spread at 40 % is 0.012
+    assert (noisy == MAKERS[mode](labels, images, rate, 10, np.random.default_rng(0))).all()  # one seed, one draw
+    assert (noisy != MAKERS[mode](labels, images, rate, 10, np.random.default_rng(1))).any()
+    pairs = np.bincount(labels[noisy != labels] * 10 + noisy[noisy != labels], minlength=100).reshape(10, 10)
+    assert pairs.max() > 3 * pairs.sum() / 90  # wrong classes follow the images: far from uniform over the 90 pairs
+
+
+def test_confusion_noise_flips_the_samples_a_classifier_finds_most_confusable(benchmarks, digits_pixels):
+    import numpy as np
+    from noise import confusion
+
+    labels, images = digits_pixels
+    few, more = (confusion(labels, images, rate, 10, np.random.default_rng(0)) for rate in (0.1, 0.3))
+    assert ((few != labels) <= (more != labels)).all()  # the most confusable flip first, to the same class
+    assert (few[few != labels] == more[few != labels]).all()
+
+
+@pytest.mark.parametrize("ratio", [10, 100])
+def test_long_tailed_classes_shrink_by_the_imbalance_ratio(benchmarks, digits_pixels, ratio):
+    import numpy as np
+    from noise import long_tailed
+
+    labels, _ = digits_pixels
+    rows = long_tailed(labels, ratio, 10, np.random.default_rng(0))
+    counts = np.bincount(labels[rows], minlength=10)
+    smallest = np.bincount(labels).min()  # 174
+    assert counts[0] == smallest and counts[-1] == int(smallest / ratio)  # 17 or 1
+    assert (np.diff(counts) <= 0).all() and len(set(rows)) == len(rows)
+    assert (rows == long_tailed(labels, ratio, 10, np.random.default_rng(0))).all()
+
+
+def test_quality_benchmark_runs_a_long_tailed_setting_with_noise_from_the_images(benchmarks, tmp_path):
+    import pandas as pd
+    import quality
+
+    result = runner.invoke(quality.app, [
+        "--setting", "idn:0.4:lt10", "--setting", "confusion:0.4", "--seeds", "1", "--subset", "400", "--set",
+        "epochs=2,warmup=1", "--baseline-epochs", "2", "--methods", "plain_ce", "--device", "cpu", "--threads", "1",
+        "--results", str(tmp_path), "--work", str(tmp_path / "work")])
+    assert result.exit_code == 0, result.output
+    tail = json.loads((tmp_path / "quality-digits-idn40-lt10.json").read_text())
+    assert tail["data"]["n_test"] == 80 and tail["data"]["n_train"] < 200  # 320 rows cut to a long tail
+    assert abs(tail["runs"][0]["noise_rate"] - 0.4) < 0.1
+    confused = json.loads((tmp_path / "quality-digits-confusion40.json").read_text())
+    assert confused["data"] == {"n_train": 320, "n_test": 80, "split_seed": 0}
+    assert confused["runs"][0]["noise_rate"] == pytest.approx(0.4)
+    work = tmp_path / "work" / "digits-idn40-lt10-seed0"
+    train, test = (set(pd.read_csv(work / f"{part}.csv")["path"]) for part in ("train", "test"))
+    assert not train & test
+    bad = runner.invoke(quality.app, ["--setting", "idn:0.4:10"])
+    assert bad.exit_code != 0 and "MODE:RATE[:ltRATIO]" in bad.output
+
+
+def test_a_result_records_the_commit_the_machine_the_command_and_the_seeds(benchmarks):
+    import subprocess
+
+    import common
+
+    head = subprocess.run(["git", "-C", str(common.REPOSITORY), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode != 0:
+        pytest.skip("not a git checkout")
+    stamp = common.record(torch.device("cpu"), seeds=[3, 4])
+    assert stamp["commit"] == head.stdout.strip() and isinstance(stamp["dirty"], bool)
+    assert stamp["seeds"] == [3, 4] and stamp["command"].startswith("python ") and stamp["date"][:2] == "20"
+    assert {"cpu", "cpu_count", "gpu", "torch", "device"} <= set(stamp["machine"])
+
+
 def test_quality_benchmark_can_add_seeds_to_a_run(benchmarks, tmp_path):
     import quality
 
@@ -49,8 +169,31 @@ def test_quality_benchmark_can_add_seeds_to_a_run(benchmarks, tmp_path):
 
     both, added = run("--seeds", "2"), run("--first-seed", "1", "--seeds", "1")
     assert [r["seed"] for r in both["runs"]] == [0, 1] and [r["seed"] for r in added["runs"]] == [1]
-    assert (added["seeds"], added["first_seed"]) == (1, 1)
+    assert added["seeds"] == [1] and both["seeds"] == [0, 1]
+    assert {"commit", "dirty", "command", "date"} <= set(added) and "cpu" in added["machine"]
     assert added["runs"][0] == both["runs"][1] | {"seconds": added["runs"][0]["seconds"]}  # seed 1 is the same run
+
+
+def test_quality_benchmark_adds_seeds_only_to_a_run_of_the_same_commit(benchmarks, tmp_path, monkeypatch):
+    import common
+    import quality
+
+    def run(commit: str, *seeds: str, dirty: bool = False):
+        monkeypatch.setattr(common, "commit", lambda: (commit, dirty))
+        return runner.invoke(quality.app, [
+            "--setting", "sym:0.4", *seeds, "--subset", "100", "--set", "epochs=2,warmup=1", "--baseline-epochs", "2",
+            "--methods", "plain_ce", "--device", "cpu", "--threads", "1", "--results", str(tmp_path)])
+
+    saved = tmp_path / "quality-digits-sym40.json"
+    assert run("a" * 40, "--seeds", "1").exit_code == 0
+    assert run("a" * 40, "--first-seed", "1", "--seeds", "1").exit_code == 0
+    merged = json.loads(saved.read_text())
+    assert merged["seeds"] == [0, 1] and [r["seed"] for r in merged["runs"]] == [0, 1]
+    assert merged["summary"]["plain_ce"]["auroc"]["n"] == 2 and merged["runs_before"][0]["seeds"] == [0]
+    refused = run("b" * 40, "--first-seed", "2", "--seeds", "1")
+    assert refused.exit_code != 0 and "measured at aaaaaaaaaaaa, this run at bbbbbbbbbbbb" in refused.output
+    assert "Traceback" not in refused.output and json.loads(saved.read_text()) == merged  # left as it was
+    assert "aaaaaaaaaaaa (dirty)" in run("a" * 40, "--first-seed", "2", "--seeds", "1", dirty=True).output
 
 
 @pytest.mark.slow
@@ -226,6 +369,20 @@ def test_speed_precision_layout_times_every_variant(benchmarks, tmp_path):
     assert {(v["precision"], v["layout"]) for v in variants} == {
         (p, layout) for p in ("fp32", "bf16 autocast") for layout in ("NCHW", "channels-last")}
     assert all(v["train_step_seconds"] > 0 for v in variants)
+
+
+def test_speed_threads_times_one_thread_and_every_core_idle_and_loaded(benchmarks, tmp_path):
+    import speed
+
+    out = tmp_path / "threads.json"
+    result = runner.invoke(speed.app, ["threads", "--image-size", "8", "--batch", "8", "--repeats", "1", "--load", "1",
+                                       "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    saved = json.loads(out.read_text())
+    assert list(saved["rounds"]) == ["as it is", "1 CPU-bound process(es) beside"] and "commit" in saved
+    for r in saved["rounds"].values():
+        assert set(r["step_seconds"]) == {"1", str(saved["cores"])} and all(v > 0 for v in r["step_seconds"].values())
+        assert r["all_over_one"] == r["step_seconds"][str(saved["cores"])] / r["step_seconds"]["1"]
 
 
 @pytest.mark.slow

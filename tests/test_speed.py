@@ -2,6 +2,9 @@
 branches forced on this CPU), channels-last layout, fp32 outputs, and the thread count."""
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -75,25 +78,42 @@ def test_networks_and_batches_are_channels_last():
     assert all(v.is_contiguous(memory_format=torch.channels_last) for v in views)
 
 
-def test_cpu_threads_are_the_faster_of_one_and_all_cores(monkeypatch):
+def test_cpu_threads_come_from_the_machine_not_from_a_timing(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
     monkeypatch.setattr(training.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    monkeypatch.setattr(training, "probe_seconds", lambda count, give_up=0: {1: 0.010, 2: 0.006}[count])
-    assert training.cpu_threads(CPU) == 2  # the cores are free: both
-    monkeypatch.setattr(training, "probe_seconds", lambda count, give_up=0: {1: 0.010, 2: 0.080}[count])
-    assert training.cpu_threads(CPU) == 1  # other jobs on the cores: a second thread stalls the first
+    assert training.cpu_threads(CPU) == 2  # every core this process may use
     monkeypatch.setattr(training.os, "sched_getaffinity", lambda pid: {0}, raising=False)
-    assert training.cpu_threads(CPU) == 1  # one core: nothing to probe
-    monkeypatch.setenv("OMP_NUM_THREADS", "2")
-    assert training.cpu_threads(CPU) == 2  # the user's word wins
+    assert training.cpu_threads(CPU) == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert training.cpu_threads(CPU) == 4  # the user's word (torch reads it at start) wins
 
 
-def test_the_thread_probe_times_a_training_step_and_restores_the_threads():
+@pytest.mark.slow  # two fits, one beside a CPU-bound process
+def test_the_same_fit_gives_the_same_export_on_a_loaded_machine(digits, tmp_path, monkeypatch):
+    """Two fits of one command, the second while other processes keep every core busy, export the
+    same bytes: the thread count does not follow the load."""
+    from labelclean import api
+
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(api, "cpu_threads", training.cpu_threads)  # the default, not the tests' one thread
     before = torch.get_num_threads()
-    assert 0 < training.probe_seconds(1, repeats=1) < 10
-    assert training.probe_seconds(1, repeats=1, give_up=0.0) == float("inf")  # a first timing too slow ends it
-    assert torch.get_num_threads() == before
+    torch.set_num_threads(cores)  # as a process started without OMP_NUM_THREADS has it
+    busy = "import time\nend = time.time() + 120\nwhile time.time() < end: pass"
+    try:
+        idle = labelclean.fit(digits.images_dir, digits.labels_csv, tmp_path / "idle", **TINY)
+        load = [subprocess.Popen([sys.executable, "-c", busy]) for _ in range(cores)]
+        try:
+            loaded = labelclean.fit(digits.images_dir, digits.labels_csv, tmp_path / "loaded", **TINY)
+        finally:
+            for process in load:
+                process.kill()
+                process.wait()
+    finally:
+        torch.set_num_threads(before)
+    assert idle.config["threads"] == loaded.config["threads"] == cores
+    assert idle.export().to_csv(index=False) == loaded.export().to_csv(index=False)
 
 
 def test_threads_are_restored_after_the_block():
