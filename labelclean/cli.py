@@ -159,6 +159,14 @@ def refuse_typed(ctx: typer.Context, names: list[str], reason: str) -> None:
                               f"drop {'it' if len(given) == 1 else 'them'}.")
 
 
+def warn_typed(ctx: typer.Context, names: list[str], reason: str) -> None:
+    """A warning naming the options among ``names`` that the user typed, which are ignored ``reason``."""
+    given = typed(ctx, *names)
+    if given:
+        stderr.print(f"warning: {', '.join(given)} {'is' if len(given) == 1 else 'are'} ignored {reason}.",
+                     highlight=False, soft_wrap=True)
+
+
 @app.callback()
 def main_options(
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.")] = False,
@@ -373,16 +381,21 @@ def fit(
 
 
 def refuse_fit_combinations(ctx: typer.Context, method: str, resume: bool) -> None:
-    """Refuse fit options that would do nothing: settings given to --resume (it continues with the
-    run's saved ones), MLNT's options without --method mlnt, --start-blend without start weights."""
+    """Refuse fit options that would do nothing: one method's options with the other, --start-blend without
+    start weights; warn about settings given to --resume (the run goes on with its saved ones), so that the
+    command of the interrupted fit with --resume added still works."""
     params = ctx.command.params
     if resume:
         read = {"images_dir", "labels_csv", "out", "resume", "overwrite", "cache_dir", "max_ram_gb", "nproc"}
-        refuse_typed(ctx, [p.name for p in params if p.name not in read],
-                     "with --resume, which continues with the settings the run was started with")
+        warn_typed(ctx, [p.name for p in params if p.name not in read],
+                   "with --resume, which continues with the settings the run was started with")
+        return
     if method != "mlnt":
         refuse_typed(ctx, [p.name for p in params if getattr(p, "rich_help_panel", None) == MLNT],
                      f"with --method {method}: only MLNT reads it (add --method mlnt)")
+    else:
+        refuse_typed(ctx, ["lambda_u", "loss_window", "selection", "alpha", "temperature"],
+                     "with --method mlnt: only DivideMix reads it")
     if not typed(ctx, "pretrained", "init_weights"):
         refuse_typed(ctx, ["start_blend"], "without start weights (--pretrained or --init-weights)")
 

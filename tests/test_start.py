@@ -34,7 +34,7 @@ def offline_hub(tmp_path, monkeypatch):
 
 
 def fit_args(digits, out, *extra):
-    return ["fit", str(digits.images_dir), str(digits.labels_csv), "--out", str(out), "--epochs", "2", "--warmup", "1",
+    return ["fit", str(digits.images_dir), str(digits.labels_csv), "--output", str(out), "--epochs", "2", "--warmup", "1",
             "--batch-size", "32", "--image-size", "16", "--device", "cpu", *extra]
 
 
