@@ -72,8 +72,9 @@ def rewrite_args(args: list[str], commands: dict[str, Any]) -> list[str]:
             main.append(tail[i])
         elif flag in RENAMED.get(name, {}):
             new = RENAMED[name][flag]
-            stderr.print(f"warning: {flag} is deprecated and goes in the next release; use "
-                         f"{' '.join(new)}.", highlight=False, soft_wrap=True)
+            if distributed.is_main():  # once, not in every process of a multi-process fit
+                stderr.print(f"warning: {flag} is deprecated and goes in the next release; use "
+                             f"{' '.join(new)}.", highlight=False, soft_wrap=True)
             rest += [new[0] + equals + value, *new[1:]]
             flag = new[0]
         else:
@@ -156,7 +157,7 @@ def refuse_typed(ctx: typer.Context, names: list[str], reason: str) -> None:
     given = typed(ctx, *names)
     if given:
         raise LabelcleanError(f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} nothing {reason}; "
-                              f"drop {'it' if len(given) == 1 else 'them'}.")
+                              f"drop {' '.join(given)}.")
 
 
 def warn_typed(ctx: typer.Context, names: list[str], reason: str) -> None:
