@@ -256,7 +256,8 @@ def fit(
     lr: Annotated[float | None, typer.Option(help="SGD learning rate (÷10 after half the epochs) \\[default: 0.02; "
                                                   "0.002 from ImageNet weights].", show_default=False)] = None,
     p_threshold: Annotated[float | None, typer.Option(
-        "--threshold", help="Clean probability above which a sample is labeled \\[default: --auto].", show_default=False)] = None,
+        "--threshold", help="Clean probability above which a sample is labeled \\[default: --auto].",
+        show_default=False)] = None,
     lambda_u: Annotated[float | None, typer.Option(
         help="Weight of the unlabeled loss (paper: 0 for low or class-pair noise, 25 at ~50%, 150 at ~90% with "
              "100 classes) \\[default: --auto].", show_default=False)] = None,
@@ -344,8 +345,7 @@ def fit(
                                             "(or CPU processes with --device cpu), with torchrun's agent; see "
                                             "docs/scaling.md.")] = 1,
 ) -> None:
-    """Train DivideMix or MLNT on IMAGES_DIR + LABELS_CSV (or IMAGES_DIR's class folders) and write per-sample
-    clean probabilities to --output.
+    """Train DivideMix or MLNT on IMAGES_DIR + LABELS_CSV, or class folders; write clean probabilities to --output.
 
     Both methods give every sample a clean probability from a 2-component GMM on its loss under each
     of two networks (DivideMix: its two networks; MLNT: the student and its EMA teacher) and a refined
@@ -483,7 +483,8 @@ def pretrain(
                      f"{labels_csv or ''} --output {out} --resume", highlight=False, soft_wrap=True)
         raise typer.Exit(130) from None
     same = (f" --arch {arch}" if arch != "auto" else "") + (f" --image-size {image_size}" if image_size else "")
-    stderr.print(f"Next: labelclean fit {images_dir} {labels_csv or ''} --init-weights {weights}{same}", highlight=False,
+    stderr.print(f"Next: labelclean fit {images_dir} {labels_csv or ''} --init-weights {weights}{same}",
+                 highlight=False,
                  soft_wrap=True)
 
 
@@ -610,7 +611,7 @@ def apply(
     label_column: Annotated[str | None, typer.Option(help="LABELS_CSV column with labels "
                                                           "\\[default: auto-detect].", show_default=False)] = None,
 ) -> None:
-    """Write LABELS_CSV with the reviewed labels applied (every other column as it was), or the cleaned class folders."""
+    """Write LABELS_CSV with the reviewed labels applied (every other column as it was), or cleaned class folders."""
     if output is None and as_folders is None:
         raise LabelcleanError("Say where to write the cleaned labels: -o FILE for a labels CSV, --as-folders DIR "
                               "for class folders, or both.")

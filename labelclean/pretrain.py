@@ -228,7 +228,8 @@ def pretrain(
     cfg = (PretrainConfig(**saved["settings"]) if saved else replace(config or PretrainConfig(), **options)).validate()
     device = resolve_device(cfg.device)
     source = labels_csv or images_dir
-    labeled = read_labels(Path(images_dir), labels_csv and Path(labels_csv), path_column=path_column, label_column=label_column,
+    labeled = read_labels(Path(images_dir), labels_csv and Path(labels_csv), path_column=path_column,
+                          label_column=label_column,
                           skip_missing=skip_missing, dedupe=dedupe)
     chosen = for_device(FitConfig(arch=cfg.arch, image_size=cfg.image_size, seed=cfg.seed), device.type,
                         labeled.files)

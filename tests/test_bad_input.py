@@ -78,7 +78,8 @@ def pretrain_with(fit_setup: Callable[[Path], list], *extra: str) -> Callable[[P
     """The same input given to ``labelclean pretrain`` instead of ``fit``: the same one-line errors."""
     def setup(tmp_path: Path) -> list:
         args = fit_setup(tmp_path)
-        return ["pretrain", *args[1:args.index("--output")], "--output", tmp_path / "ssl.pt", "--epochs", "1", "--batch-size", "2",
+        return ["pretrain", *args[1:args.index("--output")], "--output", tmp_path / "ssl.pt", "--epochs", "1",
+                "--batch-size", "2",
                 "--device", "cpu", *extra]
     return setup
 
@@ -145,11 +146,13 @@ CASES = {
                             r"holds images but no class folders .*give a labels CSV"),
     "folders: empty class": (fit_with_folders(lambda p: (p / "c").mkdir()),
                              r"Class folder .*photos/c holds no images .*remove the folder"),
-    "folders: only hidden files": (fit_with_folders(lambda p: emptied(p / "b") or (p / "b" / ".DS_Store").write_text("")),
+    "folders: only hidden files": (fit_with_folders(lambda p: emptied(p / "b")
+                                                    or (p / "b" / ".DS_Store").write_text("")),
                                    r"Class folder .*photos/b holds no images"),
     "folders: nested": (fit_with_folders(lambda p: (p / "a" / "old").mkdir()),
                         r"photos/a/old is a folder inside the class folder 'a'; .* one level deep"),
-    "folders: one class": (fit_with_folders(lambda p: [f.rename(p / "a" / f"b{f.name}") for f in sorted((p / "b").iterdir())]
+    "folders: one class": (fit_with_folders(lambda p: [f.rename(p / "a" / f"b{f.name}")
+                                                       for f in sorted((p / "b").iterdir())]
                                             and (p / "b").rmdir()), r"photos has only one class \('a'\)"),
     "folders: empty": (fit_with_folders(lambda p: [emptied(p / c) or (p / c).rmdir() for c in "ab"]),
                        r"photos is empty; put one folder per class in it"),
@@ -184,7 +187,7 @@ CASES = {
     "dividemix option with mlnt": (fit_with_options("--method", "mlnt", "--lambda-u", "3"),
                                    r"--lambda-u does nothing with --method mlnt: only DivideMix reads it"),
     "start blend without start": (fit_with_options("--start-blend", "0.5"),
-                                  r"--start-blend does nothing without start weights \(--pretrained or --init-weights\)"),
+                                  r"--start-blend does nothing without start weights \(--pretrained or --init"),
     "init weights missing": (fit_with_options("--init-weights", "/nonexistent.pt"), r"Initial weights file .* does not exist"),
     "init weights no state dict": (fit_with_options("--init-weights", "/etc/hosts"), r"Cannot load initial weights /etc/hosts"),
     "pretrained and init weights": (fit_with_options("--pretrained", "--init-weights", "/etc/hosts"),

@@ -196,7 +196,8 @@ def test_every_command_names_a_concept_the_same_way():
     with_o = {command: opts for (command, _), opts in names.items() if "-o" in opts}
     assert sorted(with_o) == ["apply", "demo", "export", "fit", "predict", "pretrain", "report"]
     assert all(opts == ["--output", "-o"] for opts in with_o.values()), with_o
-    assert names["fit", "p_threshold"] == names["export", "threshold"] == names["report", "threshold"] == ["--threshold"]
+    assert names["fit", "p_threshold"] == names["export", "threshold"] == ["--threshold"]
+    assert names["report", "threshold"] == ["--threshold"]
     assert names["export", "action"] == names["apply", "action"] == ["--action"]
     assert names["export", "as_folders"] == names["apply", "as_folders"] == ["--as-folders"]
     for command in commands:
