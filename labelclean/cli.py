@@ -59,8 +59,9 @@ def rewrite_args(args: list[str], commands: dict[str, Any]) -> list[str]:
     if at is None or args[at] not in commands:
         return args
     name, tail = args[at], args[at + 1:]
-    takes_value = {opt for p in commands[name].params if p.param_type_name == "option" and not p.is_flag
-                   for opt in p.opts}
+    options = [p for p in commands[name].params if p.param_type_name == "option"]
+    takes_value = {opt for p in options if not p.is_flag for opt in p.opts}
+    own = {opt for p in options for opt in p.opts + p.secondary_opts}  # a command's own -v would stay its own
     main, rest = [], []
     i = 0
     while i < len(tail):
@@ -68,7 +69,7 @@ def rewrite_args(args: list[str], commands: dict[str, Any]) -> list[str]:
         if tail[i] == "--":
             rest += tail[i:]
             break
-        if tail[i] in GLOBAL_FLAGS:
+        if tail[i] in GLOBAL_FLAGS and tail[i] not in own:
             main.append(tail[i])
         elif flag in RENAMED.get(name, {}):
             new = RENAMED[name][flag]
@@ -525,9 +526,7 @@ def export(
     refuse_export_combinations(ctx, fmt, as_labels or as_folders is not None)
     run = api.Run.load(run_dir)
     if as_labels or as_folders is not None:
-        data = run.config["data"]
-        write_cleaned(run.cleaned_labels(threshold, action=action), output, as_folders, Path(data["images_dir"]),
-                      data.get("path_column"), data.get("label_column"))
+        write_cleaned(run.cleaned_labels(threshold, action=action), output, as_folders, run.config["data"])
         return
     table = run.export(threshold, only_noisy=only_noisy, only_errors=only_errors, sort=sort)
     if fmt == "label-studio":
@@ -556,14 +555,13 @@ def refuse_export_combinations(ctx: typer.Context, fmt: str | None, cleaned: boo
         refuse_typed(ctx, ["only_noisy"], "with --only-errors (its rows are a subset of --only-noisy's)")
 
 
-def write_cleaned(cleaned: CleanedLabels, output: Path | None, folders: Path | None, images_dir: Path,
-                  path_column: str | None = None, label_column: str | None = None) -> None:
+def write_cleaned(cleaned: CleanedLabels, output: Path | None, folders: Path | None, data: dict[str, Any]) -> None:
     """Write the cleaned labels as a CSV to ``output`` (stdout when neither it nor ``folders`` is given) and/or as
-    class folders, with a change log next to the first, and say on stderr what changed."""
+    class folders (``data``: how the labels were read, see :func:`write_cleaned_folders`), with a change log
+    next to the first, and say on stderr what changed."""
     wrote = []
     if folders is not None:  # first: it is refused more often (a non-empty folder), and then nothing is written
-        placed, log = write_cleaned_folders(cleaned, images_dir, folders, path_column=path_column,
-                                            label_column=label_column, changes=output is None)
+        placed, log = write_cleaned_folders(cleaned, data, folders, changes=output is None)
         wrote.append(f"the class folders {folders} (images as {placed})")
     if output is not None or folders is None:
         log = cleaned.write(output)
@@ -624,8 +622,10 @@ def apply(
         refuse_typed(ctx, ["images_dir"], "without --as-folders and a labels CSV")
     cleaned = apply_decisions(labels_csv, read_decisions(reviewed), drop_rejected=action == "drop",
                               path_column=path_column, label_column=label_column)
-    root = labels_csv if labels_csv.is_dir() else images_dir or labels_csv.parent
-    write_cleaned(cleaned, output, as_folders, root, path_column, label_column)
+    tree = labels_csv.is_dir()
+    data = {"images_dir": labels_csv if tree else images_dir or labels_csv.parent, "path_column": path_column,
+            "label_column": label_column, "labels": "class folders" if tree else "csv"}
+    write_cleaned(cleaned, output, as_folders, data)
 
 
 @command

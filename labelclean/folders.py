@@ -19,6 +19,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -31,15 +32,19 @@ log = logging.getLogger("labelclean")
 LINKED, COPIED = "hard links", "copies"
 
 
-def write_cleaned_folders(cleaned: CleanedLabels, images_dir: Path, target: Path, *, path_column: str | None = None,
-                          label_column: str | None = None, changes: bool = True) -> tuple[str, Path | None]:
-    """Write ``cleaned`` as class folders under ``target`` (:func:`write_class_folders`; the path and label
-    columns named or auto-detected, as when it was read) and, with ``changes``, its change log next to
-    them (``DIR.changes.csv``). Returns how the images were placed and the change log's path."""
+def write_cleaned_folders(cleaned: CleanedLabels, data: dict[str, Any], target: Path,
+                          changes: bool = True) -> tuple[str, Path | None]:
+    """Write ``cleaned`` as class folders under ``target`` (:func:`write_class_folders`) and, with ``changes``,
+    its change log next to them (``DIR.changes.csv``). ``data`` says how the labels were read, as a run's
+    config.json records it: ``images_dir``, ``labels`` ('csv' or 'class folders'), and optionally
+    ``path_column``, ``label_column`` (None: auto-detected) and ``skip_missing``. Returns how the images
+    were placed and the change log's path."""
     columns = list(cleaned.table.columns)
-    placed = write_class_folders(cleaned.table, images_dir, target,
-                                 path_column=detect_column(columns, path_column, PATH_COLUMNS, "path", target),
-                                 label_column=detect_column(columns, label_column, LABEL_COLUMNS, "label", target))
+    placed = write_class_folders(
+        cleaned.table, Path(data["images_dir"]), target,
+        path_column=detect_column(columns, data.get("path_column"), PATH_COLUMNS, "path", target),
+        label_column=detect_column(columns, data.get("label_column"), LABEL_COLUMNS, "label", target),
+        skip_missing=data.get("skip_missing", False), inside_images=data.get("labels") != "class folders")
     if not changes:
         return placed, None
     log_file = Path(target).with_name(Path(target).name + ".changes.csv")
@@ -48,19 +53,25 @@ def write_cleaned_folders(cleaned: CleanedLabels, images_dir: Path, target: Path
 
 
 def write_class_folders(table: pd.DataFrame, images_dir: Path, target: Path, *, path_column: str,
-                        label_column: str) -> str:
+                        label_column: str, skip_missing: bool = False, inside_images: bool = False) -> str:
     """Write one folder per label of ``table`` under ``target`` (which must not exist, or be empty), with
-    each row's image from ``images_dir`` in it; a path listed twice keeps its first row, and rows whose
-    image is missing are left out with a warning. Returns how the images were placed: ``'hard links'`` or
-    ``'copies'``."""
+    each row's image from ``images_dir`` in it; a path listed twice keeps its first row. A missing image is
+    an error, or, with ``skip_missing`` (as the fit was told), left out with a warning. ``target`` may be
+    inside ``images_dir`` only with ``inside_images`` (not in a class-folder tree: it would read as a class).
+    Returns how the images were placed: ``'hard links'`` or ``'copies'``."""
     images_dir, target = Path(images_dir), Path(target)
-    check_target(target, images_dir)
+    check_target(target, None if inside_images else images_dir)
     rows = pd.DataFrame({"path": table[path_column].str.strip(), "label": table[label_column].str.strip()})
     rows = rows.drop_duplicates("path", keep="first")
     for label in rows["label"].unique():
         check_folder_name(label)
     sources = [resolve_image(images_dir, p) for p in rows["path"]]
     missing = [p for p, f in zip(rows["path"], sources) if not f.is_file()]
+    if missing and not skip_missing:
+        examples = ", ".join(f"'{p}'" for p in missing[:MAX_LISTED])
+        raise LabelcleanError(f"{len(missing):,} of {len(rows):,} images do not exist under {images_dir} (e.g. "
+                              f"{examples}); their paths must be relative to that folder (apply: give it with --images-dir), "
+                              f"nothing was written.")
     if missing:
         log.warning("Left out %d image(s) that do not exist under %s (e.g. '%s').", len(missing), images_dir,
                     missing[0])
@@ -81,14 +92,14 @@ def write_class_folders(table: pd.DataFrame, images_dir: Path, target: Path, *, 
     return placed
 
 
-def check_target(target: Path, images_dir: Path) -> None:
-    """Refuse a target that holds anything, or one inside the image folder (it would become a class)."""
+def check_target(target: Path, class_tree: Path | None) -> None:
+    """Refuse a target that holds anything, or one inside ``class_tree`` (it would read as one more class)."""
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise LabelcleanError(f"{target} already exists and is not an empty folder; give a new folder for the "
                               f"class folders (nothing was written).")
-    if target.resolve().is_relative_to(Path(images_dir).resolve()):
-        raise LabelcleanError(f"{target} is inside the image folder {images_dir}; write the class folders "
-                              f"somewhere else (nothing was written).")
+    if class_tree is not None and target.resolve().is_relative_to(class_tree.resolve()):
+        raise LabelcleanError(f"{target} is inside the class folders of {class_tree}, where it would read as one "
+                              f"more class; write the class folders somewhere else (nothing was written).")
 
 
 def check_folder_name(label: str) -> None:

@@ -69,6 +69,16 @@ def fit_with_folders(change: Callable[[Path], object], *extra: str) -> Callable[
     return setup
 
 
+def apply_as_folders(*extra: str) -> Callable[[Path], list]:
+    """``apply`` of a review of images/ + labels.csv (paths relative to images/), written as class folders."""
+    def setup(tmp_path: Path) -> list:
+        fit_with_options()(tmp_path)
+        (tmp_path / "reviewed.csv").write_text("path,accepted_label\n0.png,b\n")
+        return ["apply", tmp_path / "reviewed.csv", tmp_path / "labels.csv", "--as-folders", tmp_path / "clean",
+                *extra]
+    return setup
+
+
 def emptied(path: Path) -> None:
     for f in path.iterdir():
         f.unlink()
@@ -233,6 +243,12 @@ CASES = {
     "export folders into a file": (on_run(["export", "RUN", "--as-folders", "NOTES"]),
                                    r"notes.txt already exists and is not an empty folder"),
     "apply nowhere": (on_run(["apply", "NOTES", "NOTES"]), r"-o FILE for a labels CSV, --as-folders DIR"),
+    "apply folders, images elsewhere": (apply_as_folders(), r"8 of 8 images do not exist under .*--images-dir"),
+    "apply folders, a label with /": (lambda t: apply_as_folders("--images-dir", t / "images")(t)
+                                      + (t / "reviewed.csv").write_text("path,accepted_label\n0.png,b/c\n") * [],
+                                      r"The review uses 1 label\(s\) that .*labels.csv never uses"),
+    "apply images dir without folders": (lambda t: apply_as_folders()(t)[:3] + ["-o", t / "x.csv", "--images-dir", t],
+                                         r"--images-dir does nothing without --as-folders and a labels CSV"),
     "predict images dir without csv": (on_run(["predict", "RUN", "NOTES", "--images-dir", "HERE"]),
                                        r"--images-dir does nothing without a CSV among the inputs"),
     "predict no model": (on_run(["predict", "RUN", "NOTES"], lambda r: (r / "model.pt").unlink()), r"--keep-model"),

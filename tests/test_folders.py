@@ -68,8 +68,11 @@ def test_an_empty_target_folder_is_used_and_a_full_one_refused(tmp_path):
     assert snapshot(tmp_path / "empty") == {"cat/1.png": b"cat/1.png"}
     with pytest.raises(LabelcleanError, match="already exists and is not an empty folder"):
         write(photos, tmp_path / "empty", [("cat/1.png", "cat")])
-    with pytest.raises(LabelcleanError, match="is inside the image folder"):
+    with pytest.raises(LabelcleanError, match="is inside the class folders of .*photos, where it would read as"):
         write(photos, photos / "cleaned", [("cat/1.png", "cat")])
+    write_class_folders(table([("cat/1.png", "cat")]), photos, photos / "cleaned", path_column="file",
+                        label_column="y", inside_images=True)  # images listed in a CSV: any folder will do
+    assert snapshot(photos / "cleaned") == {"cat/1.png": b"cat/1.png"}
     assert snapshot(tmp_path / "empty") == {"cat/1.png": b"cat/1.png"}
 
 
@@ -98,8 +101,13 @@ def test_a_failure_half_way_leaves_nothing_behind(tmp_path, monkeypatch):
     assert made and sorted(e.name for e in tmp_path.iterdir()) == ["photos"]
 
 
-def test_missing_images_are_left_out_with_a_warning_and_repeated_paths_kept_once(tmp_path, caplog):
+def test_a_missing_image_is_an_error_unless_the_fit_skipped_missing_ones(tmp_path, caplog):
     photos = originals(tmp_path)
-    write(photos, tmp_path / "clean", [("cat/1.png", "cat"), ("gone.png", "cat"), ("cat/1.png", "dog")])
+    rows = [("cat/1.png", "cat"), ("gone.png", "cat"), ("cat/1.png", "dog")]  # the repeated path keeps its first row
+    with pytest.raises(LabelcleanError, match=r"1 of 2 images do not exist under .*photos \(e.g. 'gone.png'\)"):
+        write(photos, tmp_path / "clean", rows)
+    assert sorted(e.name for e in tmp_path.iterdir()) == ["photos"]
+    write_class_folders(table(rows), photos, tmp_path / "clean", path_column="file", label_column="y",
+                        skip_missing=True)
     assert snapshot(tmp_path / "clean") == {"cat/1.png": b"cat/1.png"}
     assert "Left out 1 image(s) that do not exist" in caplog.text
