@@ -130,7 +130,7 @@ def test_ctrl_c_on_the_command_line_saves_and_says_how_to_resume(digits, tmp_pat
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=600)
     assert process.returncode == 130
-    assert "Stopped cleanly after" in stderr and f"labelclean fit --out {out} --resume" in stderr
+    assert "Stopped cleanly after" in stderr and f"labelclean fit --output {out} --resume" in stderr
     assert "Traceback" not in stderr
     assert "partial" in load_torch(out / "checkpoint.pt")
 
