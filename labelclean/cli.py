@@ -437,6 +437,7 @@ def summarize(run: api.Run) -> None:
 
 @command
 def pretrain(
+    ctx: typer.Context,
     images_dir: Annotated[Path, typer.Argument(help="Image folder: the CSV's paths are relative to it; without a "
                                                     "CSV, one folder per class.")],
     labels_csv: Annotated[Path | None, typer.Argument(help="CSV listing the images (the fit's; labels are not "
@@ -471,6 +472,9 @@ def pretrain(
                                                    show_default=False)] = None,
 ) -> None:
     """Learn the fit's network from the images alone (SimCLR, as C2D does) and save it for 'fit --init-weights'."""
+    if resume:
+        warn_typed(ctx, [name for name in PretrainConfig.__dataclass_fields__ if name != "crop_scale"],
+                   "with --resume, which continues with the settings the pretraining was started with")
     config = PretrainConfig(epochs=epochs, batch_size=batch_size, temperature=temperature, lr=lr, arch=arch,
                             image_size=image_size, flip=flip, device=device, seed=seed)
     try:
