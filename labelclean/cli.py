@@ -28,7 +28,6 @@ from .auto import CPU_MAX_IMAGE_SIZE, MAX_IMAGE_SIZE, PRETRAINED_CPU_MAX_IMAGE_S
 from .config import FitConfig, resolve_device
 from .errors import LabelcleanError
 from .export import DEFAULT_THRESHOLD, FORMATS, SORT_KEYS, format_from_suffix, write_table
-from .folders import write_cleaned_folders
 from .report import write_report
 from .review import CleanedLabels, apply_decisions, image_urls, read_decisions, write_label_studio
 
@@ -73,7 +72,9 @@ def rewrite_args(args: list[str], commands: dict[str, Any]) -> list[str]:
             main.append(tail[i])
         elif flag in RENAMED.get(name, {}):
             new = RENAMED[name][flag]
-            if distributed.is_main():  # once, not in every process of a multi-process fit
+            from .distributed import is_main  # here: --help imports no torch
+
+            if is_main():  # once, not in every process of a multi-process fit
                 stderr.print(f"warning: {flag} is deprecated and goes in the next release; use "
                              f"{' '.join(new)}.", highlight=False, soft_wrap=True)
             rest += [new[0] + equals + value, *new[1:]]
@@ -563,6 +564,8 @@ def write_cleaned(cleaned: CleanedLabels, output: Path | None, folders: Path | N
     """Write the cleaned labels as a CSV to ``output`` (stdout when neither it nor ``folders`` is given) and/or as
     class folders (``data``: how the labels were read, see :func:`write_cleaned_folders`), with a change log
     next to the first, and say on stderr what changed."""
+    from .folders import write_cleaned_folders
+
     wrote = []
     if folders is not None:  # first: it is refused more often (a non-empty folder), and then nothing is written
         placed, log = write_cleaned_folders(cleaned, data, folders, changes=output is None)
