@@ -58,7 +58,7 @@ METHODS = {"dividemix": dividemix, "mlnt": mlnt}
 
 def fit(
     images_dir: str | Path | None,
-    labels_csv: str | Path | None,
+    labels_csv: str | Path | None = None,
     out: str | Path = "labelclean-run",
     *,
     config: FitConfig | None = None,
@@ -82,7 +82,8 @@ def fit(
     Parameters
     ----------
     images_dir : folder the CSV's paths are relative to (None when resuming: the saved one)
-    labels_csv : CSV with a path and a label column, auto-detected or named (None when resuming)
+    labels_csv : CSV with a path and a label column, auto-detected or named; None: the labels are the names
+        of ``images_dir``'s class folders (``images_dir/CLASS/IMAGE``), or, when resuming, as the run read them
     out : run directory to create
     config : all hyper-parameters; ``**options`` override single fields (e.g. ``epochs=30, method="mlnt"``)
     keep_model : keep both networks so that ``Run.predict`` works

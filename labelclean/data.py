@@ -238,10 +238,10 @@ def refuse_column_options(path_column: str | None, label_column: str | None, ima
                               f"{'it' if len(given) == 1 else 'them'} or give the CSV.")
 
 
-def is_ignored(entry: Path) -> bool:
+def is_ignored(name: str) -> bool:
     """Hidden files and folders (.DS_Store, .ipynb_checkpoints, ._* resource forks) and the other
-    files operating systems leave in folders of pictures; class folders skip them."""
-    return entry.name.startswith(".") or entry.name in IGNORED_NAMES
+    files operating systems leave in folders of pictures; class folders and image folders skip them."""
+    return name.startswith(".") or name in IGNORED_NAMES
 
 
 def read_class_folders(images_dir: Path) -> tuple[list[str], list[str], list[tuple[str, str]]]:
@@ -255,7 +255,7 @@ def read_class_folders(images_dir: Path) -> tuple[list[str], list[str], list[tup
     LabelcleanError
         For a file at the top level, a folder inside a class folder, or a class folder without images.
     """
-    entries = sorted(e for e in images_dir.iterdir() if not is_ignored(e))
+    entries = sorted(e for e in images_dir.iterdir() if not is_ignored(e.name))
     top_files = [e for e in entries if not e.is_dir()]
     folders = [e for e in entries if e.is_dir()]
     if top_files:
@@ -268,7 +268,7 @@ def read_class_folders(images_dir: Path) -> tuple[list[str], list[str], list[tup
     ignored: list[tuple[str, str]] = []
     for folder in folders:
         images = []
-        for entry in sorted(e for e in folder.iterdir() if not is_ignored(e)):
+        for entry in sorted(e for e in folder.iterdir() if not is_ignored(e.name)):
             if entry.is_dir():
                 raise LabelcleanError(
                     f"{entry} is a folder inside the class folder '{folder.name}'; class folders hold images "
@@ -557,7 +557,8 @@ def list_images(inputs: Sequence[Path], images_dir: Path | None = None,
     files: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            found = sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            found = sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                           and not any(map(is_ignored, p.relative_to(item).parts)))  # ._x.png, .thumbnails/
             shown += [str(p) for p in found]
             files += found
         elif item.suffix.lower() == ".csv":

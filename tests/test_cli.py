@@ -34,6 +34,7 @@ def test_fit_export_predict_from_the_command_line(digits, tmp_path):
     assert not (out / "checkpoint.pt").exists()
     config = json.loads((out / "config.json").read_text())
     assert config["status"] == "complete" and config["classes"] == [str(i) for i in range(10)]
+    assert config["data"]["labels"] == "csv" and config["data"]["labels_csv"] == str(digits.labels_csv.resolve())
     assert config["preprocessing"]["image_size"] == 8 and config["preprocessing"]["channels"] == 1
     assert len((out / "history.jsonl").read_text().splitlines()) == 3
 
@@ -179,7 +180,7 @@ def test_a_class_folder_fit_resumes_from_its_folders(digits, tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        labelclean.fit(photos, None, out, on_epoch=stop, **TINY)
+        labelclean.fit(photos, out=out, on_epoch=stop, **TINY)  # no labels CSV: class folders
     with_csv = invoke("fit", photos, digits.labels_csv, "--output", out, "--resume")
     assert with_csv.exit_code == 1 and "continues the run on the class folders of" in with_csv.stderr
     resumed = invoke("fit", photos, "--out", out, "--resume", "--epochs", "9")  # --out: the old spelling of --output

@@ -161,8 +161,11 @@ def test_decompression_bombs_are_refused(tmp_path, monkeypatch):
 
 def test_list_images_from_folders_files_and_csv(tmp_path):
     images = make_folder(tmp_path)
+    (images / "._0.png").write_bytes(b"\0")  # a macOS resource fork and a hidden folder of thumbnails: skipped
+    (images / ".thumbnails").mkdir()
+    (images / ".thumbnails" / "0.png").write_bytes((images / "0.png").read_bytes())
     shown, files = list_images([images])
-    assert len(files) == 4
+    assert shown == [str(images / f"{i}.png") for i in range(4)]
     csv = write(images, "path\n1.png\n2.png\n", name="new.csv")
     shown, files = list_images([csv])
     assert shown == ["1.png", "2.png"] and files[0] == (images / "1.png").resolve()
