@@ -82,7 +82,7 @@ def end_to_end(work: Path, samples: int, epochs: int, warmup: int, device: torch
 def two_processes(work: Path, epochs: int, warmup: int) -> dict[str, Any]:
     """The end-to-end fit's data fitted again by 2 processes (one per GPU, nccl) through the CLI."""
     command = [sys.executable, "-m", "labelclean", "fit", str(work / "images"), str(work / "labels.csv"),
-               "--out", str(work / "run2"), "--overwrite", "--epochs", str(epochs), "--warmup", str(warmup),
+               "--output", str(work / "run2"), "--overwrite", "--epochs", str(epochs), "--warmup", str(warmup),
                "--device", "cuda", "--nproc", "2"]
     start = time.perf_counter()
     done = subprocess.run(command, check=False, capture_output=True, text=True)

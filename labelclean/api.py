@@ -58,7 +58,7 @@ METHODS = {"dividemix": dividemix, "mlnt": mlnt}
 
 def fit(
     images_dir: str | Path | None,
-    labels_csv: str | Path | None,
+    labels_csv: str | Path | None = None,
     out: str | Path = "labelclean-run",
     *,
     config: FitConfig | None = None,
@@ -82,7 +82,8 @@ def fit(
     Parameters
     ----------
     images_dir : folder the CSV's paths are relative to (None when resuming: the saved one)
-    labels_csv : CSV with a path and a label column, auto-detected or named (None when resuming)
+    labels_csv : CSV with a path and a label column, auto-detected or named; None: the labels are the names
+        of ``images_dir``'s class folders (``images_dir/CLASS/IMAGE``), or, when resuming, as the run read them
     out : run directory to create
     config : all hyper-parameters; ``**options`` override single fields (e.g. ``epochs=30, method="mlnt"``)
     keep_model : keep both networks so that ``Run.predict`` works
@@ -123,7 +124,7 @@ def fit(
         log.warning("Left out %d row(s) (missing images or repeated paths); see skipped.csv in the run "
                     "directory.", len(labeled.skipped))
     cfg = for_device(cfg, device.type, labeled.files)
-    _check_size(labeled, cfg, inputs["labels_csv"])
+    _check_size(labeled, cfg, inputs["labels_csv"] or inputs["images_dir"])
     # Before decoding, to fail fast; the main process first, so that the others find its download.
     start = distributed.main_first(lambda: _start_weights(cfg, init_weights)) if saved is None else None
     channels = saved["preprocessing"]["channels"] if saved else None
@@ -161,17 +162,21 @@ def fit(
 
 def _inputs(saved: dict[str, Any] | None, images_dir: str | Path | None, labels_csv: str | Path | None,
             **reading: Any) -> dict[str, Any]:
-    """What the fit reads and how (``config.json``'s ``data``): as given, or as the resumed run read it."""
+    """What the fit reads and how (``config.json``'s ``data``): as given, or as the resumed run read it.
+    ``labels`` records where the labels come from: the labels CSV, or (without one) the class folders."""
     if saved is None:
-        if images_dir is None or labels_csv is None:
-            raise LabelcleanError("Give the image folder and the labels CSV: labelclean fit IMAGES_DIR LABELS_CSV.")
+        if images_dir is None:
+            raise LabelcleanError("Give the image folder and the labels CSV (labelclean fit IMAGES_DIR LABELS_CSV), "
+                                  "or a folder of class folders alone (labelclean fit IMAGES_DIR).")
         cache_dir = reading.pop("cache_dir")
-        return {"images_dir": str(images_dir), "labels_csv": str(labels_csv), **reading,
+        return {"images_dir": str(images_dir), "labels_csv": None if labels_csv is None else str(labels_csv),
+                "labels": "class folders" if labels_csv is None else "csv", **reading,
                 "cache_dir": str(Path(cache_dir).resolve()) if cache_dir else None}
     for given, name in [(images_dir, "images_dir"), (labels_csv, "labels_csv")]:
-        if given is not None and Path(given).resolve() != Path(saved["data"][name]):
-            raise LabelcleanError(f"--resume continues the run on {saved['data'][name]}, not {given}; "
-                                  f"drop the argument or start a new run with another --out.")
+        was = saved["data"].get(name) or f"the class folders of {saved['data']['images_dir']}"
+        if given is not None and Path(given).resolve() != Path(was):
+            raise LabelcleanError(f"--resume continues the run on {was}, not {given}; "
+                                  f"drop the argument or start a new run with another --output.")
     cache_dir = reading["cache_dir"] and str(Path(reading["cache_dir"]).resolve())
     return {**saved["data"], "cache_dir": cache_dir or saved["data"].get("cache_dir"),
             "keep_model": saved["keep_model"]}

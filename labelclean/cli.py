@@ -31,9 +31,69 @@ from .export import DEFAULT_THRESHOLD, FORMATS, SORT_KEYS, format_from_suffix, w
 from .report import write_report
 from .review import CleanedLabels, apply_decisions, image_urls, read_decisions, write_label_studio
 
+GLOBAL_FLAGS = ("--debug", "--verbose", "-v")  # the main options; accepted after the command name too
+# Options renamed so that one concept has one name on every command: the old spelling still works, with a
+# warning, until the next release. Command -> {old: the new tokens}.
+RENAMED = {
+    "fit": {"--out": ["--output"], "--p-threshold": ["--threshold"]},
+    "pretrain": {"--out": ["--output"]},
+    "demo": {"--out": ["--output"]},
+    "apply": {"--drop-rejected": ["--action", "drop"], "--no-drop-rejected": ["--action", "relabel"]},
+}
+
+
+class Commands(typer.core.TyperGroup):
+    """The command group; it reads main options placed after the command name and renamed options'
+    old spellings (:func:`rewrite_args`)."""
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, rewrite_args(args, self.commands))
+
+
+def rewrite_args(args: list[str], commands: dict[str, Any]) -> list[str]:
+    """``args`` with the main options (:data:`GLOBAL_FLAGS`) that follow the command name moved before it,
+    and old option spellings (:data:`RENAMED`) replaced by the new ones, each with a warning on stderr.
+    Option values are left alone, whatever they spell."""
+    at = next((i for i, a in enumerate(args) if not a.startswith("-")), None)
+    if at is None or args[at] not in commands:
+        return args
+    name, tail = args[at], args[at + 1:]
+    options = [p for p in commands[name].params if p.param_type_name == "option"]
+    takes_value = {opt for p in options if not p.is_flag for opt in p.opts}
+    own = {opt for p in options for opt in p.opts + p.secondary_opts}  # a command's own -v would stay its own
+    main, rest = [], []
+    i = 0
+    while i < len(tail):
+        flag, equals, value = tail[i].partition("=")
+        if tail[i] == "--":
+            rest += tail[i:]
+            break
+        if tail[i] in GLOBAL_FLAGS and tail[i] not in own:
+            main.append(tail[i])
+        elif flag in RENAMED.get(name, {}):
+            new = RENAMED[name][flag]
+            from .distributed import is_main  # here: --help imports no torch
+
+            if is_main():  # once, not in every process of a multi-process fit
+                stderr.print(f"warning: {flag} is deprecated and goes in the next release; use "
+                             f"{' '.join(new)}.", highlight=False, soft_wrap=True)
+            rest += [new[0] + equals + value, *new[1:]]
+            flag = new[0]
+        else:
+            rest.append(tail[i])
+        if flag in takes_value and not equals and i + 1 < len(tail):
+            rest.append(tail[i + 1])  # the option's value
+            i += 1
+        i += 1
+    return args[:at] + main + [name] + rest
+
+
 app = typer.Typer(
+    cls=Commands,
     help="Find and fix wrong labels in an image classification dataset with DivideMix or MLNT.\n\n"
-         "Typical use: labelclean fit images/ labels.csv && labelclean export --only-errors > suspects.csv",
+         "Typical use: labelclean fit images/ labels.csv && labelclean export --only-errors > suspects.csv\n\n"
+         "Without a CSV, 'labelclean fit photos/' reads the labels from photos/CLASS/IMAGE class folders. "
+         "--debug and --verbose go before or after the command.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -88,6 +148,28 @@ def memory_hint(fn: Callable[..., Any]) -> str:
     return f"try a smaller {' or '.join(options)}, or --device cpu" if options else "try --device cpu"
 
 
+def typed(ctx: typer.Context, *names: str) -> list[str]:
+    """The options among ``names`` (parameter names) that the user typed, as spelled in --help."""
+    flags = {p.name: p.opts[0] for p in ctx.command.params}
+    return [flags[n] for n in names if getattr(ctx.get_parameter_source(n), "name", None) == "COMMANDLINE"]
+
+
+def refuse_typed(ctx: typer.Context, names: list[str], reason: str) -> None:
+    """An error naming the options among ``names`` that the user typed, which do nothing ``reason``."""
+    given = typed(ctx, *names)
+    if given:
+        raise LabelcleanError(f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} nothing {reason}; "
+                              f"drop {' '.join(given)}.")
+
+
+def warn_typed(ctx: typer.Context, names: list[str], reason: str) -> None:
+    """A warning naming the options among ``names`` that the user typed, which are ignored ``reason``."""
+    given = typed(ctx, *names)
+    if given:
+        stderr.print(f"warning: {', '.join(given)} {'is' if len(given) == 1 else 'are'} ignored {reason}.",
+                     highlight=False, soft_wrap=True)
+
+
 @app.callback()
 def main_options(
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.")] = False,
@@ -137,18 +219,21 @@ def progress_bars() -> Iterator[tuple[Callable[[EpochReport], None], Callable[[s
             bars.stop()
 
 
-Images = Annotated[Path | None, typer.Argument(help="Folder the CSV's image paths are relative to "
+Images = Annotated[Path | None, typer.Argument(help="Image folder: the CSV's paths are relative to it; without "
+                                                  "a CSV, one folder per class, IMAGES_DIR/CLASS/IMAGE "
                                                   "(optional with --resume).", show_default=False)]
 Labels = Annotated[Path | None, typer.Argument(help="CSV with one row per image: a path and a label column "
-                                                    "(optional with --resume).", show_default=False)]
+                                                    "(leave it out for class folders, and with --resume).",
+                                               show_default=False)]
 RunDir = Annotated[Path, typer.Argument(help="Run directory written by 'labelclean fit'.")]
 
 
 @command
 def fit(
+    ctx: typer.Context,
     images_dir: Images = None,
     labels_csv: Labels = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory to write.")] = Path("labelclean-run"),
+    out: Annotated[Path, typer.Option("--output", "-o", help="Run directory to write.")] = Path("labelclean-run"),
     path_column: Annotated[str | None, typer.Option(help="CSV column with image paths \\[default: auto-detect].",
                                                     show_default=False)] = None,
     label_column: Annotated[str | None, typer.Option(help="CSV column with labels \\[default: auto-detect].",
@@ -173,7 +258,8 @@ def fit(
     lr: Annotated[float | None, typer.Option(help="SGD learning rate (÷10 after half the epochs) \\[default: 0.02; "
                                                   "0.002 from ImageNet weights].", show_default=False)] = None,
     p_threshold: Annotated[float | None, typer.Option(
-        help="Clean probability above which a sample is labeled \\[default: --auto].", show_default=False)] = None,
+        "--threshold", help="Clean probability above which a sample is labeled \\[default: --auto].",
+        show_default=False)] = None,
     lambda_u: Annotated[float | None, typer.Option(
         help="Weight of the unlabeled loss (paper: 0 for low or class-pair noise, 25 at ~50%, 150 at ~90% with "
              "100 classes) \\[default: --auto].", show_default=False)] = None,
@@ -213,7 +299,7 @@ def fit(
                                              "it considers mislabeled.", rich_help_panel=MLNT)] = DEFAULTS.rounds,
     mentor_filter: Annotated[str, typer.Option(help="Which samples a later round leaves out: 'disagree' (the "
                                                     "mentor predicts another class), 'gmm' (its GMM clean "
-                                                    "probability ≤ --p-threshold; can drop whole classes under "
+                                                    "probability ≤ --threshold; can drop whole classes under "
                                                     "class-pair noise) or 'none'.", rich_help_panel=MLNT)]
     = DEFAULTS.mentor_filter,
     first_order: Annotated[bool, typer.Option("--first-order", help="Drop the second-order terms of the "
@@ -242,15 +328,15 @@ def fit(
         help="Share of each loaded layer's direction kept, the rest from a random start (1: the weights as "
              "they are) \\[default: 0.5 for 'labelclean pretrain' weights, 1 for ImageNet's or with --no-auto].",
         show_default=False)] = None,
-    resume: Annotated[bool, typer.Option(help="Continue the unfinished run in --out from its last "
+    resume: Annotated[bool, typer.Option(help="Continue the unfinished run in --output from its last "
                                               "checkpoint, with its saved settings.")] = False,
-    overwrite: Annotated[bool, typer.Option(help="Replace a run already in --out.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace a run already in --output.")] = False,
     skip_missing: Annotated[bool, typer.Option(help="Leave out rows whose image file is missing.")] = False,
     skip_bad: Annotated[bool, typer.Option(help="Leave out rows whose image cannot be decoded.")] = False,
     dedupe: Annotated[bool, typer.Option(help="Keep the first of rows that repeat an image path.")] = False,
     cache_dir: Annotated[Path | None, typer.Option(help="Folder for the decoded images (a memory-mapped file); "
                                                         "the next fit on the same, unchanged images reuses them "
-                                                        "instead of decoding again \\[default: --out].",
+                                                        "instead of decoding again \\[default: --output].",
                                                    show_default=False)] = None,
     max_ram_gb: Annotated[float | None, typer.Option(help="Load the decoded images into RAM only up to this "
                                                           "many GB; larger ones are read from the memory-mapped "
@@ -261,7 +347,7 @@ def fit(
                                             "(or CPU processes with --device cpu), with torchrun's agent; see "
                                             "docs/scaling.md.")] = 1,
 ) -> None:
-    """Train DivideMix or MLNT on IMAGES_DIR + LABELS_CSV and write per-sample clean probabilities to --out.
+    """Train DivideMix or MLNT on IMAGES_DIR + LABELS_CSV, or class folders; write clean probabilities to --output.
 
     Both methods give every sample a clean probability from a 2-component GMM on its loss under each
     of two networks (DivideMix: its two networks; MLNT: the student and its EMA teacher) and a refined
@@ -271,6 +357,7 @@ def fit(
         launch_processes(nproc, device)
     if not distributed.is_main():  # under torchrun the main process reports for all
         logging.getLogger("labelclean").setLevel(logging.ERROR)
+    refuse_fit_combinations(ctx, method, resume)
     config = FitConfig.from_dict(locals())  # every option named as its FitConfig field
     try:
         with progress_bars() if distributed.is_main() else nullcontext((None, None)) as (on_epoch, on_progress):
@@ -279,7 +366,7 @@ def fit(
                           skip_missing=skip_missing, skip_bad=skip_bad, dedupe=dedupe, init_weights=init_weights,
                           cache_dir=cache_dir, max_ram_gb=max_ram_gb, on_epoch=on_epoch, on_progress=on_progress)
     except KeyboardInterrupt as stop:
-        resume = f"continue with: labelclean fit --out {out} --resume" + (
+        resume = f"continue with: labelclean fit --output {out} --resume" + (
             f" --nproc {distributed.local_processes()}" if distributed.world_size() > 1 else "")
         if isinstance(stop, Interrupted):
             message = f"Stopped cleanly {stop} and saved it; {resume}"
@@ -294,6 +381,26 @@ def fit(
         raise typer.Exit(130) from None
     if distributed.is_main():
         summarize(run)
+
+
+def refuse_fit_combinations(ctx: typer.Context, method: str, resume: bool) -> None:
+    """Refuse fit options that would do nothing: one method's options with the other, --start-blend without
+    start weights; warn about settings given to --resume (the run goes on with its saved ones), so that the
+    command of the interrupted fit with --resume added still works."""
+    params = ctx.command.params
+    if resume:
+        read = {"images_dir", "labels_csv", "out", "resume", "overwrite", "cache_dir", "max_ram_gb", "nproc"}
+        warn_typed(ctx, [p.name for p in params if p.name not in read],
+                   "with --resume, which continues with the settings the run was started with")
+        return
+    if method != "mlnt":
+        refuse_typed(ctx, [p.name for p in params if getattr(p, "rich_help_panel", None) == MLNT],
+                     f"with --method {method}: only MLNT reads it (add --method mlnt)")
+    else:
+        refuse_typed(ctx, ["lambda_u", "loss_window", "selection", "alpha", "temperature"],
+                     "with --method mlnt: only DivideMix reads it")
+    if not typed(ctx, "pretrained", "init_weights"):
+        refuse_typed(ctx, ["start_blend"], "without start weights (--pretrained or --init-weights)")
 
 
 def launch_processes(nproc: int, device: str) -> NoReturn:
@@ -331,9 +438,13 @@ def summarize(run: api.Run) -> None:
 
 @command
 def pretrain(
-    images_dir: Annotated[Path, typer.Argument(help="Folder the CSV's image paths are relative to.")],
-    labels_csv: Annotated[Path, typer.Argument(help="CSV listing the images (the fit's; labels are not used).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Weights file to write, for 'fit --init-weights'.")]
+    ctx: typer.Context,
+    images_dir: Annotated[Path, typer.Argument(help="Image folder: the CSV's paths are relative to it; without a "
+                                                    "CSV, one folder per class.")],
+    labels_csv: Annotated[Path | None, typer.Argument(help="CSV listing the images (the fit's; labels are not "
+                                                           "used); leave it out for class folders.",
+                                                      show_default=False)] = None,
+    out: Annotated[Path, typer.Option("--output", "-o", help="Weights file to write, for 'fit --init-weights'.")]
     = Path("pretrained.pt"),
     epochs: Annotated[int, typer.Option(help="Passes over the images.")] = PRETRAIN.epochs,
     batch_size: Annotated[int, typer.Option(help="Images per step; each view's negatives are the other "
@@ -348,8 +459,8 @@ def pretrain(
                                                                 "mirroring changes the class).")] = PRETRAIN.flip,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = PRETRAIN.device,
     seed: Annotated[int, typer.Option(help="Random seed.")] = PRETRAIN.seed,
-    resume: Annotated[bool, typer.Option(help="Continue the unfinished pretraining of --out.")] = False,
-    overwrite: Annotated[bool, typer.Option(help="Replace --out (and its unfinished checkpoint).")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue the unfinished pretraining of --output.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace --output (and its unfinished checkpoint).")] = False,
     path_column: Annotated[str | None, typer.Option(help="CSV column with image paths \\[default: auto-detect].",
                                                     show_default=False)] = None,
     label_column: Annotated[str | None, typer.Option(help="CSV label column \\[default: auto-detect].",
@@ -358,10 +469,13 @@ def pretrain(
     skip_bad: Annotated[bool, typer.Option(help="Leave out rows whose image cannot be decoded.")] = False,
     dedupe: Annotated[bool, typer.Option(help="Keep the first of rows that repeat an image path.")] = False,
     cache_dir: Annotated[Path | None, typer.Option(help="Folder for the decoded images; give fit the same to "
-                                                        "decode once \\[default: the folder of --out].",
+                                                        "decode once \\[default: the folder of --output].",
                                                    show_default=False)] = None,
 ) -> None:
     """Learn the fit's network from the images alone (SimCLR, as C2D does) and save it for 'fit --init-weights'."""
+    if resume:
+        warn_typed(ctx, [name for name in PretrainConfig.__dataclass_fields__ if name != "crop_scale"],
+                   "with --resume, which continues with the settings the pretraining was started with")
     config = PretrainConfig(epochs=epochs, batch_size=batch_size, temperature=temperature, lr=lr, arch=arch,
                             image_size=image_size, flip=flip, device=device, seed=seed)
     try:
@@ -372,15 +486,17 @@ def pretrain(
                                       cache_dir=cache_dir, on_epoch=on_epoch, on_progress=on_progress)
     except KeyboardInterrupt:
         stderr.print(f"Interrupted. Finished epochs are saved; continue with: labelclean pretrain {images_dir} "
-                     f"{labels_csv} --out {out} --resume", highlight=False, soft_wrap=True)
+                     f"{labels_csv or ''} --output {out} --resume", highlight=False, soft_wrap=True)
         raise typer.Exit(130) from None
     same = (f" --arch {arch}" if arch != "auto" else "") + (f" --image-size {image_size}" if image_size else "")
-    stderr.print(f"Next: labelclean fit {images_dir} {labels_csv} --init-weights {weights}{same}", highlight=False,
+    stderr.print(f"Next: labelclean fit {images_dir} {labels_csv or ''} --init-weights {weights}{same}",
+                 highlight=False,
                  soft_wrap=True)
 
 
 @command
 def export(
+    ctx: typer.Context,
     run_dir: RunDir = Path("labelclean-run"),
     threshold: Annotated[float, typer.Option(help="Flag samples whose clean_prob is below this.")]
     = DEFAULT_THRESHOLD,
@@ -405,15 +521,17 @@ def export(
                                                         "config XML here.", show_default=False)] = None,
     as_labels: Annotated[bool, typer.Option(help="Write a cleaned copy of the labels CSV instead: is_error rows "
                                                  "take their suggested label (see --action).")] = False,
-    action: Annotated[str, typer.Option(help="With --as-labels: 'relabel' the is_error rows, or 'drop' them.")] = "relabel",
+    as_folders: Annotated[Path | None, typer.Option(help="Write the cleaned dataset as class folders in this new "
+                                                         "folder (implies --as-labels; -o also writes the CSV). "
+                                                         + FOLDERS_HELP, show_default=False)] = None,
+    action: Annotated[str, typer.Option(help="With --as-labels or --as-folders: 'relabel' the is_error rows, or "
+                                             "'drop' them.")] = "relabel",
 ) -> None:
     """Write the per-sample review table: the suggested label, is_error, clean probability, predictions."""
+    refuse_export_combinations(ctx, fmt, as_labels or as_folders is not None)
     run = api.Run.load(run_dir)
-    if as_labels:
-        if fmt or only_noisy or only_errors or sort:
-            raise LabelcleanError("--as-labels writes a cleaned copy of the labels CSV; drop --format, "
-                                  "--only-noisy, --only-errors and --sort.")
-        report_changes(run.cleaned_labels(threshold, action=action), output)
+    if as_labels or as_folders is not None:
+        write_cleaned(run.cleaned_labels(threshold, action=action), output, as_folders, run.config["data"])
         return
     table = run.export(threshold, only_noisy=only_noisy, only_errors=only_errors, sort=sort)
     if fmt == "label-studio":
@@ -425,13 +543,40 @@ def export(
         write_table(table, format_from_suffix(output, fmt), output)
 
 
-def report_changes(cleaned: CleanedLabels, output: Path | None) -> None:
-    """Write the cleaned labels (and change log) and say on stderr what changed."""
-    log = cleaned.write(output)
+FOLDERS_HELP = ("One folder per label, each image a hard link to the original (a copy where the file system "
+                "cannot link); the originals are never changed. The folder must be new or empty.")
+
+
+def refuse_export_combinations(ctx: typer.Context, fmt: str | None, cleaned: bool) -> None:
+    """Refuse export options that would do nothing with the others given."""
+    if cleaned:
+        refuse_typed(ctx, ["fmt", "only_noisy", "only_errors", "sort", "document_root", "image_url_prefix",
+                      "ls_config"], "with --as-labels or --as-folders, which write the cleaned labels")
+        return
+    refuse_typed(ctx, ["action"], "without --as-labels or --as-folders")
+    if fmt != "label-studio":
+        refuse_typed(ctx, ["document_root", "image_url_prefix", "ls_config"], "without --format label-studio")
+    if typed(ctx, "only_errors"):
+        refuse_typed(ctx, ["only_noisy"], "with --only-errors (its rows are a subset of --only-noisy's)")
+
+
+def write_cleaned(cleaned: CleanedLabels, output: Path | None, folders: Path | None, data: dict[str, Any]) -> None:
+    """Write the cleaned labels as a CSV to ``output`` (stdout when neither it nor ``folders`` is given) and/or as
+    class folders (``data``: how the labels were read, see :func:`write_cleaned_folders`), with a change log
+    next to the first, and say on stderr what changed."""
+    from .folders import write_cleaned_folders
+
+    wrote = []
+    if folders is not None:  # first: it is refused more often (a non-empty folder), and then nothing is written
+        placed, log = write_cleaned_folders(cleaned, data, folders, changes=output is None)
+        wrote.append(f"the class folders {folders} (images as {placed})")
+    if output is not None or folders is None:
+        log = cleaned.write(output)
+        wrote += [str(output)] if output is not None else []
     actions = cleaned.changes["action"].value_counts()
-    where = f"; wrote {output} and the change log {log}" if log else ""
+    where = f"; wrote {' and '.join(wrote)} and the change log {log}" if log else ""
     stderr.print(f"Relabeled {actions.get('relabel', 0):,} and dropped {actions.get('drop', 0):,} row(s) "
-                 f"of {len(cleaned.table) + actions.get('drop', 0):,}{where}.", highlight=False)
+                 f"of {len(cleaned.table) + actions.get('drop', 0):,}{where}.", highlight=False, soft_wrap=True)
 
 
 @command
@@ -455,29 +600,48 @@ def report(
 
 @command
 def apply(
+    ctx: typer.Context,
     reviewed: Annotated[Path, typer.Argument(help="Reviewed export CSV with an accepted_label column, or a "
                                                   "Label Studio JSON export of the reviewed tasks.")],
-    labels_csv: Annotated[Path, typer.Argument(help="The labels CSV the run was fitted on.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Cleaned labels CSV to write; the change log "
-                                                                "goes next to it (NAME.changes.csv).")],
-    drop_rejected: Annotated[bool, typer.Option(help="Leave out rows whose given label the review rejected "
-                                                     "instead of relabeling them.")] = False,
+    labels_csv: Annotated[Path, typer.Argument(help="The labels CSV the run was fitted on, or its image folder of "
+                                                    "class folders.")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Cleaned labels CSV to write; the change log "
+                                                                       "goes next to it (NAME.changes.csv).",
+                                                show_default=False)] = None,
+    as_folders: Annotated[Path | None, typer.Option(help="Write the cleaned dataset as class folders in this new "
+                                                         "folder. " + FOLDERS_HELP, show_default=False)] = None,
+    images_dir: Annotated[Path | None, typer.Option(help="With --as-folders and a labels CSV: the folder its paths "
+                                                         "are relative to \\[default: the CSV's folder].",
+                                                    show_default=False)] = None,
+    action: Annotated[str, typer.Option(help="What to do with a row whose label the review changes: 'relabel' it, "
+                                             "or 'drop' it.")] = "relabel",
     path_column: Annotated[str | None, typer.Option(help="LABELS_CSV column with image paths "
                                                          "\\[default: auto-detect].", show_default=False)] = None,
     label_column: Annotated[str | None, typer.Option(help="LABELS_CSV column with labels "
                                                           "\\[default: auto-detect].", show_default=False)] = None,
 ) -> None:
-    """Write LABELS_CSV with the reviewed labels applied; every other column is kept as it was."""
-    if output.resolve() == labels_csv.resolve():
+    """Write LABELS_CSV with the reviewed labels applied (every other column as it was), or cleaned class folders."""
+    if output is None and as_folders is None:
+        raise LabelcleanError("Say where to write the cleaned labels: -o FILE for a labels CSV, --as-folders DIR "
+                              "for class folders, or both.")
+    if output is not None and output.resolve() == labels_csv.resolve():
         raise LabelcleanError(f"-o {output} would overwrite the original labels; write the cleaned labels to "
                               f"a new file.")
-    cleaned = apply_decisions(labels_csv, read_decisions(reviewed), drop_rejected=drop_rejected,
+    if action not in ("relabel", "drop"):
+        raise LabelcleanError(f"--action must be relabel or drop. Got {action!r}.")
+    if as_folders is None or labels_csv.is_dir():
+        refuse_typed(ctx, ["images_dir"], "without --as-folders and a labels CSV")
+    cleaned = apply_decisions(labels_csv, read_decisions(reviewed), drop_rejected=action == "drop",
                               path_column=path_column, label_column=label_column)
-    report_changes(cleaned, output)
+    tree = labels_csv.is_dir()
+    data = {"images_dir": labels_csv if tree else images_dir or labels_csv.parent, "path_column": path_column,
+            "label_column": label_column, "labels": "class folders" if tree else "csv"}
+    write_cleaned(cleaned, output, as_folders, data)
 
 
 @command
 def predict(
+    ctx: typer.Context,
     run_dir: Annotated[Path, typer.Argument(help="Run directory of a fit with a kept model.")],
     inputs: Annotated[list[Path], typer.Argument(help="Image files, folders, or CSVs with a path column.",
                                                  show_default=False)],
@@ -503,6 +667,8 @@ def predict(
     since the model never saw colour and they are often from the wrong folder: pass
     --convert-channels to convert them to grayscale anyway.
     """
+    if not any(p.suffix.lower() == ".csv" for p in inputs):
+        refuse_typed(ctx, ["images_dir"], "without a CSV among the inputs")
     run = api.Run.load(run_dir)
     with progress_bars() as (_, on_progress):
         table = run.predict(inputs, top_k=top_k, images_dir=images_dir, device=device, batch_size=batch_size,
@@ -512,7 +678,7 @@ def predict(
 
 @command
 def demo(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the digits images, CSVs and run.")]
+    out: Annotated[Path, typer.Option("--output", "-o", help="Folder for the digits images, CSVs and run.")]
     = Path("labelclean-demo"),
     noise: Annotated[float, typer.Option(help="Fraction of labels to flip.")] = 0.4,
     noise_mode: Annotated[str, typer.Option(help="'sym' (any other class) or 'asym' (2→7, 3→8, 5↔6, 7→1).")]

@@ -1,4 +1,4 @@
-"""Reading the user's data: the labels CSV and the image folder.
+"""Reading the user's data: the image folder and its labels, from a labels CSV or from class folders.
 
 Images are decoded and resized **once** into ``uint8`` rows of shape
 ``(n_samples, channels, size, size)`` (a fit stores them on disk: see :mod:`labelclean.cache`);
@@ -28,6 +28,7 @@ from .errors import LabelcleanError
 PATH_COLUMNS = ("path", "file", "filename", "file_name", "filepath", "image", "image_path", "img")
 LABEL_COLUMNS = ("label", "class", "target", "category", "y")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+IGNORED_NAMES = ("Thumbs.db", "desktop.ini", "__MACOSX", "@eaDir")  # what Windows, macOS zips and NAS boxes leave
 MAX_LISTED = 3  # how many offending files an error message names
 DECODE_CHUNK = 1024  # images decoded per round of threads: bounds the memory and the queued work
 
@@ -37,20 +38,20 @@ log = logging.getLogger("labelclean")
 
 @dataclass
 class LabeledImages:
-    """The rows of a labels CSV that point at readable images.
+    """The rows of a labels CSV (or the images of class folders) that point at readable images.
 
     Attributes
     ----------
     paths : list of str, (n_samples,)
-        Image paths exactly as written in the CSV (relative to the image folder).
+        Image paths exactly as written in the CSV, or ``CLASS/IMAGE`` for class folders (relative to the image folder).
     files : list of Path, (n_samples,)
         The resolved files, all inside the image folder.
     labels : ndarray of int64, (n_samples,)
         Index of each row's given label in ``classes``.
     classes : list of str
-        Class names as written in the CSV, numerically sorted when they are all integers.
+        Class names as written in the CSV (or the folder names), numerically sorted when they are all integers.
     skipped : list of (path, reason)
-        Rows dropped by ``skip_missing`` or ``dedupe``.
+        Rows dropped by ``skip_missing`` or ``dedupe``, and class folders' files without an image suffix.
     """
 
     paths: list[str]
@@ -149,14 +150,15 @@ def _existing_files(images_dir: Path, labels_csv: Path, paths: list[str],
 
 def read_labels(
     images_dir: Path,
-    labels_csv: Path,
+    labels_csv: Path | None = None,
     *,
     path_column: str | None = None,
     label_column: str | None = None,
     skip_missing: bool = False,
     dedupe: bool = False,
 ) -> LabeledImages:
-    """Read and validate a labels CSV against its image folder.
+    """Read and validate the labels of an image folder: from a labels CSV, or, when ``labels_csv``
+    is None, from its class folders (:func:`read_class_folders`).
 
     ``skip_missing`` drops rows whose file does not exist and ``dedupe`` keeps only the first
     row of a repeated path; both record the dropped rows in ``skipped``.
@@ -164,15 +166,17 @@ def read_labels(
     Raises
     ------
     LabelcleanError
-        With the row number and the fix, for anything a user has to correct.
+        With the row number (or the folder) and the fix, for anything a user has to correct.
     """
     images_dir = Path(images_dir)
-    labels_csv = Path(labels_csv)
     if not images_dir.is_dir():
         raise LabelcleanError(f"Image folder {images_dir} does not exist or is not a folder.")
-    table = read_csv_table(labels_csv)
-    path_col = detect_column(list(table.columns), path_column, PATH_COLUMNS, "path", labels_csv)
-    label_col = detect_column(list(table.columns), label_column, LABEL_COLUMNS, "label", labels_csv)
+    if labels_csv is None:
+        refuse_column_options(path_column, label_column, images_dir)
+        paths, labels, ignored = read_class_folders(images_dir)
+        return labeled_images(images_dir, paths, labels, class_folder_files(images_dir, paths), ignored)
+    labels_csv = Path(labels_csv)
+    table, path_col, label_col = csv_label_table(labels_csv, path_column, label_column)
     paths = table[path_col].str.strip().tolist()
     labels = table[label_col].str.strip().tolist()
 
@@ -202,26 +206,133 @@ def read_labels(
             f"{labels_csv} has {len(paths):,} rows but {len(missing):,} path(s) do not exist under "
             f"{images_dir} (e.g. {examples}). Fix the paths or pass --skip-missing."
         )
-    kept_labels = [labels[i] for i in kept]
-    classes = sort_classes(kept_labels)
+    return labeled_images(labels_csv, [paths[i] for i in kept], [labels[i] for i in kept], files, skipped + missing)
+
+
+def labeled_images(source: Path, paths: list[str], labels: list[str], files: list[Path],
+                   skipped: list[tuple[str, str]]) -> LabeledImages:
+    """The validated rows, their labels as class indices; ``source`` (the CSV or the image folder) names
+    where a user fixes them."""
+    classes = sort_classes(labels)
     if len(classes) < 2:
         raise LabelcleanError(
-            f"{labels_csv} has only one class ('{classes[0] if classes else ''}'); label cleaning "
+            f"{source} has only one class ('{classes[0] if classes else ''}'); label cleaning "
             f"needs at least two."
         )
-    counts = pd.Series(kept_labels).value_counts()
+    counts = pd.Series(labels).value_counts()
     singletons = counts.index[counts == 1].tolist()
     if singletons:
         log.warning("%d class(es) have a single image (e.g. '%s'); a lone sample cannot be checked "
                     "against others of its class.", len(singletons), singletons[0])
     index = {c: k for k, c in enumerate(classes)}
-    return LabeledImages(
-        paths=[paths[i] for i in kept],
-        files=files,
-        labels=np.array([index[y] for y in kept_labels], dtype=np.int64),
-        classes=classes,
-        skipped=skipped + missing,
-    )
+    return LabeledImages(paths=paths, files=files, labels=np.array([index[y] for y in labels], dtype=np.int64),
+                         classes=classes, skipped=skipped)
+
+
+def refuse_column_options(path_column: str | None, label_column: str | None, images_dir: Path) -> None:
+    """Column options name CSV columns: with class folders (no CSV) they would do nothing."""
+    given = [f"--{role}-column" for role, value in [("path", path_column), ("label", label_column)] if value]
+    if given:
+        raise LabelcleanError(f"{' and '.join(given)} {'names' if len(given) == 1 else 'name'} a column of a labels "
+                              f"CSV, but none was given (the labels are the class folders of {images_dir}); drop "
+                              f"{'it' if len(given) == 1 else 'them'} or give the CSV.")
+
+
+def is_ignored(name: str) -> bool:
+    """Hidden files and folders (.DS_Store, .ipynb_checkpoints, ._* resource forks) and the other
+    files operating systems leave in folders of pictures; class folders and image folders skip them."""
+    return name.startswith(".") or name in IGNORED_NAMES
+
+
+def read_class_folders(images_dir: Path) -> tuple[list[str], list[str], list[tuple[str, str]]]:
+    """The images of a class-folder tree (``images_dir/CLASS/IMAGE``, as torchvision's ``ImageFolder``
+    reads it): their paths relative to ``images_dir`` (with ``/``), their labels (the folder names), and
+    the files left out as (path, reason): those without an image suffix. Hidden and system files are
+    ignored (:func:`is_ignored`).
+
+    Raises
+    ------
+    LabelcleanError
+        For a file at the top level, a folder inside a class folder, or a class folder without images.
+    """
+    entries = sorted(e for e in images_dir.iterdir() if not is_ignored(e.name))
+    top_files = [e for e in entries if not e.is_dir()]
+    folders = [e for e in entries if e.is_dir()]
+    if top_files:
+        raise LabelcleanError(top_level_file_message(images_dir, top_files, bool(folders)))
+    if not folders:
+        raise LabelcleanError(f"{images_dir} is empty; put one folder per class in it (e.g. "
+                              f"{images_dir / 'cat'}/), or give a labels CSV.")
+    paths: list[str] = []
+    labels: list[str] = []
+    ignored: list[tuple[str, str]] = []
+    for folder in folders:
+        images = []
+        for entry in sorted(e for e in folder.iterdir() if not is_ignored(e.name)):
+            if entry.is_dir():
+                raise LabelcleanError(
+                    f"{entry} is a folder inside the class folder '{folder.name}'; class folders hold images "
+                    f"only, one level deep. Move its images into {folder}/ or into a class folder of their own.")
+            relative = f"{folder.name}/{entry.name}"
+            if entry.suffix.lower() in IMAGE_SUFFIXES:
+                images.append(relative)
+            else:
+                ignored.append((relative, "not an image file (by its suffix)"))
+        if not images:
+            raise LabelcleanError(f"Class folder {folder} holds no images (looked for {', '.join(IMAGE_SUFFIXES)}); "
+                                  f"add its images or remove the folder.")
+        paths += images
+        labels += [folder.name] * len(images)
+    if ignored:
+        log.warning("Left out %d file(s) without an image suffix (e.g. '%s'); see skipped.csv in the run "
+                    "directory.", len(ignored), ignored[0][0])
+    return paths, labels, ignored
+
+
+def top_level_file_message(images_dir: Path, files: list[Path], has_folders: bool) -> str:
+    """Why a file at the top level of a class-folder tree is refused, and the fix."""
+    name = files[0].name
+    if files[0].suffix.lower() == ".csv":
+        return (f"{images_dir} holds {name} but no labels CSV was given; to use it: labelclean fit {images_dir} "
+                f"{files[0]}. Otherwise move it out: with class folders every file is an image in its class folder.")
+    if not has_folders:
+        return (f"{images_dir} holds images but no class folders (e.g. {name}); give a labels CSV "
+                f"(labelclean fit {images_dir} labels.csv) or move each image into a folder named after its class.")
+    return (f"{files[0]} is a file at the top level of {images_dir}, which holds class folders "
+            f"({len(files)} such file(s)); move it into its class folder or out of {images_dir}.")
+
+
+def csv_label_table(labels_csv: Path, path_column: str | None,
+                    label_column: str | None) -> tuple[pd.DataFrame, str, str]:
+    """A labels CSV as written (:func:`read_csv_table`) and its path and label columns, named or auto-detected."""
+    table = read_csv_table(labels_csv)
+    return (table, detect_column(list(table.columns), path_column, PATH_COLUMNS, "path", labels_csv),
+            detect_column(list(table.columns), label_column, LABEL_COLUMNS, "label", labels_csv))
+
+
+def class_folder_files(images_dir: Path, paths: list[str]) -> list[Path]:
+    """The files of class-folder ``paths``; a link that leads out of ``images_dir`` is refused, as in a CSV."""
+    files = []
+    for p in paths:
+        try:
+            files.append(resolve_inside(images_dir, p))
+        except ValueError as e:
+            raise LabelcleanError(f"{images_dir / p} is refused: {e}; copy the image into its class folder.") from None
+    return files
+
+
+def read_label_table(source: Path, path_column: str | None = None,
+                     label_column: str | None = None) -> tuple[pd.DataFrame, str, str]:
+    """The labels as a table of strings and its path and label columns: a labels CSV as written
+    (:func:`read_csv_table`), or, for a folder, one ``path,label`` row per image of its class folders."""
+    source = Path(source)
+    if not source.is_dir():
+        return csv_label_table(source, path_column, label_column)
+    refuse_column_options(path_column, label_column, source)
+    paths, labels, _ = read_class_folders(source)
+    table = pd.DataFrame({"path": paths, "label": labels})
+    table.attrs["delimiter"] = ","
+    return table, "path", "label"
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -446,7 +557,8 @@ def list_images(inputs: Sequence[Path], images_dir: Path | None = None,
     files: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            found = sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            found = sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                           and not any(map(is_ignored, p.relative_to(item).parts)))  # ._x.png, .thumbnails/
             shown += [str(p) for p in found]
             files += found
         elif item.suffix.lower() == ".csv":

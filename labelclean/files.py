@@ -80,7 +80,7 @@ def read_json(path: Path) -> Any:
     except FileNotFoundError:
         raise LabelcleanError(
             f"{path.parent} is not a labelclean run directory (no {path.name}). "
-            f"Pass the --out directory of a finished 'labelclean fit'."
+            f"Pass the --output directory of a finished 'labelclean fit'."
         ) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise LabelcleanError(f"{path} is not valid JSON ({e}); re-run 'labelclean fit'.") from None

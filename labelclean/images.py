@@ -30,7 +30,7 @@ def decode_listed(labeled: LabeledImages, size: int, channels: int | None, input
                                 progress=progress and (lambda d, t: progress("decode", d, t)),
                                 replace_older=cache_dir is None)
     if not inputs["skip_bad"]:
-        refuse_unreadable(bad, labeled.paths, f"image(s) listed in {inputs['labels_csv']}",
+        refuse_unreadable(bad, labeled.paths, f"image(s) listed in {inputs['labels_csv'] or inputs['images_dir']}",
                           "Fix or remove them, or pass --skip-bad to leave them out.")
     if bad:
         log.warning("Left out %d unreadable image(s); see skipped.csv in the run directory.", len(bad))

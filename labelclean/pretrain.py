@@ -193,13 +193,13 @@ def check_out(out: Path, resume: bool, overwrite: bool) -> dict[str, Any] | None
         raise LabelcleanError(f"{checkpoint} holds an unfinished pretraining; add --resume to continue it, or "
                               f"--overwrite to start again.")
     if out.exists() and not overwrite:
-        raise LabelcleanError(f"{out} already exists; pass --overwrite to replace it or choose another --out.")
+        raise LabelcleanError(f"{out} already exists; pass --overwrite to replace it or choose another --output.")
     return None
 
 
 def pretrain(
     images_dir: str | Path,
-    labels_csv: str | Path,
+    labels_csv: str | Path | None,
     out: str | Path = "pretrained.pt",
     *,
     config: PretrainConfig | None = None,
@@ -215,7 +215,8 @@ def pretrain(
     on_progress: Progress | None = None,
     **options: Any,
 ) -> Path:
-    """Learn the fit's network from the images listed in ``labels_csv`` (their labels are not used)
+    """Learn the fit's network from the images listed in ``labels_csv``, or (None) in ``images_dir``'s class
+    folders (their labels are not used)
     and save its weights without the classifier to ``out``, for ``fit(..., init_weights=out)``.
 
     The arguments are :func:`labelclean.fit`'s. A checkpoint next to ``out`` is written after each
@@ -226,16 +227,18 @@ def pretrain(
     saved = check_out(out, resume, overwrite)
     cfg = (PretrainConfig(**saved["settings"]) if saved else replace(config or PretrainConfig(), **options)).validate()
     device = resolve_device(cfg.device)
-    labeled = read_labels(Path(images_dir), Path(labels_csv), path_column=path_column, label_column=label_column,
+    source = labels_csv or images_dir
+    labeled = read_labels(Path(images_dir), labels_csv and Path(labels_csv), path_column=path_column,
+                          label_column=label_column,
                           skip_missing=skip_missing, dedupe=dedupe)
     chosen = for_device(FitConfig(arch=cfg.arch, image_size=cfg.image_size, seed=cfg.seed), device.type,
                         labeled.files)
     cfg = replace(cfg, arch=chosen.arch, image_size=chosen.image_size,
                   crop_scale=cfg.crop_scale or crop_scale(chosen.image_size))
     if len(labeled.paths) < 2 * cfg.batch_size:
-        raise LabelcleanError(f"{labels_csv} has {len(labeled.paths)} usable images, fewer than two batches of "
+        raise LabelcleanError(f"{source} has {len(labeled.paths)} usable images, fewer than two batches of "
                               f"{cfg.batch_size}; lower --batch-size (e.g. {max(2, len(labeled.paths) // 4)}).")
-    reading = {"cache_dir": str(cache_dir or out.parent.resolve()), "skip_bad": skip_bad, "labels_csv": str(labels_csv)}
+    reading = {"cache_dir": str(cache_dir or out.parent.resolve()), "skip_bad": skip_bad, "labels_csv": str(source)}
     decoded, labeled = decode_listed(labeled, cfg.image_size, saved["channels"] if saved else None, reading, out.parent,
                                on_progress)
     p = start(place_images(decoded, device, None), cfg, device, saved)

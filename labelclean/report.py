@@ -174,7 +174,8 @@ def settings_section(run: Run, threshold: float) -> str:
     settings = {"method": config.get("method", ""), "created": config.get("created", ""),
                 "device": config.get("device", ""), "labelclean": config.get("labelclean_version", ""),
                 "threshold": threshold, **config.get("settings", config.get("fit", {})),
-                "images_dir": config["data"]["images_dir"], "labels_csv": config["data"]["labels_csv"]}
+                "images_dir": config["data"]["images_dir"],
+                "labels_csv": config["data"]["labels_csv"] or "none (class folders)"}
     items = "".join(f"<div>{escape(str(k))}<span>{escape(str(v))}</span></div>" for k, v in settings.items())
     return f'<h2>Settings</h2><div class="settings">{items}</div>'
 

@@ -29,7 +29,7 @@ from urllib.parse import quote
 
 import pandas as pd
 
-from .data import LABEL_COLUMNS, MAX_LISTED, PATH_COLUMNS, detect_column, read_csv_table
+from .data import MAX_LISTED, read_csv_table, read_label_table
 from .errors import LabelcleanError
 from .export import significant, write_output
 from .files import write_text
@@ -254,7 +254,7 @@ def apply_decisions(labels_csv: Path, decisions: pd.DataFrame, *, drop_rejected:
 
     Parameters
     ----------
-    labels_csv : the CSV given to ``fit``; only its label column changes
+    labels_csv : the CSV given to ``fit`` (only its label column changes), or the image folder of class folders
     decisions : ``path`` and ``label`` columns (see :func:`read_decisions`, :func:`model_decisions`)
     drop_rejected : leave out rejected rows instead of relabeling them
 
@@ -268,9 +268,7 @@ def apply_decisions(labels_csv: Path, decisions: pd.DataFrame, *, drop_rejected:
     (['dog', 'dog'], ['relabel'])
     """
     labels_csv = Path(labels_csv)
-    table = read_csv_table(labels_csv)
-    path_col = detect_column(list(table.columns), path_column, PATH_COLUMNS, "path", labels_csv)
-    label_col = detect_column(list(table.columns), label_column, LABEL_COLUMNS, "label", labels_csv)
+    table, path_col, label_col = read_label_table(labels_csv, path_column, label_column)  # a CSV or class folders
     paths, given = table[path_col].str.strip(), table[label_col].str.strip()
     decided = _one_label_per_path(decisions)
     _check_decisions(decided, paths, given, labels_csv)

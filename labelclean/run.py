@@ -94,7 +94,7 @@ class RunDirectory:
             state = ("a finished run" if saved.get("status") == "complete"
                      else "an unfinished run (add --resume to continue it)")
             raise LabelcleanError(f"{self.path} already holds {state}; pass --overwrite to replace it or choose "
-                                  f"another --out.")
+                                  f"another --output.")
         return None
 
     def clear(self) -> None:
@@ -160,7 +160,8 @@ def new_config(cfg: FitConfig, inputs: dict[str, Any], labeled: LabeledImages,
                preprocessing: dict[str, Any]) -> dict[str, Any]:
     """The ``config.json`` of a fit that starts: versions, options, its data, classes, preprocessing."""
     data = {k: v for k, v in inputs.items() if k != "keep_model"}
-    data.update(images_dir=str(Path(data["images_dir"]).resolve()), labels_csv=str(Path(data["labels_csv"]).resolve()))
+    data.update(images_dir=str(Path(data["images_dir"]).resolve()),
+                labels_csv=data["labels_csv"] and str(Path(data["labels_csv"]).resolve()))  # None: class folders
     return {
         "labelclean_version": version("labelclean"),
         "torch_version": torch.__version__,
@@ -190,12 +191,12 @@ class Run:
         self.directory = Path(directory)
         if not self.directory.is_dir():
             raise LabelcleanError(f"Run directory {self.directory} does not exist; run 'labelclean fit' first "
-                                  f"or pass the --out folder of an earlier fit.")
+                                  f"or pass the --output folder of an earlier fit.")
         self.config: dict[str, Any] = read_json(self.directory / CONFIG)
         if self.config.get("status") != "complete":
             raise LabelcleanError(
                 f"The run in {self.directory} did not finish; continue it with 'labelclean fit ... "
-                f"--out {self.directory} --resume'."
+                f"--output {self.directory} --resume'."
             )
         self.classes: list[str] = self.config["classes"]
 
@@ -250,7 +251,7 @@ class Run:
         if action not in ("relabel", "drop"):
             raise LabelcleanError(f"The 'action' option must be relabel or drop. Got {action!r}.")
         data = self.config["data"]
-        return apply_decisions(Path(data["labels_csv"]), model_decisions(self.export(threshold)),
+        return apply_decisions(Path(data["labels_csv"] or data["images_dir"]), model_decisions(self.export(threshold)),
                                drop_rejected=action == "drop", path_column=data["path_column"],
                                label_column=data["label_column"])
 

@@ -300,7 +300,7 @@ def lambda_u_per_epoch(run: labelclean.Run) -> list[float]:
 ])
 def test_explicit_values_and_no_auto_win_over_the_rules(digits, tmp_path, options, lambda_u, kind):
     out = tmp_path / "run"
-    result = CliRunner().invoke(cli.app, [str(a) for a in ["fit", digits.images_dir, digits.labels_csv, "--out", out,
+    result = CliRunner().invoke(cli.app, [str(a) for a in ["fit", digits.images_dir, digits.labels_csv, "--output", out,
                                                            "--epochs", "3", "--warmup", "1", "--batch-size", "32",
                                                            "--arch", "small_cnn", "--device", "cpu", *options]])
     assert result.exit_code == 0, result.output

@@ -38,7 +38,7 @@ def fit_with_csv(text: str | bytes, *extra: str) -> Callable[[Path], list]:
         images = folder(tmp_path)
         csv = tmp_path / "labels.csv"
         csv.write_bytes(text if isinstance(text, bytes) else text.encode())
-        return ["fit", images, csv, "--out", tmp_path / "run", "--epochs", "2", "--warmup", "1",
+        return ["fit", images, csv, "--output", tmp_path / "run", "--epochs", "2", "--warmup", "1",
                 "--batch-size", "2", "--device", "cpu", *extra]
     return setup
 
@@ -55,11 +55,41 @@ def fit_with_options(*options: str) -> Callable[[Path], list]:
     return fit_with_csv("path,label\n" + GOOD_ROWS, *options)
 
 
+def fit_with_folders(change: Callable[[Path], object], *extra: str) -> Callable[[Path], list]:
+    """``fit PHOTOS`` on class folders a/ and b/ of four images each, after ``change`` to PHOTOS."""
+    def setup(tmp_path: Path) -> list:
+        images = folder(tmp_path)
+        photos = tmp_path / "photos"
+        for i, image in enumerate(sorted(images.iterdir())):
+            (photos / "ab"[i % 2]).mkdir(parents=True, exist_ok=True)
+            (photos / "ab"[i % 2] / image.name).write_bytes(image.read_bytes())
+        change(photos)
+        return ["fit", photos, "--output", tmp_path / "run", "--epochs", "2", "--warmup", "1", "--batch-size", "2",
+                "--device", "cpu", *extra]
+    return setup
+
+
+def apply_as_folders(*extra: str) -> Callable[[Path], list]:
+    """``apply`` of a review of images/ + labels.csv (paths relative to images/), written as class folders."""
+    def setup(tmp_path: Path) -> list:
+        fit_with_options()(tmp_path)
+        (tmp_path / "reviewed.csv").write_text("path,accepted_label\n0.png,b\n")
+        return ["apply", tmp_path / "reviewed.csv", tmp_path / "labels.csv", "--as-folders", tmp_path / "clean",
+                *extra]
+    return setup
+
+
+def emptied(path: Path) -> None:
+    for f in path.iterdir():
+        f.unlink()
+
+
 def pretrain_with(fit_setup: Callable[[Path], list], *extra: str) -> Callable[[Path], list]:
     """The same input given to ``labelclean pretrain`` instead of ``fit``: the same one-line errors."""
     def setup(tmp_path: Path) -> list:
-        _, images, csv, *_ = fit_setup(tmp_path)
-        return ["pretrain", images, csv, "--out", tmp_path / "ssl.pt", "--epochs", "1", "--batch-size", "2",
+        args = fit_setup(tmp_path)
+        return ["pretrain", *args[1:args.index("--output")], "--output", tmp_path / "ssl.pt", "--epochs", "1",
+                "--batch-size", "2",
                 "--device", "cpu", *extra]
     return setup
 
@@ -80,7 +110,7 @@ def on_run(command: list[str], damage: Callable[[Path], None] = lambda d: None) 
             (run / f.name).write_bytes(f.read_bytes())
         damage(run)
         (tmp_path / "notes.txt").write_text("not an image\n")
-        return [{"RUN": run, "NOTES": tmp_path / "notes.txt"}.get(c, c) for c in command]
+        return [{"RUN": run, "NOTES": tmp_path / "notes.txt", "HERE": tmp_path}.get(c, c) for c in command]
     setup.needs_run = True  # type: ignore[attr-defined]
     return setup
 
@@ -116,6 +146,34 @@ CASES = {
     "absolute path": (fit_with_csv("path,label\n/0.png,a\n1.png,b\n"), r"absolute paths are not allowed"),
     "symlink out": (fit_with_image("link.png", lambda p: p.symlink_to(p.parent.parent / "labels.csv")),
                     r"'link.png' is refused: it points outside the image folder"),
+    # class folders (no CSV)
+    "folders: file at top": (fit_with_folders(lambda p: (p / "0.png").write_bytes((p / "a" / "0.png").read_bytes())),
+                             r"photos/0.png is a file at the top level of .*photos, which holds class folders"),
+    "folders: csv at top": (fit_with_folders(lambda p: (p / "labels.csv").write_text("path,label\n")),
+                            r"holds labels.csv but no labels CSV was given; to use it: labelclean fit"),
+    "folders: no folders": (fit_with_folders(lambda p: [f.rename(p / f.name) for f in sorted(p.glob("*/*"))]
+                                             + [(p / "a").rmdir(), (p / "b").rmdir()]),
+                            r"holds images but no class folders .*give a labels CSV"),
+    "folders: empty class": (fit_with_folders(lambda p: (p / "c").mkdir()),
+                             r"Class folder .*photos/c holds no images .*remove the folder"),
+    "folders: only hidden files": (fit_with_folders(lambda p: emptied(p / "b")
+                                                    or (p / "b" / ".DS_Store").write_text("")),
+                                   r"Class folder .*photos/b holds no images"),
+    "folders: nested": (fit_with_folders(lambda p: (p / "a" / "old").mkdir()),
+                        r"photos/a/old is a folder inside the class folder 'a'; .* one level deep"),
+    "folders: one class": (fit_with_folders(lambda p: [f.rename(p / "a" / f"b{f.name}")
+                                                       for f in sorted((p / "b").iterdir())]
+                                            and (p / "b").rmdir()), r"photos has only one class \('a'\)"),
+    "folders: empty": (fit_with_folders(lambda p: [emptied(p / c) or (p / c).rmdir() for c in "ab"]),
+                       r"photos is empty; put one folder per class in it"),
+    "folders: bad image": (fit_with_folders(lambda p: (p / "a" / "text.jpg").write_text("hi")),
+                           r"1 image\(s\) listed in .*photos cannot be read \('a/text.jpg'.*--skip-bad"),
+    "folders: link out": (fit_with_folders(lambda p: (p / "a" / "out.png").symlink_to(p.parent / "images" / "0.png")),
+                          r"photos/a/out.png is refused: it points outside the image folder"),
+    "folders: column option": (fit_with_folders(lambda p: None, "--label-column", "y"),
+                               r"--label-column names a column of a labels CSV, but none was given"),
+    "pretrain folders: nested": (pretrain_with(fit_with_folders(lambda p: (p / "b" / "x").mkdir())),
+                                 r"photos/b/x is a folder inside the class folder 'b'"),
     # images
     "truncated image": (fit_with_image("cut.png", lambda p: p.write_bytes((p.parent / "0.png").read_bytes()[:40])),
                         r"1 image\(s\) .* cannot be read \('cut.png'.*--skip-bad"),
@@ -125,7 +183,7 @@ CASES = {
     # options
     "epochs < warmup": (fit_with_options("--epochs", "2", "--warmup", "3"), r"'warmup' option must be in \[0, epochs\)"),
     "batch too large": (fit_with_options("--batch-size", "64"), r"fewer than two batches of 64; lower --batch-size"),
-    "p-threshold": (fit_with_options("--p-threshold", "1.5"), r"'p_threshold' option must be in \[0, 1\]. Got 1.5"),
+    "threshold": (fit_with_options("--threshold", "1.5"), r"'p_threshold' option must be in \[0, 1\]. Got 1.5"),
     "noise mode": (fit_with_options("--noise-mode", "pairs"), r"'noise_mode' option must be one of auto, sym, asym"),
     "selection": (fit_with_options("--selection", "best"), r"'selection' option must be one of gmm, quota"),
     "arch": (fit_with_options("--arch", "vgg"), r"'arch' option must be one of"),
@@ -134,6 +192,12 @@ CASES = {
     "epochs": (fit_with_options("--epochs", "0"), r"'epochs' option must be at least 1"),
     "device": (fit_with_options("--device", "tpu"), r"'device' option must be one of auto, cpu, cuda"),
     "resume nothing": (fit_with_options("--resume"), r"Nothing to resume"),
+    "mlnt option without mlnt": (fit_with_options("--meta-sets", "2", "--rounds", "1"),
+                                 r"--meta-sets, --rounds do nothing with --method dividemix: only MLNT reads it"),
+    "dividemix option with mlnt": (fit_with_options("--method", "mlnt", "--lambda-u", "3"),
+                                   r"--lambda-u does nothing with --method mlnt: only DivideMix reads it"),
+    "start blend without start": (fit_with_options("--start-blend", "0.5"),
+                                  r"--start-blend does nothing without start weights \(--pretrained or --init"),
     "init weights missing": (fit_with_options("--init-weights", "/nonexistent.pt"), r"Initial weights file .* does not exist"),
     "init weights no state dict": (fit_with_options("--init-weights", "/etc/hosts"), r"Cannot load initial weights /etc/hosts"),
     "pretrained and init weights": (fit_with_options("--pretrained", "--init-weights", "/etc/hosts"),
@@ -166,6 +230,27 @@ CASES = {
     "export threshold": (on_run(["export", "RUN", "--threshold", "1.5"]), r"'threshold' option must be in \[0, 1\]"),
     "export sort": (on_run(["export", "RUN", "--sort", "path"]), r"'sort' option must be one of"),
     "export format": (on_run(["export", "RUN", "--format", "xml"]), r"'format' option must be one of"),
+    "export action alone": (on_run(["export", "RUN", "--action", "drop"]),
+                            r"--action does nothing without --as-labels or --as-folders"),
+    "export label studio option": (on_run(["export", "RUN", "--document-root", "HERE"]),
+                                   r"--document-root does nothing without --format label-studio"),
+    "export both filters": (on_run(["export", "RUN", "--only-noisy", "--only-errors"]),
+                            r"--only-noisy does nothing with --only-errors"),
+    "export folders sorted": (on_run(["export", "RUN", "--as-folders", "HERE/out", "--sort", "clean_prob"]),
+                              r"--sort does nothing with --as-labels or --as-folders"),
+    "export folders not empty": (on_run(["export", "RUN", "--as-folders", "HERE"]),
+                                 r"already exists and is not an empty folder; .*nothing was written"),
+    "export folders into a file": (on_run(["export", "RUN", "--as-folders", "NOTES"]),
+                                   r"notes.txt already exists and is not an empty folder"),
+    "apply nowhere": (on_run(["apply", "NOTES", "NOTES"]), r"-o FILE for a labels CSV, --as-folders DIR"),
+    "apply folders, images elsewhere": (apply_as_folders(), r"8 of 8 images do not exist under .*--images-dir"),
+    "apply folders, a label with /": (lambda t: apply_as_folders("--images-dir", t / "images")(t)
+                                      + (t / "reviewed.csv").write_text("path,accepted_label\n0.png,b/c\n") * [],
+                                      r"The review uses 1 label\(s\) that .*labels.csv never uses"),
+    "apply images dir without folders": (lambda t: apply_as_folders()(t)[:3] + ["-o", t / "x.csv", "--images-dir", t],
+                                         r"--images-dir does nothing without --as-folders and a labels CSV"),
+    "predict images dir without csv": (on_run(["predict", "RUN", "NOTES", "--images-dir", "HERE"]),
+                                       r"--images-dir does nothing without a CSV among the inputs"),
     "predict no model": (on_run(["predict", "RUN", "NOTES"], lambda r: (r / "model.pt").unlink()), r"--keep-model"),
     "predict corrupt model": (on_run(["predict", "RUN", "NOTES"], lambda r: (r / "model.pt").write_bytes(b"junk")),
                               r"Cannot load .*model.pt"),

@@ -8,13 +8,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import typer
-from conftest import copy_images
+from conftest import TINY, copy_images
 from typer.testing import CliRunner
 
-from labelclean.cli import app
+import labelclean
+from labelclean.cli import app, rewrite_args
+from labelclean.errors import LabelcleanError
 from labelclean.export import COLUMNS
 
 runner = CliRunner()
+COMMANDS = typer.main.get_command(app).commands
 TINY_ARGS = ["--epochs", "3", "--warmup", "1", "--batch-size", "32", "--arch", "small_cnn", "--device", "cpu"]
 
 
@@ -24,13 +27,14 @@ def invoke(*args):
 
 def test_fit_export_predict_from_the_command_line(digits, tmp_path):
     out = tmp_path / "run"
-    result = invoke("fit", digits.images_dir, digits.labels_csv, "--out", out, *TINY_ARGS)
+    result = invoke("fit", digits.images_dir, digits.labels_csv, "--output", out, *TINY_ARGS)
     assert result.exit_code == 0, result.output
     for name in ["config.json", "history.jsonl", "samples.csv", "probs.npy", "model.pt"]:
         assert (out / name).exists(), name
     assert not (out / "checkpoint.pt").exists()
     config = json.loads((out / "config.json").read_text())
     assert config["status"] == "complete" and config["classes"] == [str(i) for i in range(10)]
+    assert config["data"]["labels"] == "csv" and config["data"]["labels_csv"] == str(digits.labels_csv.resolve())
     assert config["preprocessing"]["image_size"] == 8 and config["preprocessing"]["channels"] == 1
     assert len((out / "history.jsonl").read_text().splitlines()) == 3
 
@@ -88,8 +92,8 @@ def test_user_errors_are_one_line_with_exit_code_1(digits, tiny_run, tmp_path):
     cases = [
         (["fit", digits.images_dir, tmp_path / "none.csv"], "does not exist"),
         (["fit", digits.images_dir, digits.labels_csv, "--epochs", "2", "--warmup", "5"], "'warmup' option"),
-        (["fit", digits.images_dir, digits.labels_csv, "--p-threshold", "1.5"], "'p_threshold' option must be in"),
-        (["fit", digits.images_dir, digits.labels_csv, "--out", tiny_run.directory], "already holds a finished run"),
+        (["fit", digits.images_dir, digits.labels_csv, "--threshold", "1.5"], "'p_threshold' option must be in"),
+        (["fit", digits.images_dir, digits.labels_csv, "--output", tiny_run.directory], "already holds a finished run"),
         (["export", tmp_path / "nothing"], "Run directory .* does not exist"),
         (["export", tiny_run.directory, "--threshold", "2"], "'threshold' option must be in \\[0, 1\\]"),
         (["export", tiny_run.directory, "--format", "parquet"], "Parquet is binary"),
@@ -107,7 +111,7 @@ def test_user_errors_are_one_line_with_exit_code_1(digits, tiny_run, tmp_path):
 @pytest.mark.slow
 def test_no_keep_model_refuses_predict_with_a_hint(digits, tmp_path):
     out = tmp_path / "run"
-    assert invoke("fit", digits.images_dir, digits.labels_csv, "--out", out, "--no-keep-model",
+    assert invoke("fit", digits.images_dir, digits.labels_csv, "--output", out, "--no-keep-model",
                   *TINY_ARGS).exit_code == 0
     assert not (out / "model.pt").exists()
     result = invoke("predict", out, digits.images_dir)
@@ -127,3 +131,111 @@ def test_help_explains_every_command():
             if param.name != "help":
                 shown = param.opts[0] if param.param_type_name == "option" else param.name
                 assert shown.lower() in text.lower(), (name, shown)
+
+
+def class_folders(digits, root):
+    """The digits as a user with class folders has them: photos/LABEL/NAME.png by the given (noisy) label,
+    with the files a Mac or Windows leaves behind."""
+    photos = root / "photos"
+    for path, label in pd.read_csv(digits.labels_csv, dtype=str).itertuples(index=False):
+        (photos / label).mkdir(parents=True, exist_ok=True)
+        (photos / label / path).write_bytes((digits.images_dir / path).read_bytes())
+    for junk in [".DS_Store", "3/.DS_Store", "Thumbs.db"]:
+        (photos / junk).write_bytes(b"\0")
+    return photos
+
+
+def test_class_folders_in_fit_and_cleaned_folders_out_of_export_and_apply(digits, tmp_path):
+    photos = class_folders(digits, tmp_path)
+    out = tmp_path / "run"
+    result = invoke("fit", photos, "-o", out, *TINY_ARGS)
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "config.json").read_text())["data"]
+    assert data["labels"] == "class folders" and data["labels_csv"] is None and data["images_dir"] == str(photos)
+    table = pd.read_csv(io.StringIO(invoke("export", out).stdout), dtype=str)
+    truth = pd.read_csv(digits.labels_csv, dtype=str)
+    assert sorted(table["path"]) == sorted(truth["label"] + "/" + truth["path"])
+    assert (table["given_label"] == table["path"].str.split("/").str[0]).all()
+
+    cleaned = invoke("export", out, "--as-folders", tmp_path / "cleaned")
+    assert cleaned.exit_code == 0 and "hard links" in cleaned.stderr, cleaned.output
+    for row in table.itertuples():
+        linked = tmp_path / "cleaned" / row.suggested_label / row.path.split("/")[1]
+        assert linked.samefile(photos / row.path), row.path
+    assert sum(1 for _ in (tmp_path / "cleaned").glob("*/*")) == 300
+    assert len(pd.read_csv(tmp_path / "cleaned.changes.csv")) == (table["is_error"] == "True").sum()
+
+    reviewed = table[table["is_error"] == "True"].head(10).assign(accepted_label=lambda t: t["suggested_label"])
+    reviewed.to_csv(tmp_path / "reviewed.csv", index=False)
+    applied = invoke("apply", tmp_path / "reviewed.csv", photos, "--as-folders", tmp_path / "kept", "-o",
+                     tmp_path / "kept.csv", "--action", "drop")
+    assert applied.exit_code == 0, applied.output
+    kept = {p.relative_to(tmp_path / "kept").as_posix() for p in (tmp_path / "kept").glob("*/*")}
+    assert kept == set(table["path"]) - set(reviewed["path"])  # the changed rows dropped, the others as they were
+    assert set(pd.read_csv(tmp_path / "kept.csv", dtype=str)["path"]) == kept
+    assert (tmp_path / "kept.changes.csv").exists() and not (tmp_path / "kept.changes.csv.changes.csv").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cleaned", "cleaned.changes.csv", "kept", "kept.changes.csv",
+                                                          "kept.csv", "photos", "reviewed.csv", "run"]
+
+
+def test_a_class_folder_fit_resumes_from_its_folders(digits, tmp_path):
+    photos = class_folders(digits, tmp_path)
+    out = tmp_path / "run"
+
+    def stop(report):
+        if report.epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        labelclean.fit(photos, out=out, on_epoch=stop, **TINY)  # no labels CSV: class folders
+    with_csv = invoke("fit", photos, digits.labels_csv, "--output", out, "--resume")
+    assert with_csv.exit_code == 1 and "continues the run on the class folders of" in with_csv.stderr
+    resumed = invoke("fit", photos, "--out", out, "--resume", "--epochs", "9")  # --out: the old spelling of --output
+    assert resumed.exit_code == 0, resumed.output
+    assert "--out is deprecated" in resumed.stderr and "use --output" in resumed.stderr
+    assert "--epochs is ignored with --resume" in resumed.stderr
+    config = json.loads((out / "config.json").read_text())
+    assert config["status"] == "complete" and config["epochs"] == 3 and config["data"]["labels"] == "class folders"
+
+
+def test_every_command_names_a_concept_the_same_way():
+    commands = typer.main.get_command(app).commands
+    names = {(command, param.name): param.opts for command, c in commands.items() for param in c.params}
+    with_o = {command: opts for (command, _), opts in names.items() if "-o" in opts}
+    assert sorted(with_o) == ["apply", "demo", "export", "fit", "predict", "pretrain", "report"]
+    assert all(opts == ["--output", "-o"] for opts in with_o.values()), with_o
+    assert names["fit", "p_threshold"] == names["export", "threshold"] == ["--threshold"]
+    assert names["report", "threshold"] == ["--threshold"]
+    assert names["export", "action"] == names["apply", "action"] == ["--action"]
+    assert names["export", "as_folders"] == names["apply", "as_folders"] == ["--as-folders"]
+    for command in commands:
+        shown = runner.invoke(app, [command, "--help"], terminal_width=200).output
+        assert not re.search(r"--out\b|--p-threshold|--drop-rejected", shown), command
+
+
+def test_old_spellings_warn_and_still_work(tmp_path):
+    assert rewrite_args(["fit", "a", "--out=r", "--p-threshold", "0.3"], COMMANDS) == [
+        "fit", "a", "--output=r", "--threshold", "0.3"]
+    assert rewrite_args(["apply", "r.csv", "l.csv", "--drop-rejected"], COMMANDS)[3:] == ["--action", "drop"]
+    csv = tmp_path / "labels.csv"
+    csv.write_text("path,label\na.png,cat\nb.png,dog\n")
+    (tmp_path / "reviewed.csv").write_text("path,accepted_label\na.png,dog\n")
+    for old, rows in [("--drop-rejected", ["b.png"]), ("--no-drop-rejected", ["a.png", "b.png"])]:
+        result = invoke("apply", tmp_path / "reviewed.csv", csv, "-o", tmp_path / "clean.csv", old)
+        assert result.exit_code == 0, result.output
+        assert f"warning: {old} is deprecated" in result.stderr
+        assert pd.read_csv(tmp_path / "clean.csv")["path"].tolist() == rows
+    threshold = invoke("fit", tmp_path, csv, "--p-threshold", "1.5")
+    assert "use --threshold" in threshold.stderr and "must be in [0, 1]. Got 1.5" in threshold.stderr
+
+
+def test_main_options_work_after_the_command(tmp_path):
+    missing = tmp_path / "nothing"
+    assert invoke("export", missing).exit_code == 1
+    for args in [("--debug", "export", missing), ("export", missing, "--debug"), ("export", "-v", missing, "--debug")]:
+        result = invoke(*args)
+        assert isinstance(result.exception, LabelcleanError), args  # --debug: raised, for the traceback
+    # an option's value is never taken for a main option
+    assert rewrite_args(["fit", "a", "--label-column", "--debug", "-v"], COMMANDS) == [
+        "-v", "fit", "a", "--label-column", "--debug"]
+    assert rewrite_args(["--debug", "fit", "--", "--debug"], COMMANDS) == ["--debug", "fit", "--", "--debug"]

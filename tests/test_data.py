@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from labelclean.data import decode_image, decode_images, list_images, read_labels, resolve_inside, sort_classes
+from labelclean.data import (
+    decode_image,
+    decode_images,
+    list_images,
+    read_label_table,
+    read_labels,
+    resolve_inside,
+    sort_classes,
+)
 from labelclean.errors import LabelcleanError
 
 
@@ -153,10 +161,64 @@ def test_decompression_bombs_are_refused(tmp_path, monkeypatch):
 
 def test_list_images_from_folders_files_and_csv(tmp_path):
     images = make_folder(tmp_path)
+    (images / "._0.png").write_bytes(b"\0")  # a macOS resource fork and a hidden folder of thumbnails: skipped
+    (images / ".thumbnails").mkdir()
+    (images / ".thumbnails" / "0.png").write_bytes((images / "0.png").read_bytes())
     shown, files = list_images([images])
-    assert len(files) == 4
+    assert shown == [str(images / f"{i}.png") for i in range(4)]
     csv = write(images, "path\n1.png\n2.png\n", name="new.csv")
     shown, files = list_images([csv])
     assert shown == ["1.png", "2.png"] and files[0] == (images / "1.png").resolve()
     with pytest.raises(LabelcleanError, match="does not exist"):
         list_images([tmp_path / "nope.png"])
+
+
+def class_folders(tmp_path: Path, layout: dict[str, int]) -> Path:
+    """photos/CLASS/i.png, ``layout[CLASS]`` images each."""
+    photos = tmp_path / "photos"
+    for name, count in layout.items():
+        (photos / name).mkdir(parents=True)
+        for i in range(count):
+            Image.fromarray(np.full((6, 6), 10 * i, np.uint8)).save(photos / name / f"{i}.png")
+    return photos
+
+
+def test_class_folders_give_the_labels_and_ignore_hidden_and_system_files(tmp_path, caplog):
+    photos = class_folders(tmp_path, {"10": 2, "2": 1, "cat": 2})
+    for junk in [".DS_Store", "Thumbs.db", "2/.DS_Store", "2/._0.png", "cat/desktop.ini"]:
+        (photos / junk).write_bytes(b"\0")
+    (photos / ".ipynb_checkpoints" / "deep").mkdir(parents=True)  # a hidden folder, nested: still ignored
+    (photos / "cat" / "notes.txt").write_text("not an image")
+    (photos / "cat" / "3.JPG").write_bytes((photos / "cat" / "0.png").read_bytes())  # suffixes in any case
+    data = read_labels(photos)
+    assert data.paths == ["10/0.png", "10/1.png", "2/0.png", "cat/0.png", "cat/1.png", "cat/3.JPG"]
+    assert data.classes == ["10", "2", "cat"]  # sorted as text (not all are numbers), as from a CSV
+    assert [data.classes[i] for i in data.labels] == ["10", "10", "2", "cat", "cat", "cat"]
+    assert data.files == [(photos / p).resolve() for p in data.paths]
+    assert data.skipped == [("cat/notes.txt", "not an image file (by its suffix)")]
+    assert "without an image suffix" in caplog.text
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda p: (p / "x.png").write_bytes(b""), r"x.png is a file at the top level of .*photos"),
+    (lambda p: (p / "c").mkdir(), r"Class folder .*photos/c holds no images"),
+    (lambda p: (p / "c").mkdir() or (p / "c" / "read.me").write_text(""), r"Class folder .*photos/c holds no images"),
+    (lambda p: (p / "a" / "sub").mkdir(), r"photos/a/sub is a folder inside the class folder 'a'"),
+])
+def test_bad_class_folder_layouts_are_refused(tmp_path, change, message):
+    photos = class_folders(tmp_path, {"a": 2, "b": 2})
+    change(photos)
+    with pytest.raises(LabelcleanError, match=message):
+        read_labels(photos)
+
+
+def test_label_table_reads_a_csv_or_class_folders_alike(tmp_path):
+    photos = class_folders(tmp_path, {"a": 1, "b": 2})
+    table, path_col, label_col = read_label_table(photos)
+    assert (path_col, label_col) == ("path", "label")
+    assert table.to_dict("list") == {"path": ["a/0.png", "b/0.png", "b/1.png"], "label": ["a", "b", "b"]}
+    csv = write(tmp_path, "file;y\nb/0.png;a\n")
+    table, path_col, label_col = read_label_table(csv)
+    assert (path_col, label_col) == ("file", "y") and table.attrs["delimiter"] == ";"
+    with pytest.raises(LabelcleanError, match="--path-column names a column of a labels CSV, but none"):
+        read_label_table(photos, path_column="file")

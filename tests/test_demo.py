@@ -16,7 +16,7 @@ from labelclean.demo import score
 
 @pytest.mark.slow
 def test_demo_finds_flipped_labels_and_refines_them(tmp_path):
-    result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path), "--noise", "0.4", "--device", "cpu"])
+    result = CliRunner().invoke(app, ["demo", "--output", str(tmp_path), "--noise", "0.4", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert "detection AUROC" in result.stdout
 

@@ -39,7 +39,7 @@ def auroc(run: labelclean.Run, digits) -> float:
 @pytest.fixture(scope="module")
 def two_process_run(digits, tmp_path_factory):
     out = tmp_path_factory.mktemp("distributed") / "run"
-    subprocess.run(torchrun(str(digits.images_dir), str(digits.labels_csv), f"--out={out}"), env=env(), check=True,
+    subprocess.run(torchrun(str(digits.images_dir), str(digits.labels_csv), f"--output={out}"), env=env(), check=True,
                    capture_output=True, timeout=1200)
     return labelclean.Run(out)
 
@@ -52,8 +52,8 @@ def test_shards_cover_every_sample_once(monkeypatch):
 
 
 def test_the_processes_get_the_command_less_nproc():
-    argv = ["-v", "fit", "images", "labels.csv", "--nproc", "2", "--out=run", "--gpus=2", "--epochs", "3"]
-    assert cli.without_nproc(argv) == ["-v", "fit", "images", "labels.csv", "--out=run", "--epochs", "3"]
+    argv = ["-v", "fit", "images", "labels.csv", "--nproc", "2", "--output=run", "--gpus=2", "--epochs", "3"]
+    assert cli.without_nproc(argv) == ["-v", "fit", "images", "labels.csv", "--output=run", "--epochs", "3"]
 
 
 @pytest.mark.slow
@@ -72,7 +72,7 @@ def nproc(*args: str) -> list[str]:
 @pytest.mark.slow
 def test_ctrl_c_stops_both_processes_and_the_run_resumes_exactly(digits, tmp_path, two_process_run):
     out = tmp_path / "cut"
-    launcher = subprocess.Popen(nproc(str(digits.images_dir), str(digits.labels_csv), f"--out={out}"), env=env(),
+    launcher = subprocess.Popen(nproc(str(digits.images_dir), str(digits.labels_csv), f"--output={out}"), env=env(),
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     while not (out / "checkpoint.pt").exists() and launcher.poll() is None:
         time.sleep(0.02)
@@ -83,7 +83,7 @@ def test_ctrl_c_stops_both_processes_and_the_run_resumes_exactly(digits, tmp_pat
     assert "Traceback" not in output, output
     assert (out / "checkpoint.pt").exists()
 
-    resumed = subprocess.run([sys.executable, "-m", "labelclean", "fit", f"--out={out}", "--resume", "--nproc=2"],
+    resumed = subprocess.run([sys.executable, "-m", "labelclean", "fit", f"--output={out}", "--resume", "--nproc=2"],
                              env=env(), capture_output=True, text=True, timeout=1200, check=False)
     assert resumed.returncode == 0, resumed.stderr
     pd.testing.assert_frame_equal(labelclean.Run(out).export(), two_process_run.export(), check_exact=False, atol=1e-5)
@@ -93,7 +93,7 @@ def test_ctrl_c_stops_both_processes_and_the_run_resumes_exactly(digits, tmp_pat
 def test_an_error_in_the_processes_is_one_line_once(digits, tmp_path):
     bad = tmp_path / "labels.csv"
     bad.write_text("path,label\nmissing.png,3\n")
-    failed = subprocess.run(nproc(str(digits.images_dir), str(bad), f"--out={tmp_path / 'run'}"), env=env(),
+    failed = subprocess.run(nproc(str(digits.images_dir), str(bad), f"--output={tmp_path / 'run'}"), env=env(),
                             capture_output=True, text=True, timeout=600, check=False)
     assert failed.returncode == 1
     message = (f"error: {bad} has 1 rows but 1 path(s) do not exist under {digits.images_dir} (e.g. 'missing.png'). "

@@ -179,7 +179,7 @@ def test_penultimate_features_are_the_classifier_input():
 @pytest.mark.slow
 def test_fit_method_mlnt_then_export_and_predict_from_the_command_line(digits, tmp_path):
     out = tmp_path / "run"
-    args = ["fit", digits.images_dir, digits.labels_csv, "--out", out, "--method", "mlnt", "--meta-sets", "2",
+    args = ["fit", digits.images_dir, digits.labels_csv, "--output", out, "--method", "mlnt", "--meta-sets", "2",
             "--epochs", "3", "--warmup", "1", "--batch-size", "32", "--arch", "small_cnn", "--device", "cpu"]
     runner = CliRunner()
     result = runner.invoke(app, [str(a) for a in args])

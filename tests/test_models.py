@@ -103,7 +103,7 @@ def saved_weights(path, classes: int, wrapped: bool) -> dict[str, torch.Tensor]:
 def test_init_weights_start_both_networks_from_the_file(few_digits, tmp_path, classes, wrapped):
     saved = saved_weights(tmp_path / "init.pt", classes, wrapped)
     # lr 1e-12: the networks keep the weights they started from (to 1e-9), so what was loaded shows.
-    args = ["fit", few_digits.images_dir, few_digits.labels_csv, "--out", tmp_path / "run", "--init-weights",
+    args = ["fit", few_digits.images_dir, few_digits.labels_csv, "--output", tmp_path / "run", "--init-weights",
             tmp_path / "init.pt", "--lr", "1e-12", "--arch", "small_cnn", "--epochs", "2", "--warmup", "1",
             "--batch-size", "8", "--image-size", "8", "--device", "cpu"]
     result = runner.invoke(app, [str(a) for a in args])
@@ -131,7 +131,7 @@ def test_self_supervised_weights_are_blended_with_each_networks_random_start(few
     head = classifier_name(small_cnn(1, 10, 8))
     saved = {k: v for k, v in saved_weights(tmp_path / "all.pt", 10, False).items() if not k.startswith(head)}
     torch.save(saved, tmp_path / "ssl.pt")  # no classifier: a self-supervised start, as 'labelclean pretrain' saves
-    args = ["fit", few_digits.images_dir, few_digits.labels_csv, "--out", tmp_path / "run", "--init-weights",
+    args = ["fit", few_digits.images_dir, few_digits.labels_csv, "--output", tmp_path / "run", "--init-weights",
             tmp_path / "ssl.pt", "--lr", "1e-12", "--arch", "small_cnn", "--epochs", "2", "--warmup", "1",
             "--batch-size", "8", "--image-size", "8", "--device", "cpu", *(["--start-blend", "1"] if share == 1 else [])]
     result = runner.invoke(app, [str(a) for a in args])

@@ -68,7 +68,7 @@ def test_pretrained_weights_start_a_fit(digits, tmp_path):
     saved = torch.load(weights, weights_only=True)
     assert not checkpoint_file(weights).exists()  # removed once the weights are saved
     result = CliRunner().invoke(app, [
-        "fit", str(digits.images_dir), str(digits.labels_csv), "--out", str(tmp_path / "run"), "--init-weights",
+        "fit", str(digits.images_dir), str(digits.labels_csv), "--output", str(tmp_path / "run"), "--init-weights",
         str(weights), "--epochs", "3", "--warmup", "1", "--batch-size", "32", "--arch", "small_cnn", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     start = labelclean.Run(tmp_path / "run").config["auto"]["start"]
@@ -96,10 +96,10 @@ def test_interrupted_pretraining_resumes_to_the_same_weights(digits, tmp_path):
 
 def test_pretrain_command_shows_progress_and_the_next_command(digits, tmp_path):
     out = tmp_path / "ssl.pt"
-    result = CliRunner().invoke(app, ["pretrain", str(digits.images_dir), str(digits.labels_csv), "--out", str(out),
+    result = CliRunner().invoke(app, ["pretrain", str(digits.images_dir), str(digits.labels_csv), "--output", str(out),
                                       "--epochs", "1", "--batch-size", "32", "--device", "cpu", "--no-flip"])
     assert result.exit_code == 0, result.output
     assert "pretrain loss" in result.stderr and f"--init-weights {out}" in " ".join(result.stderr.split())
-    again = CliRunner().invoke(app, ["pretrain", str(digits.images_dir), str(digits.labels_csv), "--out", str(out)])
+    again = CliRunner().invoke(app, ["pretrain", str(digits.images_dir), str(digits.labels_csv), "--output", str(out)])
     assert again.exit_code == 1 and "already exists; pass --overwrite" in again.stderr
 

@@ -96,7 +96,7 @@ def test_ctrl_c_stops_at_a_step_boundary_and_resumes_there(digits, tmp_path, mon
 def start_fit(digits, out: Path, *extra: str) -> tuple[subprocess.Popen, list[str]]:
     """``labelclean fit`` in a child process; returns once it has finished its second epoch."""
     args = [sys.executable, "-m", "labelclean", "fit", str(digits.images_dir), str(digits.labels_csv),
-            "--out", str(out), "--epochs", "30", "--warmup", "1", "--batch-size", "32", "--arch", "small_cnn",
+            "--output", str(out), "--epochs", "30", "--warmup", "1", "--batch-size", "32", "--arch", "small_cnn",
             "--device", "cpu", *extra]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 600  # generous: a busy 2-core machine may take minutes to import and decode
@@ -115,7 +115,7 @@ def test_fit_killed_with_sigkill_resumes(digits, tmp_path):
     process.wait()
     assert not (out / "samples.csv").exists()
     (out / ".checkpoint.pt.abc123.tmp").write_bytes(b"half a checkpoint")  # as a kill mid-write leaves it
-    finished = subprocess.run(args[:4] + ["--out", str(out), "--resume"], capture_output=True, text=True,
+    finished = subprocess.run(args[:4] + ["--output", str(out), "--resume"], capture_output=True, text=True,
                               timeout=1200, check=False)
     assert finished.returncode == 0, finished.stderr
     run = labelclean.Run(out)
@@ -130,7 +130,7 @@ def test_ctrl_c_on_the_command_line_saves_and_says_how_to_resume(digits, tmp_pat
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=600)
     assert process.returncode == 130
-    assert "Stopped cleanly after" in stderr and f"labelclean fit --out {out} --resume" in stderr
+    assert "Stopped cleanly after" in stderr and f"labelclean fit --output {out} --resume" in stderr
     assert "Traceback" not in stderr
     assert "partial" in load_torch(out / "checkpoint.pt")
 

@@ -34,8 +34,8 @@ def offline_hub(tmp_path, monkeypatch):
 
 
 def fit_args(digits, out, *extra):
-    return ["fit", str(digits.images_dir), str(digits.labels_csv), "--out", str(out), "--epochs", "2", "--warmup", "1",
-            "--batch-size", "32", "--image-size", "16", "--device", "cpu", *extra]
+    return ["fit", str(digits.images_dir), str(digits.labels_csv), "--output", str(out), "--epochs", "2",
+            "--warmup", "1", "--batch-size", "32", "--image-size", "16", "--device", "cpu", *extra]
 
 
 def test_pretrained_offline_without_the_file_names_it_and_init_weights(digits, tmp_path, offline_hub):
