@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from . import distributed, dividemix, mlnt
-from .augment import crop_padding
+from .augment import crop_padding, imagenet_stats
 from .auto import start_blend, start_kind, start_lr, threshold_hint
 from .config import FitConfig, for_device, resolve, resolve_device
 from .data import LabeledImages, channel_stats, read_labels
@@ -202,7 +202,7 @@ def _training_data(images: np.ndarray, labeled: LabeledImages, cfg: FitConfig, d
                    max_ram_gb: float | None) -> tuple[TrainingData, dict[str, Any]]:
     """The images where training reads them fastest, their statistics and the training augmentation."""
     placed = place_images(images, device, max_ram_gb)
-    mean, std = channel_stats(placed)
+    mean, std = imagenet_stats(placed.shape[1]) if cfg.pretrained else channel_stats(placed)  # as the weights expect
     data = TrainingData.build(placed, labeled.labels, len(labeled.classes), mean, std, device,
                               padding=crop_padding(cfg.image_size), flip=cfg.flip)
     return data, {"image_size": cfg.image_size, "channels": int(placed.shape[1]), "mean": mean, "std": std}
