@@ -538,6 +538,9 @@ def photos_section(o: dict[str, Any], work: Path, dev: torch.device, peak: float
         out["official"] = run_official_clothing(o["official_clothing"], folder, work, o["archs"][0], o["batch_size"],
                                                 o["num_batches"], o["dividemix_epochs"], o["official_workers"],
                                                 sizes, budget.left(), dev)
+        for kind in ("warmup", "dividemix"):
+            if f"{kind}_epoch_s" in out["official"]:
+                out["official"][f"{kind}_images_per_s"] = fit_n / out["official"][f"{kind}_epoch_s"]
     main = out["labelclean"].get(o["archs"][0], {})
     out.update(ratio_epoch=ratio(out.get("official"), main, "dividemix_epoch_s"),
                ratio_warmup_epoch=ratio(out.get("official"), main, "warmup_epoch_s"),
@@ -581,7 +584,7 @@ def cifar_section(o: dict[str, Any], dev: torch.device, peak: float | None) -> d
         console.print(f"cifar_32: the official CIFAR code on {n:,} images…")
         try:
             out["official"] = run_official(o["official_cifar"], n, o["cifar_test"], cfg, o["official_workers"],
-                                           max(budget.left() / 2, 30))
+                                           max(0.6 * budget.left(), 30))
             sizes = out["official"]["dividemix_labeled_sizes"]
         except SystemExit as failed:  # a crash or timeout: labelclean's figures still count
             out["official"] = {"failed": str(failed)[-2000:]}
@@ -672,14 +675,14 @@ def main(
                                                            "dataloader_clothing1M.py.")] = None,
     official_workers: Annotated[int, typer.Option(min=0, help="The official loaders' workers (upstream: 5).")] = 5,
     official_val: Annotated[int, typer.Option(min=1, help="Its validation images (not timed).")] = 64,
-    photos_budget: Annotated[float, typer.Option(help="Seconds for photos_224.")] = 250,
+    photos_budget: Annotated[float, typer.Option(help="Seconds for photos_224.")] = 230,
     cifar_images: Annotated[int, typer.Option(min=128, help="32-px images of cifar_32.")] = 50_000,
     official_cifar: Annotated[Path | None, typer.Option(help="The official CIFAR harness, run_official.py.")] = None,
     cifar_test: Annotated[int, typer.Option(min=1, help="Its test images (not timed).")] = 1000,
     compile_: Annotated[bool, typer.Option("--compile/--no-compile", help="Also time torch.compile "
                                            "(mode='reduce-overhead') in cifar_32.")] = True,
-    cifar_budget: Annotated[float, typer.Option(help="Seconds for cifar_32.")] = 150,
-    ltm_budget: Annotated[float, typer.Option(help="Seconds for larger_than_memory.")] = 70,
+    cifar_budget: Annotated[float, typer.Option(help="Seconds for cifar_32.")] = 170,
+    ltm_budget: Annotated[float, typer.Option(help="Seconds for larger_than_memory.")] = 60,
     sections: Annotated[str, typer.Option(help="Comma-separated: " + ", ".join(SECTIONS) + ".")] = ",".join(SECTIONS),
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     work: Annotated[Path | None, typer.Option(help="Work folder (kept); default: a temp folder, deleted.")] = None,

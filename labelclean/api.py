@@ -137,6 +137,7 @@ def fit(
     state = directory.restore(nets, optimizers, device) if saved else TrainingState(extra={"auto": start_record})
     if saved:
         log.info("Resuming %s after epoch %d.", directory.path, state.epoch)
+    _log_plan(cfg, data, state)
     nets = [distributed.wrap(net, device) for net in nets]
     with threads(kernel_threads):
         result = _train(nets, optimizers, data, cfg, state, directory, device, on_epoch)
@@ -273,11 +274,37 @@ def _train(nets: list[nn.Module], optimizers: list[torch.optim.Optimizer], data:
 
     try:
         with stop_on_ctrl_c():
-            method.train(nets, optimizers, data, cfg, state, on_epoch or (lambda report: None), checkpoint)
+            method.train(nets, optimizers, data, cfg, state, _estimating(on_epoch or (lambda report: None)), checkpoint)
     except Interrupted:
         checkpoint(state)  # mid-epoch: state.partial says where the epoch stopped
         raise
     return method.evaluate(nets, data, cfg, state)
+
+
+def _log_plan(cfg: FitConfig, data: TrainingData, state: TrainingState) -> None:
+    """The fit's first line: network, images, device and the epochs planned."""
+    plan = resolve(cfg, len(data), state.extra.get("auto"))
+    device = torch.cuda.get_device_name(data.device) if data.device.type == "cuda" else "the CPU"
+    warmup = (f"{plan.warmup} of warm-up" if cfg.warmup is not None or cfg.method == "mlnt"
+              else f"warm-up until the networks stop improving, at most {plan.warmup}")
+    log.info("Training %s (%s) on %d images of %d px, %d channel(s), on %s: %d epochs planned (%s).", cfg.method,
+             cfg.arch, len(data), cfg.image_size, data.images.shape[1], device, plan.epochs, warmup)
+
+
+def _estimating(on_epoch: Callable[[EpochReport], None]) -> Callable[[EpochReport], None]:
+    """``on_epoch``, after a log line estimating the time left once the first epoch of each kind has ended
+    (a DivideMix epoch costs several warm-up epochs)."""
+    paces: dict[str, float] = {}
+
+    def report(r: EpochReport) -> None:
+        if r.phase not in paces:
+            paces[r.phase] = r.seconds
+            log.info("Epoch %d (%s) took %.1f s: the %d epoch(s) left take about %.0f min at this pace%s.", r.epoch,
+                     r.phase, r.seconds, r.epochs - r.epoch, (r.epochs - r.epoch) * r.seconds / 60,
+                     "" if len(paces) > 1 else " (estimated again after the first epoch of the next kind)")
+        on_epoch(r)
+
+    return report
 
 
 def _threshold_hint(clean_prob: np.ndarray, disagrees: np.ndarray) -> float | None:

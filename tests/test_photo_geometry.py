@@ -95,3 +95,22 @@ def test_imagenet_stats():
     assert imagenet_stats(3) == ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
     (mean,), (std,) = imagenet_stats(1)
     assert 0.44 < mean < 0.46 and 0.22 < std < 0.23
+
+
+def test_fit_states_its_plan_first_and_estimates_the_time_after_the_first_epoch(digits, tmp_path, caplog):
+    import logging
+
+    import labelclean
+
+    with caplog.at_level(logging.INFO, logger="labelclean"):
+        labelclean.fit(digits.images_dir, digits.labels_csv, tmp_path / "run", epochs=3, warmup=1, batch_size=64,
+                       arch="small_cnn", device="cpu", image_size=8)
+    lines = [r.getMessage() for r in caplog.records]
+    plan = next(i for i, line in enumerate(lines) if line.startswith("Training "))
+    assert "small_cnn" in lines[plan] and "300 images of 8 px" in lines[plan] and "on the CPU" in lines[plan]
+    assert "3 epochs planned (1 of warm-up)" in lines[plan]
+    estimates = [line for line in lines if "left take about" in line]
+    assert len(estimates) == 2  # after the warm-up epoch and after the first DivideMix epoch
+    assert estimates[0].startswith("Epoch 1 (warm-up)") and "2 epoch(s) left" in estimates[0]
+    assert estimates[1].startswith("Epoch 2 (train)") and "1 epoch(s) left" in estimates[1]
+    assert plan < lines.index(next(line for line in lines if line.startswith("Epoch 1")))
