@@ -529,7 +529,9 @@ def photos_section(o: dict[str, Any], work: Path, dev: torch.device, peak: float
         console.print(f"photos_224: labelclean, {arch}, {fit_n:,} images…")
         cfg = fit_config(arch, o["image_size"], o["batch_size"], o["dividemix_epochs"], dev)
         data, _ = _training_data(sub_images, sub_labeled, cfg, dev, None)
-        out["labelclean"][arch] = {"images_on": str(data.images.device), **labelclean_fit(data, cfg, sizes, peak)}
+        fit = labelclean_fit(data, cfg, sizes, peak)
+        out["labelclean"][arch] = {"images_on": str(data.images.device), **fit, "projected_fit_of_all_photos":
+                                   projected_fit(fit, fit_n, o["photos"], o["batch_size"], o["labeled_share"])}
         del data
         release(dev)
     if o["official_clothing"] is not None:
@@ -563,15 +565,21 @@ def larger_than_memory_section(o: dict[str, Any], work: Path, dev: torch.device,
     console.print(f"larger_than_memory: {arch}, {fit_n:,} images read from the mapped cache, cold each epoch…")
     with cold_cache_each_epoch(next((work / "cache").glob("decoded-*.u8"))):
         fit = labelclean_fit(data, cfg, [round(o["labeled_share"] * fit_n)] * 2, peak, count_flops=False)
-    scale = 1_000_000 / fit_n
-    plan = resolve(FitConfig(batch_size=o["batch_size"]), 1_000_000)  # labelclean's planned epochs for 1M images
-    warm, divide = fit["warmup_epoch_s"] * scale, fit["dividemix_epoch_s"] * scale
     return {"images_on": "memory-mapped file, page cache dropped before each epoch", "arch": arch, **fit,
             "slowdown_vs_in_memory": ratio(fit, (in_memory or {}).get("labelclean", {}).get(arch), "dividemix_epoch_s"),
-            "projected_1M": {"images": 1_000_000, "cache_gb": 1e6 * 3 * o["image_size"] ** 2 / 1e9,
-                             "warmup_epoch_s": warm, "dividemix_epoch_s": divide, "planned_epochs": plan.epochs,
-                             "planned_warmup_at_most": plan.warmup, "labeled_share": o["labeled_share"],
-                             "run_hours": (plan.warmup * warm + (plan.epochs - plan.warmup) * divide) / 3600}}
+            "projected_1M": {**projected_fit(fit, fit_n, 1_000_000, o["batch_size"], o["labeled_share"]),
+                             "cache_gb": 1e6 * 3 * o["image_size"] ** 2 / 1e9}}
+
+
+def projected_fit(fit: dict[str, Any], measured: int, images: int, batch_size: int, share: float) -> dict[str, Any]:
+    """A whole fit of ``images`` from epochs measured on ``measured`` images (time linear in the images,
+    the same labeled share): labelclean's planned epochs for that size, the adaptive warm-up at its longest."""
+    scale = images / measured
+    plan = resolve(FitConfig(batch_size=batch_size), images)
+    warm, divide = fit["warmup_epoch_s"] * scale, fit["dividemix_epoch_s"] * scale
+    return {"images": images, "warmup_epoch_s": warm, "dividemix_epoch_s": divide, "planned_epochs": plan.epochs,
+            "planned_warmup_at_most": plan.warmup, "labeled_share": share,
+            "run_hours": (plan.warmup * warm + (plan.epochs - plan.warmup) * divide) / 3600}
 
 
 def cifar_section(o: dict[str, Any], dev: torch.device, peak: float | None) -> dict[str, Any]:
@@ -637,6 +645,8 @@ def print_table(result: dict[str, Any]) -> None:
         for name, key in (("warm-up epoch s", "warmup_epoch_s"), ("DivideMix epoch s", "dividemix_epoch_s")):
             table.add_row("photos_224", f"{arch} {name}", cell(fit.get(key)), cell(official.get(key)) if same else "-",
                           cell(ratio(official, fit, key), "×") if same else "-")
+        table.add_row("photos_224", f"{arch} fit of all {photos['photos']:,} photos, hours (projected)",
+                      cell(fit.get("projected_fit_of_all_photos", {}).get("run_hours")), "-", "")
         table.add_row("photos_224", f"{arch} mfu / supervised mfu / GPU %",
                       f"{cell(fit.get('mfu'))} / {cell(fit.get('supervised_mfu'))} / {cell(fit.get('gpu_utilisation'))}",
                       cell(official.get("gpu_utilisation")) if same else "-", "")
@@ -665,7 +675,7 @@ SECTIONS = ("photos_224", "cifar_32", "larger_than_memory")
 def main(
     photos: Annotated[int, typer.Option(min=CLASSES, help="Synthetic JPEGs written and decoded.")] = 20_000,
     num_batches: Annotated[int, typer.Option(min=1, help="Batches per epoch on both sides (the upstream's "
-                                             "--num_batches); the fit uses the first num_batches × B photos.")] = 250,
+                                             "--num_batches); the fit uses the first num_batches × B photos.")] = 200,
     batch_size: Annotated[int, typer.Option(min=2, help="B (Clothing1M's: 32).")] = 32,
     image_size: Annotated[int, typer.Option(min=8, help="labelclean's side in px (the official code crops 224).")] = 224,
     archs: Annotated[str, typer.Option(help="labelclean's networks; the first is the one compared.")] = "resnet50,resnet18",

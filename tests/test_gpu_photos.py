@@ -116,5 +116,7 @@ def test_labelclean_side_end_to_end_writes_the_json(gpu_photos, tmp_path):
     fit = photos["labelclean"]["resnet18"]
     assert fit["labeled"] == [4, 4] and fit["dividemix_epoch_s"] > 0 and photos["decode"]["images"] == 28
     assert photos["ratio_epoch"] is None and photos["mfu"] is None  # no official run, no GPU peak
+    whole = fit["projected_fit_of_all_photos"]
+    assert whole["images"] == 28 and whole["dividemix_epoch_s"] == pytest.approx(fit["dividemix_epoch_s"] * 28 / 8)
     assert big["images_on"].startswith("memory-mapped") and big["projected_1M"]["run_hours"] > 0
     assert len(r["clothing_patches"]) == len(gpu_photos.CLOTHING_PATCHES)
