@@ -72,8 +72,9 @@ root): put the upstream files and the official CIFAR harness in a git-ignored fo
 with the working tree::
 
     mkdir -p .official/clothing && echo /.official/ >> .git/info/exclude
-    git --git-dir=<DivideMix mirror>/.git show HEAD:Train_clothing1M.py > .official/clothing/Train_clothing1M.py
-    git --git-dir=<DivideMix mirror>/.git show HEAD:dataloader_clothing1M.py > .official/clothing/dataloader_clothing1M.py
+    G=<DivideMix mirror>/.git   # the fetched github:LiJunnan1992/DivideMix
+    for f in Train_clothing1M.py dataloader_clothing1M.py; do
+        git --git-dir=$G show HEAD:$f > .official/clothing/$f; done
     cp -r <official-dividemix harness> .official/cifar      # run_official.py, upstream/, shim/, …
 
 then run, carrying ``.official`` (timeout_s 560)::
@@ -90,7 +91,6 @@ import contextlib
 import difflib
 import itertools
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -100,10 +100,12 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from importlib.metadata import PackageNotFoundError
 from pathlib import Path
 from typing import Annotated, Any
 from unittest import mock
 
+import common
 import numpy as np
 import torch
 import typer
@@ -154,7 +156,8 @@ CLOTHING_PATCHES = [
      "print('| Building net')\n", 1),
     (T, "for epoch in range(args.num_epochs+1):   \n",
      "for epoch in range(args.num_epochs+1):   \n    _photo_timing.EPOCH[0] = epoch  # [timing]\n", 1),
-    (T, "test_loader = loader.run('test')\n", "sys.exit(0)  # [timing] no final test\ntest_loader = loader.run('test')\n", 1),
+    (T, "test_loader = loader.run('test')\n",
+     "sys.exit(0)  # [timing] no final test\ntest_loader = loader.run('test')\n", 1),
 ]
 TIMING_MODULE = '''"""Imported by the patched Train_clothing1M.py (benchmarks/gpu_photos.py): .cuda() no-ops without
 CUDA; each timed phase appended to $PHOTO_TIMING_FILE as a JSON line; the fixed labeled sets."""
@@ -297,8 +300,9 @@ def step_flops(data: Any, cfg: FitConfig) -> dict[str, float]:
     optimizer = torch.optim.SGD(nets[0].parameters(), lr=1e-9)
     b = cfg.batch_size
     idx = torch.arange(2 * b, device=data.device)
-    train = counted(lambda: dividemix.train_step(nets[0], nets[1], optimizer, data, idx[:b], torch.ones(b, device=data.device),
-                                                 idx[b:], 0.7, 1.0, cfg))
+    clean = torch.ones(b, device=data.device)
+    train = counted(lambda: dividemix.train_step(nets[0], nets[1], optimizer, data, idx[:b], clean, idx[b:],
+                                                 0.7, 1.0, cfg))
     warm = counted(lambda: dividemix.warmup_epoch(nets[0], optimizer, rows(data, idx.cpu()), cfg))
     evaluated = counted(lambda: predict_logits(nets[0], rows(data, idx.cpu()), cfg.eval_batch_size))
     return {"dividemix_step": train, "warmup_per_image": warm / (2 * b), "eval_per_image": evaluated / (2 * b)}
@@ -506,7 +510,9 @@ def release(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def photos_section(o: dict[str, Any], work: Path, dev: torch.device, peak: float | None) -> dict[str, Any]:
+def photos_section(o: dict[str, Any], work: Path, dev: torch.device, peak: float | None,
+                   fits: bool = True) -> dict[str, Any]:
+    """The photos written and decoded; with ``fits``, the side by side on them."""
     budget = Budget(o["photos_budget"])
     fit_n = o["num_batches"] * o["batch_size"]
     if fit_n > o["photos"]:
@@ -516,13 +522,14 @@ def photos_section(o: dict[str, Any], work: Path, dev: torch.device, peak: float
     labels_csv, paths, labels = write_photos(folder, o["photos"], o["official_val"])
     out: dict[str, Any] = {"photos": o["photos"], "classes": CLASSES, "photo_sizes": SIZES,
                            "write_seconds": time.perf_counter() - start, "fit_images": fit_n,
-                           "batch_size": o["batch_size"], "num_batches": o["num_batches"], "image_size": o["image_size"]}
+                           "batch_size": o["batch_size"], "num_batches": o["num_batches"],
+                           "image_size": o["image_size"]}
     console.print(f"photos_224: decoding {o['photos']:,} JPEGs into the cache…")
     images, labeled, out["decode"] = decode(folder, labels_csv, o["image_size"], work / "cache")
     sub_images, sub_labeled = first(images, labeled, fit_n)
     out["labeled_sets"] = sizes = [round(o["labeled_share"] * fit_n)] * 2
     out["labelclean"] = {}
-    for arch in o["archs"]:
+    for arch in o["archs"] if fits else []:
         if (skip := budget.skipped()) is not None:
             out["labelclean"][arch] = skip
             continue
@@ -534,7 +541,7 @@ def photos_section(o: dict[str, Any], work: Path, dev: torch.device, peak: float
                                    projected_fit(fit, fit_n, o["photos"], o["batch_size"], o["labeled_share"])}
         del data
         release(dev)
-    if o["official_clothing"] is not None:
+    if fits and o["official_clothing"] is not None:
         write_clothing_lists(folder, paths, labels, fit_n, o["official_val"])
         console.print(f"photos_224: the official Clothing1M pipeline, {o['archs'][0]}, within {budget.left():.0f} s…")
         out["official"] = run_official_clothing(o["official_clothing"], folder, work, o["archs"][0], o["batch_size"],
@@ -616,13 +623,25 @@ def cifar_section(o: dict[str, Any], dev: torch.device, peak: float | None) -> d
     return out
 
 
+def described(dev: torch.device) -> dict[str, Any]:
+    """``common.machine`` with the commit; from a checkout that is not pip-installed (a device machine
+    that cannot reach PyPI) labelclean's version is unknown and the commit says what ran."""
+    try:
+        found = machine(dev)
+    except PackageNotFoundError:
+        with mock.patch.object(common, "version", lambda name: None):
+            found = machine(dev)
+    return {**found, **git_state()}
+
+
 def git_state() -> dict[str, Any]:
     """The commit measured and whether the working tree differed from it."""
     def git(*args: str) -> str:
         done = subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True, check=False)
         return done.stdout.strip() if done.returncode == 0 else ""
 
-    return {"commit": git("rev-parse", "HEAD") or None, "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    return {"commit": git("rev-parse", "HEAD") or None,
+            "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -648,7 +667,7 @@ def print_table(result: dict[str, Any]) -> None:
         table.add_row("photos_224", f"{arch} fit of all {photos['photos']:,} photos, hours (projected)",
                       cell(fit.get("projected_fit_of_all_photos", {}).get("run_hours")), "-", "")
         table.add_row("photos_224", f"{arch} mfu / supervised mfu / GPU %",
-                      f"{cell(fit.get('mfu'))} / {cell(fit.get('supervised_mfu'))} / {cell(fit.get('gpu_utilisation'))}",
+                      " / ".join(cell(fit.get(key)) for key in ("mfu", "supervised_mfu", "gpu_utilisation")),
                       cell(official.get("gpu_utilisation")) if same else "-", "")
     if "decode" in photos:
         table.add_row("photos_224", "decode into the cache, images/s", cell(photos["decode"]["images_per_s"]), "-", "")
@@ -662,8 +681,9 @@ def print_table(result: dict[str, Any]) -> None:
     if "projected_1M" in big:
         table.add_row("larger_than_memory", "DivideMix epoch s (mapped, cold) / GPU %",
                       f"{cell(big['dividemix_epoch_s'])} / {cell(big.get('gpu_utilisation'))}", "-",
-                      cell(big.get("slowdown_vs_in_memory"), "× in-memory"))
-        table.add_row("larger_than_memory", "projected 1M-image run, hours", cell(big["projected_1M"]["run_hours"]), "-", "")
+                      cell(big.get("slowdown_vs_in_memory"), "× the in-memory epoch"))
+        table.add_row("larger_than_memory", "projected 1M-image run, hours", cell(big["projected_1M"]["run_hours"]),
+                      "-", "")
     Console(width=160).print(table)
 
 
@@ -677,10 +697,10 @@ def main(
     num_batches: Annotated[int, typer.Option(min=1, help="Batches per epoch on both sides (the upstream's "
                                              "--num_batches); the fit uses the first num_batches × B photos.")] = 200,
     batch_size: Annotated[int, typer.Option(min=2, help="B (Clothing1M's: 32).")] = 32,
-    image_size: Annotated[int, typer.Option(min=8, help="labelclean's side in px (the official code crops 224).")] = 224,
-    archs: Annotated[str, typer.Option(help="labelclean's networks; the first is the one compared.")] = "resnet50,resnet18",
+    image_size: Annotated[int, typer.Option(min=8, help="labelclean's side in px (official: 224).")] = 224,
+    archs: Annotated[str, typer.Option(help="labelclean's networks; the first is compared.")] = "resnet50,resnet18",
     dividemix_epochs: Annotated[int, typer.Option(min=1, help="D: DivideMix epochs after the 1 warm-up epoch.")] = 1,
-    labeled_share: Annotated[float, typer.Option(min=0.01, max=1.0, help="Fixed labeled set, share of the images.")] = 0.5,
+    labeled_share: Annotated[float, typer.Option(min=0.01, max=1.0, help="Fixed labeled sets' share.")] = 0.5,
     official_clothing: Annotated[Path | None, typer.Option(help="Folder with the upstream Train_clothing1M.py and "
                                                            "dataloader_clothing1M.py.")] = None,
     official_workers: Annotated[int, typer.Option(min=0, help="The official loaders' workers (upstream: 5).")] = 5,
@@ -696,17 +716,19 @@ def main(
     sections: Annotated[str, typer.Option(help="Comma-separated: " + ", ".join(SECTIONS) + ".")] = ",".join(SECTIONS),
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     work: Annotated[Path | None, typer.Option(help="Work folder (kept); default: a temp folder, deleted.")] = None,
-    out: Annotated[Path | None, typer.Option(help="JSON file (default: benchmarks/results/gpu-photos-<device>.json).")] = None,
+    out: Annotated[Path | None, typer.Option(help="JSON file (default: results/gpu-photos-<device>.json).")] = None,
 ) -> None:
     """Photos at 224 px and 32-px images side by side with the official DivideMix code; a mapped cache."""
     o = {**locals(), "archs": [a.strip() for a in archs.split(",") if a.strip()]}
     chosen = [s.strip() for s in sections.split(",") if s.strip()]
     if unknown := set(chosen) - set(SECTIONS):
         raise typer.BadParameter(f"Unknown section(s) {', '.join(sorted(unknown))}; pick from {', '.join(SECTIONS)}.")
+    if not o["archs"]:
+        raise typer.BadParameter("--archs names no network; e.g. --archs resnet50,resnet18.")
     dev = resolve_device(device)
     torch.set_num_threads(cpu_threads(dev))
     peak = peak_flops(dev)
-    result: dict[str, Any] = {"benchmark": "gpu photos", "machine": {**machine(dev), **git_state()},
+    result: dict[str, Any] = {"benchmark": "gpu photos", "machine": described(dev),
                               "precision": precision(dev), "peak_bf16_flops": peak,
                               "settings": {k: str(v) if isinstance(v, Path) else v for k, v in o.items()},
                               "clothing_patches": [{"file": f, "old": a, "new": b, "times": t}
@@ -716,8 +738,7 @@ def main(
     with contextlib.ExitStack() as stack:
         folder = work or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gpu_photos_")))
         if "photos_224" in chosen or "larger_than_memory" in chosen:
-            result["photos_224"] = photos_section(o if "photos_224" in chosen else {**o, "archs": o["archs"][:0],
-                                                  "official_clothing": None}, folder, dev, peak)
+            result["photos_224"] = photos_section(o, folder, dev, peak, fits="photos_224" in chosen)
         if "cifar_32" in chosen:
             result["cifar_32"] = cifar_section(o, dev, peak)
         if "larger_than_memory" in chosen:

@@ -244,9 +244,9 @@ def decode_image(file: Path, size: int) -> np.ndarray:
     and photos expect (a 640×480 photo loses 80 px at each side, never gets squashed).
 
     EXIF rotation is applied; JPEGs are downscaled while decoding (``draft``, to no less than
-    ``size`` on either side) so large photos are never loaded at full size. Multi-frame files (animated GIF, multi-page TIFF)
-    give their first frame, the one viewers show as the thumbnail. Pillow's decompression-bomb
-    limit is an error.
+    ``size`` on either side) so large photos are never loaded at full size. Multi-frame files
+    (animated GIF, multi-page TIFF) give their first frame, the one viewers show as the thumbnail.
+    Pillow's decompression-bomb limit is an error.
     """
     with Image.open(file) as image:
         pixels = image.width * image.height
