@@ -499,8 +499,11 @@ class Budget:
     def left(self) -> float:
         return self.end - time.perf_counter()
 
-    def skipped(self) -> dict[str, str] | None:
-        return {"skipped": "the section's time budget was spent"} if self.left() <= 0 else None
+    def skipped(self, needs: float = 0) -> dict[str, str] | None:
+        """A note when fewer than ``needs`` seconds are left (a part that cannot be stopped midway)."""
+        left = self.left()
+        return {"skipped": f"{max(left, 0):.0f} s of the section's budget left, {needs:.0f} s needed"} \
+            if left <= needs else None
 
 
 def ratio(official: dict[str, Any] | None, ours: dict[str, Any] | None, key: str) -> float | None:
@@ -535,7 +538,7 @@ def photos_section(o: dict[str, Any], work: Path, dev: torch.device, peak: float
     out["labeled_sets"] = sizes = [round(o["labeled_share"] * fit_n)] * 2
     out["labelclean"] = {}
     for arch in o["archs"] if fits else []:
-        if (skip := budget.skipped()) is not None:
+        if (skip := budget.skipped(o["part_needs"])) is not None:
             out["labelclean"][arch] = skip
             continue
         console.print(f"photos_224: labelclean, {arch}, {fit_n:,} images…")
@@ -576,7 +579,7 @@ def larger_than_memory_section(o: dict[str, Any], work: Path, dev: torch.device,
     cfg = fit_config(arch, o["image_size"], o["batch_size"], o["dividemix_epochs"], dev)
     with mock.patch("torch.cuda.mem_get_info", return_value=(0, 0)):  # as for a set larger than the GPU
         data, _ = _training_data(sub_images, sub_labeled, cfg, dev, max_ram_gb=0.0)
-    if (skip := budget.skipped()) is not None:
+    if (skip := budget.skipped(o["part_needs"])) is not None:
         return skip
     console.print(f"larger_than_memory: {arch}, {fit_n:,} images read from the mapped cache, cold each epoch…")
     with cold_cache_each_epoch(next((work / "cache").glob("decoded-*.u8"))):
@@ -614,10 +617,11 @@ def cifar_section(o: dict[str, Any], dev: torch.device, peak: float | None) -> d
             out["official"] = {"failed": str(failed)[-2000:]}
     out["labeled_sets"] = sizes
     data = training_data(*synthetic_images(n, 3, 32, 10), cfg, dev)
-    runs = [("labelclean", None, cfg)] + ([("labelclean_compiled", "reduce-overhead", replace(cfg, epochs=3))]
-                                         if o["compile_"] else [])
-    for key, mode, run_cfg in runs:
-        if (skip := budget.skipped()) is not None:
+    runs = [("labelclean", None, cfg, o["part_needs"])]
+    if o["compile_"]:
+        runs.append(("labelclean_compiled", "reduce-overhead", replace(cfg, epochs=3), o["compile_needs"]))
+    for key, mode, run_cfg, needs in runs:
+        if (skip := budget.skipped(needs)) is not None:
             out[key] = skip
             continue
         console.print(f"cifar_32: {key}…")
@@ -722,6 +726,9 @@ def main(
                                            "(mode='reduce-overhead') in cifar_32.")] = True,
     cifar_budget: Annotated[float, typer.Option(help="Seconds for cifar_32.")] = 170,
     ltm_budget: Annotated[float, typer.Option(help="Seconds for larger_than_memory.")] = 60,
+    part_needs: Annotated[float, typer.Option(help="Seconds a section must have left to start a fit.")] = 20,
+    compile_needs: Annotated[float, typer.Option(help="Seconds cifar_32 must have left to start the compiled "
+                                                 "fit (its compilation cannot be stopped).")] = 100,
     sections: Annotated[str, typer.Option(help="Comma-separated: " + ", ".join(SECTIONS) + ".")] = ",".join(SECTIONS),
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     work: Annotated[Path | None, typer.Option(help="Work folder (kept); default: a temp folder, deleted.")] = None,
@@ -743,18 +750,20 @@ def main(
                               "clothing_patches": [{"file": f, "old": a, "new": b, "times": t}
                                                    for f, a, b, t in CLOTHING_PATCHES]}
     result["machine"].setdefault("command", " ".join(sys.argv))
-    started = time.perf_counter()
+    started, path = time.perf_counter(), out or RESULTS / f"gpu-photos-{slug(result['machine']['device'])}.json"
+
+    def save(section: str, figures: dict[str, Any]) -> None:  # after each section: a run stopped later keeps it
+        result[section], result["seconds"] = figures, time.perf_counter() - started
+        write_json(path, result)
+
     with contextlib.ExitStack() as stack:
         folder = work or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gpu_photos_")))
         if "photos_224" in chosen or "larger_than_memory" in chosen:
-            result["photos_224"] = photos_section(o, folder, dev, peak, fits="photos_224" in chosen)
+            save("photos_224", photos_section(o, folder, dev, peak, fits="photos_224" in chosen))
         if "cifar_32" in chosen:
-            result["cifar_32"] = cifar_section(o, dev, peak)
+            save("cifar_32", cifar_section(o, dev, peak))
         if "larger_than_memory" in chosen:
-            result["larger_than_memory"] = larger_than_memory_section(o, folder, dev, peak, result.get("photos_224"))
-    result["seconds"] = time.perf_counter() - started
-    name = f"gpu-photos-{slug(result['machine']['device'])}.json"
-    write_json(out or RESULTS / name, result)
+            save("larger_than_memory", larger_than_memory_section(o, folder, dev, peak, result.get("photos_224")))
     print_table(result)
 
 

@@ -120,3 +120,9 @@ def test_labelclean_side_end_to_end_writes_the_json(gpu_photos, tmp_path):
     assert whole["images"] == 28 and whole["dividemix_epoch_s"] == pytest.approx(fit["dividemix_epoch_s"] * 28 / 8)
     assert big["images_on"].startswith("memory-mapped") and big["projected_1M"]["run_hours"] > 0
     assert len(r["clothing_patches"]) == len(gpu_photos.CLOTHING_PATCHES)
+
+
+def test_a_part_starts_only_with_the_seconds_it_needs_left(gpu_photos):
+    assert gpu_photos.Budget(100).skipped(20) is None
+    assert "20 s needed" in gpu_photos.Budget(10).skipped(20)["skipped"]
+    assert gpu_photos.Budget(-1).skipped() is not None
