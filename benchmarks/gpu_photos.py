@@ -62,10 +62,12 @@ upstream and is left out of the epoch times, like the test pass). With balanced 
 ``num_batches × batch_size`` listed images, its per-epoch samples (``num_batches × B`` to evaluate,
 twice that for warm-up, both capped per class) are exactly the fit's images, as on labelclean's side.
 
-Without a GPU everything runs on the CPU at toy sizes (``mfu`` and utilisation are then None)::
+Without a GPU everything runs on the CPU at toy sizes (``mfu`` and utilisation are then None; about
+5 minutes on 2 cores)::
 
-    python benchmarks/gpu_photos.py --photos 56 --num-batches 2 --batch-size 4 --image-size 96 \\
-        --arch resnet18 --cifar-images 256 --official-clothing /tmp/upstream --out /tmp/gpu-photos.json
+    python benchmarks/gpu_photos.py --photos 56 --num-batches 2 --batch-size 4 --archs resnet18 \\
+        --official-clothing DIR --official-workers 1 --official-val 8 --cifar-images 128 --no-compile \\
+        --official-cifar PATH/run_official.py --cifar-test 16 --cifar-budget 600 --out /tmp/gpu-photos.json
 
 On one GPU (an H200: about 7 minutes; the procedure for the device machine, from the repository
 root): put the upstream files and the official CIFAR harness in a git-ignored folder that travels

@@ -124,6 +124,7 @@ def fit(
                     "directory.", len(labeled.skipped))
     cfg = for_device(cfg, device.type, labeled.files)
     _check_size(labeled, cfg, inputs["labels_csv"])
+    _log_plan(cfg, len(labeled.paths), device)
     # Before decoding, to fail fast; the main process first, so that the others find its download.
     start = distributed.main_first(lambda: _start_weights(cfg, init_weights)) if saved is None else None
     channels = saved["preprocessing"]["channels"] if saved else None
@@ -137,7 +138,6 @@ def fit(
     state = directory.restore(nets, optimizers, device) if saved else TrainingState(extra={"auto": start_record})
     if saved:
         log.info("Resuming %s after epoch %d.", directory.path, state.epoch)
-    _log_plan(cfg, data, state)
     nets = [distributed.wrap(net, device) for net in nets]
     with threads(kernel_threads):
         result = _train(nets, optimizers, data, cfg, state, directory, device, on_epoch)
@@ -281,14 +281,14 @@ def _train(nets: list[nn.Module], optimizers: list[torch.optim.Optimizer], data:
     return method.evaluate(nets, data, cfg, state)
 
 
-def _log_plan(cfg: FitConfig, data: TrainingData, state: TrainingState) -> None:
-    """The fit's first line: network, images, device and the epochs planned."""
-    plan = resolve(cfg, len(data), state.extra.get("auto"))
-    device = torch.cuda.get_device_name(data.device) if data.device.type == "cuda" else "the CPU"
+def _log_plan(cfg: FitConfig, images: int, device: torch.device) -> None:
+    """The fit's first line, before decoding: network, images, device and the epochs planned."""
+    plan = resolve(cfg, images)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "the CPU"
     warmup = (f"{plan.warmup} of warm-up" if cfg.warmup is not None or cfg.method == "mlnt"
               else f"warm-up until the networks stop improving, at most {plan.warmup}")
-    log.info("Training %s (%s) on %d images of %d px, %d channel(s), on %s: %d epochs planned (%s).", cfg.method,
-             cfg.arch, len(data), cfg.image_size, data.images.shape[1], device, plan.epochs, warmup)
+    log.info("Training %s (%s) on %d images of %d px on %s: %d epochs planned (%s).", cfg.method, cfg.arch,
+             images, cfg.image_size, where, plan.epochs, warmup)
 
 
 def _estimating(on_epoch: Callable[[EpochReport], None]) -> Callable[[EpochReport], None]:
@@ -299,7 +299,7 @@ def _estimating(on_epoch: Callable[[EpochReport], None]) -> Callable[[EpochRepor
     def report(r: EpochReport) -> None:
         if r.phase not in paces:
             paces[r.phase] = r.seconds
-            log.info("Epoch %d (%s) took %.1f s: the %d epoch(s) left take about %.0f min at this pace%s.", r.epoch,
+            log.info("Epoch %d (%s) took %.1f s: the %d epoch(s) left take about %.1f min at this pace%s.", r.epoch,
                      r.phase, r.seconds, r.epochs - r.epoch, (r.epochs - r.epoch) * r.seconds / 60,
                      "" if len(paces) > 1 else " (estimated again after the first epoch of the next kind)")
         on_epoch(r)

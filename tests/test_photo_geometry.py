@@ -107,8 +107,9 @@ def test_fit_states_its_plan_first_and_estimates_the_time_after_the_first_epoch(
                        arch="small_cnn", device="cpu", image_size=8)
     lines = [r.getMessage() for r in caplog.records]
     plan = next(i for i, line in enumerate(lines) if line.startswith("Training "))
-    assert "small_cnn" in lines[plan] and "300 images of 8 px" in lines[plan] and "on the CPU" in lines[plan]
+    assert "small_cnn" in lines[plan] and "300 images of 8 px on the CPU" in lines[plan]
     assert "3 epochs planned (1 of warm-up)" in lines[plan]
+    assert plan < next(i for i, line in enumerate(lines) if line.startswith("Decoded "))  # before the long work
     estimates = [line for line in lines if "left take about" in line]
     assert len(estimates) == 2  # after the warm-up epoch and after the first DivideMix epoch
     assert estimates[0].startswith("Epoch 1 (warm-up)") and "2 epoch(s) left" in estimates[0]
