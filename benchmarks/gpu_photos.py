@@ -73,7 +73,7 @@ On one GPU (an H200: about 7 minutes; the procedure for the device machine, from
 root): put the upstream files and the official CIFAR harness in a git-ignored folder that travels
 with the working tree::
 
-    mkdir -p .official/clothing && echo /.official/ >> .git/info/exclude
+    mkdir -p .official/clothing && echo /.official/ >> "$(git rev-parse --git-path info/exclude)"
     G=<DivideMix mirror>/.git   # the fetched github:LiJunnan1992/DivideMix
     for f in Train_clothing1M.py dataloader_clothing1M.py; do
         git --git-dir=$G show HEAD:$f > .official/clothing/$f; done
