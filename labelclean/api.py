@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from . import distributed, dividemix, mlnt
-from .augment import crop_padding
+from .augment import crop_padding, imagenet_stats
 from .auto import start_blend, start_kind, start_lr, threshold_hint
 from .config import FitConfig, for_device, resolve, resolve_device
 from .data import LabeledImages, channel_stats, read_labels
@@ -125,6 +125,7 @@ def fit(
                     "directory.", len(labeled.skipped))
     cfg = for_device(cfg, device.type, labeled.files)
     _check_size(labeled, cfg, inputs["labels_csv"] or inputs["images_dir"])
+    _log_plan(cfg, len(labeled.paths), device)
     # Before decoding, to fail fast; the main process first, so that the others find its download.
     start = distributed.main_first(lambda: _start_weights(cfg, init_weights)) if saved is None else None
     channels = saved["preprocessing"]["channels"] if saved else None
@@ -207,7 +208,7 @@ def _training_data(images: np.ndarray, labeled: LabeledImages, cfg: FitConfig, d
                    max_ram_gb: float | None) -> tuple[TrainingData, dict[str, Any]]:
     """The images where training reads them fastest, their statistics and the training augmentation."""
     placed = place_images(images, device, max_ram_gb)
-    mean, std = channel_stats(placed)
+    mean, std = imagenet_stats(placed.shape[1]) if cfg.pretrained else channel_stats(placed)  # as the weights expect
     data = TrainingData.build(placed, labeled.labels, len(labeled.classes), mean, std, device,
                               padding=crop_padding(cfg.image_size), flip=cfg.flip)
     return data, {"image_size": cfg.image_size, "channels": int(placed.shape[1]), "mean": mean, "std": std}
@@ -278,11 +279,37 @@ def _train(nets: list[nn.Module], optimizers: list[torch.optim.Optimizer], data:
 
     try:
         with stop_on_ctrl_c():
-            method.train(nets, optimizers, data, cfg, state, on_epoch or (lambda report: None), checkpoint)
+            method.train(nets, optimizers, data, cfg, state, _estimating(on_epoch or (lambda report: None)), checkpoint)
     except Interrupted:
         checkpoint(state)  # mid-epoch: state.partial says where the epoch stopped
         raise
     return method.evaluate(nets, data, cfg, state)
+
+
+def _log_plan(cfg: FitConfig, images: int, device: torch.device) -> None:
+    """The fit's first line, before decoding: network, images, device and the epochs planned."""
+    plan = resolve(cfg, images)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "the CPU"
+    warmup = (f"{plan.warmup} of warm-up" if cfg.warmup is not None or cfg.method == "mlnt"
+              else f"warm-up until the networks stop improving, at most {plan.warmup}")
+    log.info("Training %s (%s) on %d images of %d px on %s: %d epochs planned (%s).", cfg.method, cfg.arch,
+             images, cfg.image_size, where, plan.epochs, warmup)
+
+
+def _estimating(on_epoch: Callable[[EpochReport], None]) -> Callable[[EpochReport], None]:
+    """``on_epoch``, after a log line estimating the time left once the first epoch of each kind has ended
+    (a DivideMix epoch costs several warm-up epochs)."""
+    paces: dict[str, float] = {}
+
+    def report(r: EpochReport) -> None:
+        if r.phase not in paces:
+            paces[r.phase] = r.seconds
+            log.info("Epoch %d (%s) took %.1f s: the %d epoch(s) left take about %.1f min at this pace%s.", r.epoch,
+                     r.phase, r.seconds, r.epochs - r.epoch, (r.epochs - r.epoch) * r.seconds / 60,
+                     "" if len(paces) > 1 else " (estimated again after the first epoch of the next kind)")
+        on_epoch(r)
+
+    return report
 
 
 def _threshold_hint(clean_prob: np.ndarray, disagrees: np.ndarray) -> float | None:

@@ -1,8 +1,10 @@
 """Whole-batch augmentation on image tensors, on whatever device they live on.
 
 Each training "view" is ``normalize(augment(images[idx]))``: one crop-and-flip for the
-whole batch, no per-image Python loop, no host round trip. Self-supervised pretraining
-(``pretrain.py``) adds SimCLR's stronger views: resized crops and colour distortion.
+whole batch, no per-image Python loop, no host round trip. Small images (up to
+:data:`SMALL_SIDE` px, CIFAR's recipe) get a random crop of the zero-padded image; photos get
+random-resized crops, the recipe of DivideMix's WebVision code and of ImageNet training.
+Self-supervised pretraining (``pretrain.py``) adds SimCLR's colour distortion.
 """
 
 from __future__ import annotations
@@ -11,6 +13,23 @@ import math
 
 import torch
 import torch.nn.functional as F
+
+
+SMALL_SIDE = 64  # px: images up to this side are padded and cropped (the paper's CIFAR recipe), larger ones are photos
+PHOTO_CROP_SCALE = (0.08, 1.0)  # share of the area a photo's random-resized crop keeps: torchvision's default,
+#                                 which DivideMix's WebVision loader uses (RandomResizedCrop(299))
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # the normalisation torchvision's ImageNet weights were trained with
+IMAGENET_STD = (0.229, 0.224, 0.225)
+GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as PIL's convert("L")
+
+
+def imagenet_stats(channels: int) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std that ImageNet weights expect; for gray images the luma of ImageNet's
+    (a gray network's stem sums the colour filters, :func:`labelclean.models.fit_stem`)."""
+    if channels == 3:
+        return list(IMAGENET_MEAN), list(IMAGENET_STD)
+    luma = [sum(w * v for w, v in zip(GRAY_WEIGHTS, values)) for values in (IMAGENET_MEAN, IMAGENET_STD)]
+    return [luma[0]], [luma[1]]
 
 
 def crop_padding(size: int) -> int:
@@ -48,12 +67,16 @@ def normalize(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> to
 
 
 class Augment:
-    """The training transform: random crop with padding, optional horizontal flip, normalize."""
+    """The training transform: a random crop (with padding for small images, resized for photos),
+    optional horizontal flip, normalize."""
 
     def __init__(self, mean: torch.Tensor, std: torch.Tensor, padding: int, flip: bool):
         self.mean, self.std, self.padding, self.flip = mean, std, padding, flip
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if images.shape[-1] > SMALL_SIDE:
+            photos = random_resized_crop(images.float().div_(255), PHOTO_CROP_SCALE, self.flip)
+            return (photos - self.mean) / self.std
         images = random_crop(images, self.padding)
         if self.flip:
             images = random_flip(images)
@@ -65,9 +88,8 @@ class Augment:
 
 
 # ---------------------------------------------------------------------------------------------
-# The stronger views of self-supervised pretraining (SimCLR's), on float images in [0, 1].
-
-GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as PIL's convert("L")
+# Resized crops (photos, and SimCLR's views in pretraining) and the colour distortion of
+# self-supervised pretraining, on float images in [0, 1].
 
 
 def random_resized_crop(images: torch.Tensor, scale: tuple[float, float], flip: bool) -> torch.Tensor:

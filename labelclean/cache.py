@@ -30,7 +30,7 @@ from .data import DECODE_CHUNK, Progress, decoded_chunks, has_colour, to_channel
 from .errors import LabelcleanError
 from .files import atomic_write, write_json
 
-CACHE_FORMAT = 1  # part of the key: bump it when decoding changes, so that older caches are not reused
+CACHE_FORMAT = 2  # part of the key: bump it when decoding changes, so that older caches are not reused
 
 Shape = tuple[int, ...]  # (n_readable, channels, size, size)
 Bad = list[tuple[int, str]]

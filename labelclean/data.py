@@ -350,12 +350,14 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def decode_image(file: Path, size: int) -> np.ndarray:
-    """Decode one image into an RGB ``uint8`` array of shape ``(3, size, size)``.
+    """Decode one image into an RGB ``uint8`` array of shape ``(3, size, size)``: its shorter side
+    resized to ``size`` and the centre square kept, so the aspect ratio stays as pretrained networks
+    and photos expect (a 640×480 photo loses 80 px at each side, never gets squashed).
 
-    EXIF rotation is applied; JPEGs are downscaled while decoding (``draft``) so large
-    photos are never loaded at full size. Multi-frame files (animated GIF, multi-page TIFF)
-    give their first frame, the one viewers show as the thumbnail. Pillow's decompression-bomb
-    limit is an error.
+    EXIF rotation is applied; JPEGs are downscaled while decoding (``draft``, to no less than
+    ``size`` on either side) so large photos are never loaded at full size. Multi-frame files
+    (animated GIF, multi-page TIFF) give their first frame, the one viewers show as the thumbnail.
+    Pillow's decompression-bomb limit is an error.
     """
     with Image.open(file) as image:
         pixels = image.width * image.height
@@ -365,8 +367,16 @@ def decode_image(file: Path, size: int) -> np.ndarray:
         image.draft("RGB", (size, size))
         image = ImageOps.exif_transpose(image)
         image = to_rgb(image)
-        image = image.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
+        image = image.resize((size, size), Image.Resampling.BILINEAR, box=centre_square(*image.size),
+                             reducing_gap=3.0)
     return np.asarray(image).transpose(2, 0, 1)
+
+
+def centre_square(width: int, height: int) -> tuple[int, int, int, int]:
+    """The box (left, upper, right, lower) of the largest square centred in a ``width`` × ``height`` image."""
+    side = min(width, height)
+    left, upper = (width - side) // 2, (height - side) // 2
+    return left, upper, left + side, upper + side
 
 
 def image_side(file: Path) -> int:

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 import torchvision
 from typer.testing import CliRunner
 
+from labelclean.augment import imagenet_stats
 from labelclean.auto import crop_scale, image_side, start_blend, start_kind, start_lr
 from labelclean.cli import app
 from labelclean.models import build_model, fit_stem, hub_file, load_weights
@@ -64,6 +65,7 @@ def test_pretrained_reads_the_hub_cache_offline_and_fine_tunes(digits, tmp_path,
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     start = config["auto"]["start"]
     assert config["fit"]["arch"] == "resnet18" and config["fit"]["pretrained"]
+    assert (config["preprocessing"]["mean"], config["preprocessing"]["std"]) == imagenet_stats(1)  # as the weights expect
     assert start["kind"] == "supervised" and start["lr"] == config["fit"]["lr"] == 0.002
     assert start["loaded_tensors"] == RESNET18_TENSORS - 2 and start["new_tensors"] == ["fc.weight", "fc.bias"]
     log = " ".join(result.stderr.split())
