@@ -11,7 +11,7 @@ import subprocess
 import sys
 from dataclasses import fields, replace
 from datetime import datetime, timezone
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,15 @@ def commit() -> tuple[str | None, bool | None]:
     return head, None if status is None else bool(status)
 
 
+def installed_version(package: str) -> str | None:
+    """The package's installed version; None when it runs from a checkout that was not pip-installed
+    (a device machine that cannot reach PyPI): the commit then says what ran."""
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
 def machine(device: torch.device) -> dict[str, Any]:
     """The machine and software a result was measured with; timings mean nothing without it."""
     return {
@@ -66,7 +75,7 @@ def machine(device: torch.device) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "load_average_1min": os.getloadavg()[0],  # other work on the machine slows every timing
         "torch": torch.__version__,
-        "labelclean": version("labelclean"),
+        "labelclean": installed_version("labelclean"),
         "python": platform.python_version(),
         "platform": platform.platform(),
     }

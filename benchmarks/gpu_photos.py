@@ -102,16 +102,14 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from importlib.metadata import PackageNotFoundError
 from pathlib import Path
 from typing import Annotated, Any
 from unittest import mock
 
-import common
 import numpy as np
 import torch
 import typer
-from common import RESULTS, machine, rows
+from common import RESULTS, record, rows
 from PIL import Image
 from rich.console import Console
 from rich.table import Table
@@ -638,27 +636,6 @@ def cifar_section(o: dict[str, Any], dev: torch.device, peak: float | None) -> d
     return out
 
 
-def described(dev: torch.device) -> dict[str, Any]:
-    """``common.machine`` with the commit; from a checkout that is not pip-installed (a device machine
-    that cannot reach PyPI) labelclean's version is unknown and the commit says what ran."""
-    try:
-        found = machine(dev)
-    except PackageNotFoundError:
-        with mock.patch.object(common, "version", lambda name: None):
-            found = machine(dev)
-    return {**found, **git_state()}
-
-
-def git_state() -> dict[str, Any]:
-    """The commit measured and whether the working tree differed from it."""
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True, check=False)
-        return done.stdout.strip() if done.returncode == 0 else ""
-
-    return {"commit": git("rev-parse", "HEAD") or None,
-            "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
-
-
 # ---------------------------------------------------------------------------------------------
 # The command.
 
@@ -746,12 +723,11 @@ def main(
     dev = resolve_device(device)
     torch.set_num_threads(cpu_threads(dev))
     peak = peak_flops(dev)
-    result: dict[str, Any] = {"benchmark": "gpu photos", "machine": described(dev),
+    result: dict[str, Any] = {"benchmark": "gpu photos", **record(dev),
                               "precision": precision(dev), "peak_bf16_flops": peak,
                               "settings": {k: str(v) if isinstance(v, Path) else v for k, v in o.items()},
                               "clothing_patches": [{"file": f, "old": a, "new": b, "times": t}
                                                    for f, a, b, t in CLOTHING_PATCHES]}
-    result["machine"].setdefault("command", " ".join(sys.argv))
     started, path = time.perf_counter(), out or RESULTS / f"gpu-photos-{slug(result['machine']['device'])}.json"
 
     def save(section: str, figures: dict[str, Any]) -> None:  # after each section: a run stopped later keeps it

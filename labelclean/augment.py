@@ -14,7 +14,6 @@ import math
 import torch
 import torch.nn.functional as F
 
-
 SMALL_SIDE = 64  # px: images up to this side are padded and cropped (the paper's CIFAR recipe), larger ones are photos
 PHOTO_CROP_SCALE = (0.08, 1.0)  # share of the area a photo's random-resized crop keeps: torchvision's default,
 #                                 which DivideMix's WebVision loader uses (RandomResizedCrop(299))
