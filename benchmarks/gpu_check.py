@@ -37,9 +37,9 @@ from rich.console import Console
 from speed import run_official, side_by_side, synthetic_images, time_epochs, training_data
 
 import labelclean
-from labelclean.config import PAPER_SETTINGS, FitConfig, resolve_device
+from labelclean.config import PAPER_SETTINGS, FitConfig
 from labelclean.files import write_json
-from labelclean.training import cpu_threads, precision
+from labelclean.training import cpu_threads, precision, resolve_device
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 FIT_SIZE = 28  # px of the end-to-end fit's digits

@@ -43,7 +43,8 @@ from labelclean.api import resolve_device
 from labelclean.auto import image_side
 from labelclean.data import LabeledImages, channel_stats, decode_images, median_side, read_labels
 from labelclean.demo import write_digits
-from labelclean.pretrain import PretrainConfig, encoder
+from labelclean.config import PretrainConfig
+from labelclean.simclr import encoder
 from labelclean.run import write_json, write_text
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)

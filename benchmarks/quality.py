@@ -48,14 +48,22 @@ from torch import nn
 
 import labelclean
 from labelclean.augment import crop_padding
-from labelclean.config import FitConfig, for_device, resolve_device
-from labelclean.data import channel_stats, decode_images, read_csv_table, read_labels
+from labelclean.config import FitConfig, for_device
+from labelclean.data import channel_stats, decode_images, median_side, read_csv_table, read_labels
 from labelclean.demo import score, write_digits
 from labelclean.dividemix import warmup_epoch
 from labelclean.files import write_json, write_text
 from labelclean.models import build_model
 from labelclean.pretrain import PretrainConfig
-from labelclean.training import TrainingData, learning_rate, make_optimizer, place, predict_logits, set_learning_rate
+from labelclean.training import (
+    TrainingData,
+    learning_rate,
+    make_optimizer,
+    place,
+    predict_logits,
+    resolve_device,
+    set_learning_rate,
+)
 
 METHODS = ("labelclean", "ssl", "plain_ce", "cleanlab")  # ssl: labelclean from `labelclean pretrain`'s weights
 DEFAULT_METHODS = ("labelclean", "plain_ce", "cleanlab")
@@ -311,7 +319,7 @@ def run_setting(name: str, make: Callable[[int, Path], Benchmark], base: FitConf
     for count, seed in enumerate(seeds, start=1):
         bench = make(seed, work / f"{name}-seed{seed}")
         cfg = for_device(replace(base, seed=seed), resolve_device(base.device).type,
-                         read_labels(bench.images_dir, bench.train_csv).files)  # fixed once: every method uses the same
+                         median_side(read_labels(bench.images_dir, bench.train_csv).files, seed=seed))  # fixed once: every method uses the same
         for method, (fn, overrides) in methods.items():
             settings = replace(cfg, **overrides).validate()
             started = time.perf_counter()

@@ -43,12 +43,13 @@ from speed import Parts, project, slug, synthetic_images
 
 from labelclean import distributed
 from labelclean.augment import crop_padding
-from labelclean.config import PAPER_SETTINGS, FitConfig, resolve_device
+from labelclean.auto import default_arch
+from labelclean.config import PAPER_SETTINGS, FitConfig
 from labelclean.data import channel_stats
 from labelclean.dividemix import co_divide, train_epoch
 from labelclean.files import write_json
-from labelclean.models import build_model, default_arch
-from labelclean.training import Loop, TrainingData, TrainingState, make_optimizer, place
+from labelclean.models import build_model
+from labelclean.training import Loop, TrainingData, TrainingState, make_optimizer, place, resolve_device
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 CLOTHING1M = 1_000_000  # images in Clothing1M's noisy training set, rounded

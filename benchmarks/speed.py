@@ -54,11 +54,12 @@ from torch import nn
 
 from labelclean import dividemix
 from labelclean.augment import crop_padding
-from labelclean.config import PAPER_SETTINGS, FitConfig, resolve_device
+from labelclean.auto import default_arch
+from labelclean.config import PAPER_SETTINGS, FitConfig
 from labelclean.data import channel_stats, decode_images, read_labels
 from labelclean.dividemix import clean_probability, normalized_loss, train_epoch, warmup_epoch
 from labelclean.files import write_json
-from labelclean.models import build_model, default_arch
+from labelclean.models import build_model
 from labelclean.training import (
     EpochReport,
     TrainingData,
@@ -68,6 +69,7 @@ from labelclean.training import (
     place,
     precision,
     predict_logits,
+    resolve_device,
 )
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)

@@ -26,14 +26,14 @@ from torch import nn
 from . import distributed, dividemix, mlnt
 from .augment import crop_padding
 from .auto import start_blend, start_kind, start_lr, threshold_hint
-from .config import FitConfig, for_device, resolve, resolve_device
-from .data import LabeledImages, channel_stats, read_labels
+from .config import FitConfig, PretrainConfig, for_device, resolve
+from .data import LabeledImages, channel_stats, median_side, read_labels
 from .demo import DEMO_SETTINGS, DigitsDataset, score, write_digits
 from .errors import LabelcleanError
 from .export import DEFAULT_THRESHOLD
 from .images import decode_listed, place_images
 from .models import blend_start, build_model, imagenet_weights, load_weights, read_weights
-from .pretrain import PretrainConfig, pretrain
+from .simclr import pretrain
 from .run import Progress, Run, RunDirectory, new_config
 from .training import (
     EpochReport,
@@ -43,6 +43,7 @@ from .training import (
     cpu_threads,
     make_optimizer,
     place,
+    resolve_device,
     stop_on_ctrl_c,
     threads,
 )
@@ -122,7 +123,7 @@ def fit(
     if labeled.skipped:
         log.warning("Left out %d row(s) (missing images or repeated paths); see skipped.csv in the run "
                     "directory.", len(labeled.skipped))
-    cfg = for_device(cfg, device.type, labeled.files)
+    cfg = for_device(cfg, device.type, median_side(labeled.files, seed=cfg.seed))
     _check_size(labeled, cfg, inputs["labels_csv"])
     # Before decoding, to fail fast; the main process first, so that the others find its download.
     start = distributed.main_first(lambda: _start_weights(cfg, init_weights)) if saved is None else None

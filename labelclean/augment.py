@@ -2,7 +2,7 @@
 
 Each training "view" is ``normalize(augment(images[idx]))``: one crop-and-flip for the
 whole batch, no per-image Python loop, no host round trip. Self-supervised pretraining
-(``pretrain.py``) adds SimCLR's stronger views: resized crops and colour distortion.
+(``simclr.py``) adds SimCLR's stronger views: resized crops and colour distortion.
 """
 
 from __future__ import annotations

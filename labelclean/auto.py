@@ -17,7 +17,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .export import DEFAULT_THRESHOLD
+
+# The boundary of every split: a sample whose clean probability is above it is labeled in training
+# (the paper's threshold, the GMM's own decision boundary), the quota's ranks straddle it, and the
+# export flags the samples below it.
+CLEAN_SPLIT = 0.5
 
 # Image size. On a CPU a small-CNN step at 54 px costs ~3x one at 32 px (measured), so by default
 # images are cut to 32 px there; a GPU takes up to ImageNet's 224 px. ImageNet weights learned their
@@ -46,7 +50,7 @@ STARTS = ("random", "self-supervised", "supervised")
 # toward a random start for the same reason. Weights trained with labels (ImageNet) are kept whole.
 SELF_SUPERVISED_BLEND = 0.5
 
-# Self-supervised pretraining (pretrain.py): its random resized crops cover between this share of an
+# Self-supervised pretraining (simclr.py): its random resized crops cover between this share of an
 # image's area and all of it. SimCLR's recipe for CIFAR's 32 px takes 0.2; on 8 px digits a fifth of
 # the area leaves 3-4 px and the features got worse than a random encoder's (k-NN probe 0.917 vs 0.933),
 # half of it gave 0.953 (benchmarks/pretrain.py, see docs/photos.md).
@@ -119,6 +123,16 @@ def image_side(median_side: int, cuda: bool, pretrained: bool) -> int:
     if cuda:
         return min(median_side, MAX_IMAGE_SIZE)
     return min(median_side, PRETRAINED_CPU_MAX_IMAGE_SIZE if pretrained else CPU_MAX_IMAGE_SIZE)
+
+
+def default_arch(device_type: str, image_size: int, pretrained: bool = False) -> str:
+    """The paper's PreAct ResNet-18 for small images on a GPU, ResNet-18 for large ones, a small CNN on CPU;
+    ResNet-18 for a start from ImageNet weights (the cheapest torchvision publishes them for)."""
+    if pretrained:
+        return "resnet18"
+    if device_type != "cuda":
+        return "small_cnn"
+    return "preact_resnet18" if image_size <= 64 else "resnet18"
 
 
 def start_kind(loaded: bool, with_classifier: bool) -> str:
@@ -268,8 +282,8 @@ def class_quota(given: np.ndarray, num_classes: int, share: float) -> np.ndarray
 
 def quota_clean_prob(loss: np.ndarray, given: np.ndarray, quota: np.ndarray) -> np.ndarray:
     """Clean probability (n,) of the 'quota' selection: in each given class ``c``, the ``quota[c]``
-    samples with the lowest ``loss`` (n,) get values above 0.5, the others below, so that the split
-    at 0.5 — the training split and the export's default — is the quota.
+    samples with the lowest ``loss`` (n,) get values above CLEAN_SPLIT, the others below, so that the
+    split there — the training split and the export's default — is the quota.
 
     Within a class the value falls linearly with the loss rank: from 1 (lowest loss) to just above
     0.5 on the labeled side, from just below 0.5 to 0 (highest loss) on the other. A GMM posterior
@@ -285,8 +299,8 @@ def quota_clean_prob(loss: np.ndarray, given: np.ndarray, quota: np.ndarray) -> 
         order = members[np.argsort(loss[members], kind="stable")]
         k = min(int(k), len(order))
         rank = np.arange(len(order))
-        prob[order[:k]] = 1 - 0.5 * rank[:k] / k
-        prob[order[k:]] = 0.5 * (1 - (rank[k:] - k + 1) / (len(order) - k))
+        prob[order[:k]] = 1 - (1 - CLEAN_SPLIT) * rank[:k] / k
+        prob[order[k:]] = CLEAN_SPLIT * (1 - (rank[k:] - k + 1) / (len(order) - k))
     return prob
 
 
@@ -318,7 +332,7 @@ def is_lenient(labeled: Sequence[float], agreement: Sequence[float]) -> bool:
 
 
 def threshold_hint(clean_prob: np.ndarray, disagreement: float,
-                   threshold: float = DEFAULT_THRESHOLD) -> float | None:
+                   threshold: float = CLEAN_SPLIT) -> float | None:
     """A threshold for a split that flags far fewer labels (``clean_prob < threshold``) than the
     networks disagree with (``disagreement``: the share of samples whose given label they do not
     predict; by LENIENT_GAP): the clean_prob that flags as many, rounded up to 4 decimals; None

@@ -25,7 +25,8 @@ from rich.table import Column, Table
 from . import api, distributed
 from .api import EpochReport, Interrupted, PretrainConfig
 from .auto import CPU_MAX_IMAGE_SIZE, MAX_IMAGE_SIZE, PRETRAINED_CPU_MAX_IMAGE_SIZE
-from .config import FitConfig, resolve_device
+from .config import FitConfig
+from .training import resolve_device
 from .errors import LabelcleanError
 from .export import DEFAULT_THRESHOLD, FORMATS, SORT_KEYS, format_from_suffix, write_table
 from .report import write_report

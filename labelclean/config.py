@@ -4,7 +4,8 @@ decides each setting's effective value.
 ``FitConfig`` holds what the user declared; ``None`` means "choose from the data". Two functions
 fill those in, and nothing else does:
 
-* :func:`for_device` — once, before training: image size and network, from the device and the images;
+* :func:`for_device` — once, before training: image size and network, from the device and the images'
+  median shorter side;
 * :func:`resolve` — the schedule (from the data size) and DivideMix's λu, threshold and loss window
   (from the noise estimated after warm-up, by the rules in :mod:`labelclean.auto`), as far as decided.
 
@@ -15,17 +16,11 @@ noise rate).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
-from pathlib import Path
 from typing import Any
 
-import torch
-
-from .auto import MAX_WARMUP_EPOCHS, MIN_WARMUP_EPOCHS, image_side, train_epochs
-from .data import median_side
+from .auto import CLEAN_SPLIT, MAX_WARMUP_EPOCHS, MIN_WARMUP_EPOCHS, default_arch, image_side, train_epochs
 from .errors import LabelcleanError
-from .models import ARCHS, default_arch
 
 METHODS = ("dividemix", "mlnt")
 MENTOR_FILTERS = ("disagree", "gmm", "none")
@@ -33,8 +28,10 @@ NOISE_MODES = ("auto", "sym", "asym")
 SELECTIONS = ("gmm", "quota")
 # What DivideMix uses for λu, threshold, loss window and selection with --no-auto: the paper's CIFAR-10
 # settings at 50% noise (also the threshold with --auto, whose rules leave it at the paper's 0.5).
-PAPER_SETTINGS = {"lambda_u": 25.0, "p_threshold": 0.5, "loss_window": 1, "selection": "gmm"}
+PAPER_SETTINGS = {"lambda_u": 25.0, "p_threshold": CLEAN_SPLIT, "loss_window": 1, "selection": "gmm"}
 DEVICES = ("auto", "cpu", "cuda")
+TORCHVISION_ARCHS = ("resnet18", "resnet34", "resnet50")  # --pretrained takes their ImageNet weights
+ARCHS = ("auto", "small_cnn", "preact_resnet18", *TORCHVISION_ARCHS)  # built by models.build_model
 BASELINE_EPOCHS = 10  # MLNT's baseline without --warmup: the DivideMix paper's CIFAR warm-up
 
 
@@ -173,22 +170,11 @@ class FitConfig:
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
-def resolve_device(name: str) -> torch.device:
-    """The device a name asks for: 'auto' is CUDA when PyTorch sees a GPU, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise LabelcleanError("--device cuda was asked for but PyTorch sees no CUDA GPU; use --device cpu.")
-    if name not in DEVICES:
-        raise LabelcleanError(f"The 'device' option must be one of {', '.join(DEVICES)}. Got {name!r}.")
-    return torch.device(name)
-
-
-def for_device(cfg: FitConfig, device_type: str, files: Sequence[Path]) -> FitConfig:
-    """``cfg`` with its image size and network fixed: by default the median shorter side of the
-    images up to the cap for the device and start (:func:`labelclean.auto.image_side`) and the network
-    that suits them (:func:`labelclean.models.default_arch`)."""
-    size = cfg.image_size or image_side(median_side(files, seed=cfg.seed), device_type == "cuda", cfg.pretrained)
+def for_device(cfg: FitConfig, device_type: str, median_side: int) -> FitConfig:
+    """``cfg`` with its image size and network fixed: by default the images' median shorter side
+    (``data.median_side``) up to the cap for the device and start (:func:`labelclean.auto.image_side`)
+    and the network that suits them (:func:`labelclean.auto.default_arch`)."""
+    size = cfg.image_size or image_side(median_side, device_type == "cuda", cfg.pretrained)
     arch = cfg.arch if cfg.arch != "auto" else default_arch(device_type, size, cfg.pretrained)
     return replace(cfg, image_size=size, arch=arch)
 
@@ -224,3 +210,43 @@ def resolve(cfg: FitConfig, n_samples: int, decided: dict[str, Any] | None = Non
     cfg.check_warmup(warmup, epochs)
     return replace(cfg, warmup=warmup, epochs=epochs,
                    **{name: value for name, value in settings.items() if getattr(cfg, name) is None})
+
+
+@dataclass
+class PretrainConfig:
+    """Options of :func:`pretrain`; SimCLR's where they suit small data on a CPU (see docs/photos.md)."""
+
+    epochs: int = 100  # passes over the images
+    batch_size: int = 256  # N images per step, 2N views; the other 2N − 2 views are each view's negatives
+    temperature: float = 0.5  # τ of NT-Xent (SimCLR's for CIFAR-10)
+    lr: float = 0.3  # SGD learning rate at batch 256 (SimCLR: 0.3·N/256), cosine-annealed to 0 over all steps
+    weight_decay: float = 1e-4
+    projection_dim: int = 128  # output of the projection head g
+    crop_scale: float | None = None  # a crop covers between this share and all of the image's area;
+    #                                  None: by image size (auto.crop_scale: 0.2, 0.5 below 16 px)
+    flip: bool = True  # random horizontal flips; turn off where mirroring changes the class
+    arch: str = "auto"  # the network the fit will train (config.ARCHS); 'auto' chooses as fit does
+    image_size: int | None = None  # None: as fit chooses (median shorter side, ≤ 32 px on CPU)
+    device: str = "auto"
+    seed: int = 0
+
+    def validate(self) -> PretrainConfig:
+        def bad(name: str, rule: str) -> LabelcleanError:
+            return LabelcleanError(f"The '{name}' option must be {rule}. Got {getattr(self, name)!r}.")
+
+        for name in ("epochs", "projection_dim"):
+            if getattr(self, name) < 1:
+                raise bad(name, "at least 1")
+        if self.batch_size < 2:
+            raise bad("batch_size", "at least 2 (each view needs other images as negatives)")
+        for name in ("temperature", "lr"):
+            if not getattr(self, name) > 0:
+                raise bad(name, "greater than 0")
+        if self.weight_decay < 0:
+            raise bad("weight_decay", "at least 0")
+        if self.crop_scale is not None and not 0 < self.crop_scale <= 1:
+            raise bad("crop_scale", "in (0, 1]")
+        if self.arch not in ARCHS:
+            raise bad("arch", f"one of {', '.join(ARCHS)}")
+        FitConfig(image_size=self.image_size, device=self.device).validate()
+        return self

@@ -38,6 +38,7 @@ from typing import IO
 import numpy as np
 import pandas as pd
 
+from .auto import CLEAN_SPLIT
 from .errors import LabelcleanError
 from .files import atomic_write
 
@@ -45,7 +46,7 @@ COLUMNS = ["path", "given_label", "clean_prob", "clean_prob_net1", "clean_prob_n
            "refined_confidence", "predicted_label", "predicted_confidence", "is_noisy", "is_error",
            "suggested_label"]
 FORMATS = ("csv", "jsonl", "parquet")
-DEFAULT_THRESHOLD = 0.5  # clean_prob below which a sample is flagged: the GMM's own decision boundary
+DEFAULT_THRESHOLD = CLEAN_SPLIT  # clean_prob below which a sample is flagged: the training split's boundary
 SORT_KEYS = ("clean_prob", "refined_confidence", "predicted_confidence")
 SIGNIFICANT_DIGITS = 6  # of probabilities in text exports: enough to review and sort by, and readable
 

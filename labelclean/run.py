@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from . import distributed
-from .config import FitConfig, resolve_device
+from .config import FitConfig
 from .data import LabeledImages, decode_for_prediction, list_images
 from .errors import LabelcleanError
 from .export import DEFAULT_THRESHOLD, review_table, select_rows
@@ -53,7 +53,7 @@ from .files import (
 )
 from .models import build_model
 from .review import CleanedLabels, apply_decisions, model_decisions
-from .training import TrainingData, TrainingState, place, precision, predict_logits, threads
+from .training import TrainingData, TrainingState, place, precision, predict_logits, resolve_device, threads
 
 CONFIG = "config.json"
 HISTORY = "history.jsonl"

@@ -12,7 +12,7 @@ import labelclean
 from labelclean.augment import colour_jitter, gray, random_gray, random_resized_crop, rotate_hue
 from labelclean.cli import app
 from labelclean.models import build_model, classifier_name
-from labelclean.pretrain import checkpoint_file, encoder, nt_xent
+from labelclean.simclr import checkpoint_file, encoder, nt_xent
 
 TINY_PRETRAIN = {"epochs": 2, "batch_size": 32, "arch": "small_cnn", "device": "cpu"}
 

@@ -1,5 +1,5 @@
-"""Self-supervised pretraining on the user's own images: SimCLR (Chen et al., ICML 2020), as C2D
-("Contrast to Divide", Zheltonozhskii et al., WACV 2022) uses it to start DivideMix.
+"""Self-supervised pretraining on the user's own images (``labelclean pretrain``): SimCLR (Chen et al.,
+ICML 2020), as C2D ("Contrast to Divide", Zheltonozhskii et al., WACV 2022) uses it to start DivideMix.
 
 No label is used. Every step takes N images and makes two random views of each (:func:`views`:
 a random resized crop, a flip, colour distortion). The encoder f — the network ``labelclean fit``
@@ -31,55 +31,15 @@ from torch import nn
 from . import files
 from .augment import colour_jitter, random_gray, random_resized_crop
 from .auto import crop_scale
-from .config import FitConfig, for_device, resolve_device
-from .data import channel_stats, read_labels
+from .config import FitConfig, PretrainConfig, for_device
+from .data import channel_stats, median_side, read_labels
 from .errors import LabelcleanError
 from .images import decode_listed, place_images
-from .models import ARCHS, build_model, classifier_name
+from .models import build_model, classifier_name
 from .run import Progress
-from .training import EpochReport, autocast, stable_seed
+from .training import EpochReport, autocast, resolve_device, stable_seed
 
 log = logging.getLogger("labelclean")
-
-
-@dataclass
-class PretrainConfig:
-    """Options of :func:`pretrain`; SimCLR's where they suit small data on a CPU (see docs/photos.md)."""
-
-    epochs: int = 100  # passes over the images
-    batch_size: int = 256  # N images per step, 2N views; the other 2N − 2 views are each view's negatives
-    temperature: float = 0.5  # τ of NT-Xent (SimCLR's for CIFAR-10)
-    lr: float = 0.3  # SGD learning rate at batch 256 (SimCLR: 0.3·N/256), cosine-annealed to 0 over all steps
-    weight_decay: float = 1e-4
-    projection_dim: int = 128  # output of the projection head g
-    crop_scale: float | None = None  # a crop covers between this share and all of the image's area;
-    #                                  None: by image size (auto.crop_scale: 0.2, 0.5 below 16 px)
-    flip: bool = True  # random horizontal flips; turn off where mirroring changes the class
-    arch: str = "auto"  # the network the fit will train (models.ARCHS); 'auto' chooses as fit does
-    image_size: int | None = None  # None: as fit chooses (median shorter side, ≤ 32 px on CPU)
-    device: str = "auto"
-    seed: int = 0
-
-    def validate(self) -> PretrainConfig:
-        def bad(name: str, rule: str) -> LabelcleanError:
-            return LabelcleanError(f"The '{name}' option must be {rule}. Got {getattr(self, name)!r}.")
-
-        for name in ("epochs", "projection_dim"):
-            if getattr(self, name) < 1:
-                raise bad(name, "at least 1")
-        if self.batch_size < 2:
-            raise bad("batch_size", "at least 2 (each view needs other images as negatives)")
-        for name in ("temperature", "lr"):
-            if not getattr(self, name) > 0:
-                raise bad(name, "greater than 0")
-        if self.weight_decay < 0:
-            raise bad("weight_decay", "at least 0")
-        if self.crop_scale is not None and not 0 < self.crop_scale <= 1:
-            raise bad("crop_scale", "in (0, 1]")
-        if self.arch not in ARCHS:
-            raise bad("arch", f"one of {', '.join(ARCHS)}")
-        FitConfig(image_size=self.image_size, device=self.device).validate()
-        return self
 
 
 # ---------------------------------------------------------------------------------------------
@@ -229,7 +189,7 @@ def pretrain(
     labeled = read_labels(Path(images_dir), Path(labels_csv), path_column=path_column, label_column=label_column,
                           skip_missing=skip_missing, dedupe=dedupe)
     chosen = for_device(FitConfig(arch=cfg.arch, image_size=cfg.image_size, seed=cfg.seed), device.type,
-                        labeled.files)
+                        median_side(labeled.files, seed=cfg.seed))
     cfg = replace(cfg, arch=chosen.arch, image_size=chosen.image_size,
                   crop_scale=cfg.crop_scale or crop_scale(chosen.image_size))
     if len(labeled.paths) < 2 * cfg.batch_size:
