@@ -29,12 +29,13 @@ from .auto import start_blend, start_kind, start_lr, threshold_hint
 from .config import FitConfig, PretrainConfig, for_device, resolve
 from .data import LabeledImages, channel_stats, median_side, read_labels
 from .demo import DEMO_SETTINGS, DigitsDataset, score, write_digits
+from .distributed import barrier, is_main, local_processes, record_error, started_processes, world_size
 from .errors import LabelcleanError
 from .export import DEFAULT_THRESHOLD
 from .images import decode_listed, place_images
 from .models import blend_start, build_model, imagenet_weights, load_weights, read_weights
-from .simclr import pretrain
 from .run import Progress, Run, RunDirectory, new_config
+from .simclr import pretrain
 from .training import (
     EpochReport,
     Interrupted,
@@ -48,7 +49,10 @@ from .training import (
     threads,
 )
 
-__all__ = ["DemoResult", "EpochReport", "Interrupted", "PretrainConfig", "Run", "demo", "fit", "pretrain"]
+__all__ = ["DemoResult", "EpochReport", "Interrupted", "PretrainConfig", "Run", "demo", "fit", "pretrain",
+           # the processes of a multi-process fit, for the command line
+           "barrier", "is_main", "launch_processes", "local_processes", "record_error", "started_processes",
+           "world_size"]
 
 log = logging.getLogger("labelclean")
 
@@ -279,6 +283,16 @@ def _train(nets: list[nn.Module], optimizers: list[torch.optim.Optimizer], data:
         checkpoint(state)  # mid-epoch: state.partial says where the epoch stopped
         raise
     return method.evaluate(nets, data, cfg, state)
+
+
+def launch_processes(nproc: int, device: str, entrypoint: Callable[[list[str]], None],
+                     argv: list[str]) -> tuple[int, list[str]]:
+    """Run ``entrypoint(argv)`` as ``nproc`` processes of this machine, one per GPU on CUDA; their exit
+    status and the distinct errors they recorded (:func:`labelclean.distributed.launch`)."""
+    if resolve_device(device).type == "cuda" and nproc > torch.cuda.device_count():
+        raise LabelcleanError(f"--nproc {nproc} asks for one process per GPU but PyTorch sees "
+                              f"{torch.cuda.device_count()}; lower --nproc or pass --device cpu.")
+    return distributed.launch(nproc, entrypoint, argv)
 
 
 def _threshold_hint(clean_prob: np.ndarray, disagrees: np.ndarray) -> float | None:

@@ -1,7 +1,9 @@
 """The ``labelclean`` command: parse options, call the API, draw progress, print results.
 
 Data goes to stdout; progress, logs and errors go to stderr. Every LabelcleanError is
-turned into ``error: <message>`` and exit status 1 in one place (:func:`command`).
+turned into ``error: <message>`` and exit status 1 in one place (:func:`command`), naming the options
+as the user typed them. The modules imported here import no torch, so ``--help`` is quick; a command
+imports the API (and torch) when it runs.
 """
 
 from __future__ import annotations
@@ -9,28 +11,28 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
+from importlib.metadata import version
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
-import torch
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Column, Table
 
-from . import api, distributed
-from .api import EpochReport, Interrupted, PretrainConfig
-from .auto import CPU_MAX_IMAGE_SIZE, MAX_IMAGE_SIZE, PRETRAINED_CPU_MAX_IMAGE_SIZE
-from .config import FitConfig
-from .training import resolve_device
+from .config import IMAGE_SIZE_RULE, FitConfig, PretrainConfig
 from .errors import LabelcleanError
 from .export import DEFAULT_THRESHOLD, FORMATS, SORT_KEYS, format_from_suffix, write_table
-from .report import write_report
-from .review import CleanedLabels, apply_decisions, image_urls, read_decisions, write_label_studio
+
+if TYPE_CHECKING:
+    from .review import CleanedLabels
+    from .run import Run
+    from .training import EpochReport
 
 app = typer.Typer(
     help="Find and fix wrong labels in an image classification dataset with DivideMix or MLNT.\n\n"
@@ -48,7 +50,7 @@ state = {"debug": False}
 
 def command(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Register ``fn`` as a subcommand whose user-facing errors become one line and exit code 1."""
-    hint = memory_hint(fn)
+    hint, flags = memory_hint(fn), option_flags(fn)
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -57,23 +59,47 @@ def command(fn: Callable[..., Any]) -> Callable[..., Any]:
         except LabelcleanError as e:
             if state["debug"]:
                 raise
-            fail(str(e))
-        except torch.OutOfMemoryError:
-            if state["debug"]:
-                raise
-            fail(f"the GPU ran out of memory; {hint}.")
+            fail(re.sub(r"The '(\w+)' option", lambda m: flags.get(m[1], m[0]), str(e)))
         except KeyboardInterrupt:
-            if distributed.is_main():
+            from . import api
+
+            if api.is_main():
                 stderr.print("Interrupted.")
             raise typer.Exit(130) from None
+        except Exception as e:
+            if state["debug"] or not out_of_memory(e):
+                raise
+            fail(f"the GPU ran out of memory; {hint}.")
 
     return app.command()(wrapper)
+
+
+def option_flags(fn: Callable[..., Any]) -> dict[str, str]:
+    """Each option of ``fn`` by its parameter name, as the user types it: ``top_k`` → ``--top-k``,
+    ``fmt`` → ``--format``; errors from the API name the parameter, the command line the option."""
+    flags = {}
+    for name, param in inspect.signature(fn, eval_str=True).parameters.items():
+        for info in getattr(param.annotation, "__metadata__", ()):
+            if isinstance(info, typer.models.OptionInfo):
+                declared = (info.default, *(info.param_decls or ()))  # Annotated: the first name is the "default"
+                typed = [d.split("/")[0] for d in declared if isinstance(d, str) and d.startswith("--")]
+                flag = typed[0] if typed else "--" + name.replace("_", "-")
+                flags[name] = flags[flag[2:].replace("-", "_")] = flag
+    return flags
+
+
+def out_of_memory(error: Exception) -> bool:
+    """Whether ``error`` is PyTorch's out-of-memory error (only a command that imported torch can raise it)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(error, torch.OutOfMemoryError)
 
 
 def fail(message: str) -> NoReturn:
     """Print ``error: message`` and exit 1; a process of a multi-process fit leaves it to its launcher,
     which prints the distinct errors of all processes once."""
-    if not distributed.record_error(message):
+    from . import api
+
+    if not api.record_error(message):
         print_error(message)
     raise typer.Exit(1)
 
@@ -89,10 +115,18 @@ def memory_hint(fn: Callable[..., Any]) -> str:
     return f"try a smaller {' or '.join(options)}, or --device cpu" if options else "try --device cpu"
 
 
+def print_version(asked: bool) -> None:
+    if asked:
+        print(f"labelclean {version('labelclean')}")
+        raise typer.Exit()
+
+
 @app.callback()
 def main_options(
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more detail to stderr.")] = False,
+    show_version: Annotated[bool, typer.Option("--version", is_eager=True, callback=print_version,
+                                               help="Print labelclean's version and exit.")] = False,
 ) -> None:
     state["debug"] = debug
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
@@ -222,9 +256,7 @@ def fit(
                                               "method').", rich_help_panel=MLNT)] = DEFAULTS.first_order,
     arch: Annotated[str, typer.Option(help="small_cnn, preact_resnet18, resnet18/34/50, or auto (by device "
                                            "and image size).")] = DEFAULTS.arch,
-    image_size: Annotated[int | None, typer.Option(help="Image side in pixels \\[default: median of the data, "
-                                                        f"at most {CPU_MAX_IMAGE_SIZE} on CPU ({PRETRAINED_CPU_MAX_IMAGE_SIZE} "
-                                                        f"with --pretrained), {MAX_IMAGE_SIZE} on GPU].",
+    image_size: Annotated[int | None, typer.Option(help=f"Image side in pixels \\[default: {IMAGE_SIZE_RULE}].",
                                                    show_default=False)] = None,
     flip: Annotated[bool, typer.Option("--flip/--no-flip", help="Random horizontal flips (turn off when "
                                                                 "mirroring changes the class).")] = DEFAULTS.flip,
@@ -268,41 +300,42 @@ def fit(
     of two networks (DivideMix: its two networks; MLNT: the student and its EMA teacher) and a refined
     label that blends the given label with the networks' mean prediction.
     """
-    if nproc > 1 and distributed.started_processes() == 1:
+    from . import api
+
+    if nproc > 1 and api.started_processes() == 1:
         launch_processes(nproc, device)
-    if not distributed.is_main():  # under torchrun the main process reports for all
+    if not api.is_main():  # under torchrun the main process reports for all
         logging.getLogger("labelclean").setLevel(logging.ERROR)
     config = FitConfig.from_dict(locals())  # every option named as its FitConfig field
     try:
-        with progress_bars() if distributed.is_main() else nullcontext((None, None)) as (on_epoch, on_progress):
+        with progress_bars() if api.is_main() else nullcontext((None, None)) as (on_epoch, on_progress):
             run = api.fit(images_dir, labels_csv, out, config=config, path_column=path_column,
                           label_column=label_column, keep_model=keep_model, resume=resume, overwrite=overwrite,
                           skip_missing=skip_missing, skip_bad=skip_bad, dedupe=dedupe, init_weights=init_weights,
                           cache_dir=cache_dir, max_ram_gb=max_ram_gb, on_epoch=on_epoch, on_progress=on_progress)
     except KeyboardInterrupt as stop:
         resume = f"continue with: labelclean fit --out {out} --resume" + (
-            f" --nproc {distributed.local_processes()}" if distributed.world_size() > 1 else "")
-        if isinstance(stop, Interrupted):
+            f" --nproc {api.local_processes()}" if api.world_size() > 1 else "")
+        if isinstance(stop, api.Interrupted):
             message = f"Stopped cleanly {stop} and saved it; {resume}"
         elif (out / "checkpoint.pt").exists():
             message = f"Interrupted. Finished epochs are saved; {resume}"
         else:
             message = "Interrupted. Nothing was saved yet."
-        if distributed.is_main():
+        if api.is_main():
             stderr.print(message, highlight=False, soft_wrap=True)  # a wrapped command cannot be pasted
-        if isinstance(stop, Interrupted):
-            distributed.barrier()  # the launcher ends the others when one exits: exit once the message is out
+        if isinstance(stop, api.Interrupted):
+            api.barrier()  # the launcher ends the others when one exits: exit once the message is out
         raise typer.Exit(130) from None
-    if distributed.is_main():
+    if api.is_main():
         summarize(run)
 
 
 def launch_processes(nproc: int, device: str) -> NoReturn:
     """Run this command, less --nproc, as ``nproc`` processes; exit with their status once they end."""
-    if resolve_device(device).type == "cuda" and nproc > torch.cuda.device_count():
-        raise LabelcleanError(f"--nproc {nproc} asks for one process per GPU but PyTorch sees "
-                              f"{torch.cuda.device_count()}; lower --nproc or pass --device cpu.")
-    status, errors = distributed.launch(nproc, run_command, without_nproc(sys.argv[1:]))
+    from . import api
+
+    status, errors = api.launch_processes(nproc, device, run_command, without_nproc(sys.argv[1:]))
     for message in errors:
         print_error(message)
     raise typer.Exit(status)
@@ -319,7 +352,7 @@ def run_command(argv: list[str]) -> None:
     app(args=argv, prog_name="labelclean")
 
 
-def summarize(run: api.Run) -> None:
+def summarize(run: Run) -> None:
     threshold = run.suggested_threshold  # the default, unless the fit warned that it flags far too few
     table = run.export(threshold)
     noisy, errors = int(table["is_noisy"].sum()), int(table["is_error"].sum())
@@ -363,6 +396,8 @@ def pretrain(
                                                    show_default=False)] = None,
 ) -> None:
     """Learn the fit's network from the images alone (SimCLR, as C2D does) and save it for 'fit --init-weights'."""
+    from . import api
+
     config = PretrainConfig(epochs=epochs, batch_size=batch_size, temperature=temperature, lr=lr, arch=arch,
                             image_size=image_size, flip=flip, device=device, seed=seed)
     try:
@@ -409,7 +444,10 @@ def export(
     action: Annotated[str, typer.Option(help="With --as-labels: 'relabel' the is_error rows, or 'drop' them.")] = "relabel",
 ) -> None:
     """Write the per-sample review table: clean probability, refined and predicted labels, noisy flag."""
-    run = api.Run.load(run_dir)
+    from .review import image_urls, write_label_studio
+    from .run import Run
+
+    run = Run.load(run_dir)
     if as_labels:
         if fmt or only_noisy or only_errors or sort:
             raise LabelcleanError("--as-labels writes a cleaned copy of the labels CSV; drop --format, "
@@ -446,7 +484,10 @@ def report(
 ) -> None:
     """Write one self-contained HTML page (thumbnails, tables, charts) to review a run in a browser."""
     output = output or run_dir / "report.html"
-    size = write_report(api.Run.load(run_dir), output, threshold=threshold, max_items=max_items)
+    from .report import write_report
+    from .run import Run
+
+    size = write_report(Run.load(run_dir), output, threshold=threshold, max_items=max_items)
     stderr.print(f"Wrote {output} ({size / 1e6:.1f} MB); open it in a browser.", highlight=False)
 
 
@@ -465,6 +506,8 @@ def apply(
                                                           "\\[default: auto-detect].", show_default=False)] = None,
 ) -> None:
     """Write LABELS_CSV with the reviewed labels applied; every other column is kept as it was."""
+    from .review import apply_decisions, read_decisions
+
     if output.resolve() == labels_csv.resolve():
         raise LabelcleanError(f"-o {output} would overwrite the original labels; write the cleaned labels to "
                               f"a new file.")
@@ -500,7 +543,9 @@ def predict(
     since the model never saw colour and they are often from the wrong folder: pass
     --convert-channels to convert them to grayscale anyway.
     """
-    run = api.Run.load(run_dir)
+    from .run import Run
+
+    run = Run.load(run_dir)
     with progress_bars() as (_, on_progress):
         table = run.predict(inputs, top_k=top_k, images_dir=images_dir, device=device, batch_size=batch_size,
                             convert_channels=convert_channels, on_progress=on_progress)
@@ -520,6 +565,8 @@ def demo(
     = DEFAULTS.method,
 ) -> None:
     """Flip labels of scikit-learn's bundled digits, clean them, and score against the truth."""
+    from . import api
+
     with progress_bars() as (on_epoch, on_progress):
         result = api.demo(out, noise=noise, noise_mode=noise_mode, seed=seed, device=device, method=method,
                           on_epoch=on_epoch, on_progress=on_progress)

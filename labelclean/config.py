@@ -19,7 +19,17 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from .auto import CLEAN_SPLIT, MAX_WARMUP_EPOCHS, MIN_WARMUP_EPOCHS, default_arch, image_side, train_epochs
+from .auto import (
+    CLEAN_SPLIT,
+    CPU_MAX_IMAGE_SIZE,
+    MAX_IMAGE_SIZE,
+    MAX_WARMUP_EPOCHS,
+    MIN_WARMUP_EPOCHS,
+    PRETRAINED_CPU_MAX_IMAGE_SIZE,
+    default_arch,
+    image_side,
+    train_epochs,
+)
 from .errors import LabelcleanError
 
 METHODS = ("dividemix", "mlnt")
@@ -32,6 +42,8 @@ PAPER_SETTINGS = {"lambda_u": 25.0, "p_threshold": CLEAN_SPLIT, "loss_window": 1
 DEVICES = ("auto", "cpu", "cuda")
 TORCHVISION_ARCHS = ("resnet18", "resnet34", "resnet50")  # --pretrained takes their ImageNet weights
 ARCHS = ("auto", "small_cnn", "preact_resnet18", *TORCHVISION_ARCHS)  # built by models.build_model
+IMAGE_SIZE_RULE = (f"median of the data, at most {CPU_MAX_IMAGE_SIZE} on CPU ({PRETRAINED_CPU_MAX_IMAGE_SIZE} "
+                   f"with --pretrained), {MAX_IMAGE_SIZE} on GPU")  # auto.image_side, for --help
 BASELINE_EPOCHS = 10  # MLNT's baseline without --warmup: the DivideMix paper's CIFAR warm-up
 
 

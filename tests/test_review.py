@@ -292,7 +292,7 @@ def test_review_errors_are_one_line_with_exit_code_1(tiny_run, digits, tmp_path)
         (["apply", tmp_path / "no_path.json", digits.labels_csv, "-o", tmp_path / "c.csv"], "has no data.path"),
         (["apply", tmp_path / "typo.csv", digits.labels_csv, "-o", digits.labels_csv], "overwrite the original"),
         (["export", tiny_run.directory, "--as-labels", "--format", "jsonl"], "drop --format"),
-        (["report", tiny_run.directory, "--max-items", "-1"], "'max_items' option"),
+        (["report", tiny_run.directory, "--max-items", "-1"], "--max-items"),
     ]
     for args, message in cases:
         result = invoke(*args)
