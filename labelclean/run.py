@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from . import distributed
-from .config import FitConfig
+from .config import Decisions, FitConfig, Settings
 from .data import LabeledImages, decode_for_prediction, list_images
 from .errors import LabelcleanError
 from .export import DEFAULT_THRESHOLD, review_table, select_rows
@@ -122,6 +122,7 @@ class RunDirectory:
             "history": state.history,
             "extra": state.extra,
             "partial": state.partial,
+            "decisions": state.decisions.to_dict(),
             "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
         })
@@ -137,8 +138,8 @@ class RunDirectory:
         torch.set_rng_state(saved["rng_cpu"])
         if device.type == "cuda" and saved["rng_cuda"] is not None:
             torch.cuda.set_rng_state(saved["rng_cuda"], device)
-        return TrainingState(saved["epoch"], saved["loss_history"], saved["history"], saved.get("extra", {}),
-                             saved.get("partial", {}))
+        return TrainingState(saved["epoch"], saved["loss_history"], saved["history"], saved["extra"],
+                             saved["partial"], Decisions.from_dict(saved["decisions"]))
 
     def finish(self, config: dict[str, Any], samples: pd.DataFrame, probs: np.ndarray,
                nets: list[nn.Module] | None) -> None:
@@ -153,9 +154,11 @@ class RunDirectory:
         (self.path / CHECKPOINT).unlink(missing_ok=True)
 
 
-def new_config(cfg: FitConfig, inputs: dict[str, Any], labeled: LabeledImages,
+def new_config(cfg: FitConfig, decided: Decisions, inputs: dict[str, Any], labeled: LabeledImages,
                preprocessing: dict[str, Any]) -> dict[str, Any]:
-    """The ``config.json`` of a fit that starts: versions, options, its data, classes, preprocessing."""
+    """The ``config.json`` of a fit that starts: versions, declared options, what the data showed so far
+    (``auto``: a resumed fit decides its image size and network from it again), its data, classes,
+    preprocessing."""
     data = {k: v for k, v in inputs.items() if k != "keep_model"}
     data.update(images_dir=str(Path(data["images_dir"]).resolve()), labels_csv=str(Path(data["labels_csv"]).resolve()))
     return {
@@ -166,6 +169,7 @@ def new_config(cfg: FitConfig, inputs: dict[str, Any], labeled: LabeledImages,
         "method": cfg.method,
         "status": "training",
         "fit": cfg.to_dict(),
+        "auto": decided.to_dict(),
         "data": {**data, "n_samples": len(labeled.paths), "n_skipped": len(labeled.skipped)},
         "classes": labeled.classes,
         "preprocessing": preprocessing,
@@ -202,8 +206,13 @@ class Run:
 
     @property
     def fit_config(self) -> FitConfig:
-        """The options as declared (``None`` where the rules chose); ``config['settings']`` has the effective ones."""
+        """The options as declared (``None`` where the rules chose); :attr:`settings` has the effective ones."""
         return FitConfig.from_dict(self.config["fit"])
+
+    @property
+    def settings(self) -> Settings:
+        """Every option's effective value (``config.json``'s ``settings``)."""
+        return Settings(**self.config["settings"])
 
     @property
     def suggested_threshold(self) -> float:
@@ -258,7 +267,7 @@ class Run:
             raise LabelcleanError(f"{self.directory} has no kept model (it was fitted with --no-keep-model); "
                                   f"fit again with --keep-model to predict.")
         saved = load_torch(model_file)
-        prep, cfg = self.config["preprocessing"], self.fit_config
+        prep, cfg = self.config["preprocessing"], self.settings
         nets = []
         for state in saved["nets"]:
             net = build_model(cfg.arch, prep["channels"], len(self.classes), prep["image_size"])

@@ -31,7 +31,7 @@ from torch import nn
 from . import files
 from .augment import colour_jitter, random_gray, random_resized_crop
 from .auto import crop_scale
-from .config import FitConfig, PretrainConfig, for_device
+from .config import Decisions, FitConfig, PretrainConfig, settings
 from .data import channel_stats, median_side, read_labels
 from .errors import LabelcleanError
 from .images import decode_listed, place_images
@@ -188,8 +188,9 @@ def pretrain(
     device = resolve_device(cfg.device)
     labeled = read_labels(Path(images_dir), Path(labels_csv), path_column=path_column, label_column=label_column,
                           skip_missing=skip_missing, dedupe=dedupe)
-    chosen = for_device(FitConfig(arch=cfg.arch, image_size=cfg.image_size, seed=cfg.seed), device.type,
-                        median_side(labeled.files, seed=cfg.seed))
+    side = median_side(labeled.files, seed=cfg.seed) if cfg.image_size is None else None
+    chosen = settings(FitConfig(arch=cfg.arch, image_size=cfg.image_size, seed=cfg.seed),
+                      Decisions(n_samples=len(labeled.paths), median_side=side, device=device.type))
     cfg = replace(cfg, arch=chosen.arch, image_size=chosen.image_size,
                   crop_scale=cfg.crop_scale or crop_scale(chosen.image_size))
     if len(labeled.paths) < 2 * cfg.batch_size:

@@ -18,6 +18,8 @@ import pytest
 from hypothesis import settings
 
 import labelclean
+from labelclean import config
+from labelclean.config import Decisions, FitConfig, Settings
 from labelclean.demo import DigitsDataset, write_digits
 from labelclean.training import EpochReport
 
@@ -61,6 +63,12 @@ def fit_interrupted_after(epoch: int, digits: DigitsDataset, out: Path, **settin
 
     with pytest.raises(KeyboardInterrupt):
         labelclean.fit(digits.images_dir, digits.labels_csv, out, on_epoch=stop, **settings)
+
+
+def effective(**options: object) -> Settings:
+    """The settings a fit of 100 small images on the CPU trains with under ``options``, for tests that call
+    the method's pieces (:func:`labelclean.config.settings`)."""
+    return config.settings(FitConfig(**options), Decisions(n_samples=100, median_side=8))
 
 
 def copy_images(digits: DigitsDataset, dest: Path, count: int) -> list[Path]:

@@ -12,7 +12,7 @@ from conftest import TINY
 
 import labelclean
 from labelclean.auto import class_quota, quota_clean_prob
-from labelclean.dividemix import clean_probability, normalized_loss
+from labelclean.evaluation import clean_probability, normalized_loss
 from labelclean.errors import LabelcleanError
 from labelclean.export import COLUMNS, select_rows
 

@@ -71,9 +71,10 @@ def test_pretrained_weights_start_a_fit(digits, tmp_path):
         "fit", str(digits.images_dir), str(digits.labels_csv), "--out", str(tmp_path / "run"), "--init-weights",
         str(weights), "--epochs", "3", "--warmup", "1", "--batch-size", "32", "--arch", "small_cnn", "--device", "cpu"])
     assert result.exit_code == 0, result.output
-    start = labelclean.Run(tmp_path / "run").config["auto"]["start"]
+    config = labelclean.Run(tmp_path / "run").config
+    start = config["auto"]["start"]
     assert start["kind"] == "self-supervised" and start["loaded_tensors"] == len(saved)
-    assert start["lr"] == 0.02 and len(start["new_tensors"]) == 2  # the classifier's weight and bias
+    assert config["settings"]["lr"] == 0.02 and len(start["new_tensors"]) == 2  # the classifier's weight and bias
     assert f"Loaded {len(saved)} of the network's {len(saved) + 2} tensors" in " ".join(result.stderr.split())
 
 
