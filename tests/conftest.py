@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow.parquet  # noqa: F401  before torch: its parquet reader loaded after torch can crash (apache/arrow#2637)
 import pytest
 from hypothesis import settings
+from hypothesis.configuration import set_hypothesis_home_dir
 
 import labelclean
 from labelclean import config
@@ -23,6 +24,9 @@ from labelclean.config import Decisions, FitConfig, Settings
 from labelclean.demo import DigitsDataset, write_digits
 from labelclean.training import EpochReport
 
+# Hypothesis caches what it finds while the tests are collected in a folder: the system's temp folder, not the
+# checkout (each test then points it at its own, below).
+set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "labelclean-tests-hypothesis")
 settings.register_profile("labelclean", derandomize=True, database=None, deadline=None)
 settings.load_profile("labelclean")
 
@@ -31,11 +35,15 @@ TINY = dict(epochs=3, warmup=1, batch_size=32, arch="small_cnn", device="cpu")
 
 
 @pytest.fixture(autouse=True)
-def run_in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The test's working directory and temp folder (here and in the processes it starts) are its own."""
+def run_in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The test's working directory, temp folder (here and in the processes it starts) and Hypothesis's
+    folder are its own."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    set_hypothesis_home_dir(str(tmp_path / ".hypothesis"))
+    yield
+    set_hypothesis_home_dir(None)
 
 
 @pytest.fixture(scope="session")
