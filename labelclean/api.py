@@ -41,6 +41,7 @@ from .training import (
     Interrupted,
     TrainingData,
     TrainingState,
+    check_two_batches,
     cpu_threads,
     make_optimizer,
     place,
@@ -124,7 +125,7 @@ def fit(
     labeled = _read(inputs)
     decided = Decisions.from_dict(saved["auto"]) if saved else _first_look(cfg, labeled, device)
     plan = settings(cfg, decided)
-    _check_size(labeled, plan, inputs["labels_csv"])
+    check_two_batches(len(labeled.paths), plan.batch_size, inputs["labels_csv"], smallest=1)
     # Before decoding, to fail fast; the main process first, so that the others find its download.
     start = distributed.main_first(lambda: _start_weights(plan, init_weights)) if saved is None else None
     channels = saved["preprocessing"]["channels"] if saved else None
@@ -210,14 +211,6 @@ def _check_options(cfg: FitConfig, max_ram_gb: float | None, init_weights: str |
     if cfg.start_blend is not None and init_weights is None and not cfg.pretrained:
         raise LabelcleanError("--start-blend blends loaded weights with each network's random start; give "
                               "--init-weights FILE or --pretrained, or drop --start-blend.")
-
-
-def _check_size(labeled: LabeledImages, cfg: Settings, labels_csv: str) -> None:
-    if len(labeled.paths) < 2 * cfg.batch_size and cfg.batch_size > 1:
-        raise LabelcleanError(
-            f"{labels_csv} has {len(labeled.paths)} usable images, fewer than two batches of "
-            f"{cfg.batch_size}; lower --batch-size (e.g. {max(1, len(labeled.paths) // 4)})."
-        )
 
 
 def _training_data(images: np.ndarray, labeled: LabeledImages, cfg: Settings, device: torch.device,

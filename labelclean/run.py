@@ -67,11 +67,41 @@ OUTPUTS = (CONFIG, HISTORY, SAMPLES, PROBS, CHECKPOINT, MODEL, SKIPPED)  # what 
 Progress = Callable[[str, int, int], None]  # (task, done, total)
 
 
+class Checkpoint:
+    """The state a stopped job continues from: one file, written atomically at every epoch boundary, read
+    back without executing code, removed once the job's output is written. A fit keeps it in its run
+    directory (``checkpoint.pt``), ``labelclean pretrain`` next to its weights file."""
+
+    def __init__(self, path: Path, job: str):
+        self.path, self.job = path, job
+
+    def check(self, resume: bool, overwrite: bool) -> dict[str, Any] | None:
+        """The saved state when resuming; refuse to start over an unfinished job without ``overwrite``."""
+        if resume:
+            if not self.path.exists():
+                raise LabelcleanError(f"Nothing to resume: {self.path} does not exist. Drop --resume.")
+            return self.load()
+        if self.path.exists() and not overwrite:
+            raise LabelcleanError(f"{self.path} holds an unfinished {self.job}; add --resume to continue it, or "
+                                  f"--overwrite to start again.")
+        return None
+
+    def save(self, state: dict[str, Any]) -> None:
+        save_torch(self.path, state)
+
+    def load(self) -> dict[str, Any]:
+        return load_torch(self.path)
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
 class RunDirectory:
     """The run directory a fit writes. Only the main process of a multi-process fit writes."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self.checkpoint = Checkpoint(self.path / CHECKPOINT, "fit")
 
     def check(self, resume: bool, overwrite: bool) -> dict[str, Any] | None:
         """Check what the directory holds against ``resume``/``overwrite``; the saved config when resuming."""
@@ -84,7 +114,7 @@ class RunDirectory:
         if resume:
             if saved.get("status") == "complete":
                 raise LabelcleanError(f"The run in {self.path} is already complete; nothing to resume.")
-            if not (self.path / CHECKPOINT).exists():
+            if not self.checkpoint.path.exists():
                 raise LabelcleanError(f"{self.path} has no checkpoint to resume from; start again with --overwrite.")
             return saved
         if not overwrite:
@@ -114,7 +144,7 @@ class RunDirectory:
         """Everything a resume needs: at an epoch boundary, or mid-epoch after Ctrl-C (``state.partial``)."""
         if not distributed.is_main():
             return
-        save_torch(self.path / CHECKPOINT, {
+        self.checkpoint.save({
             "epoch": state.epoch,
             "nets": [net.state_dict() for net in nets],
             "optimizers": [opt.state_dict() for opt in optimizers],
@@ -131,7 +161,7 @@ class RunDirectory:
     def restore(self, nets: list[nn.Module], optimizers: list[torch.optim.Optimizer],
                 device: torch.device) -> TrainingState:
         """Load the checkpoint into ``nets`` and ``optimizers``; the training state to continue from."""
-        saved = load_torch(self.path / CHECKPOINT)
+        saved = self.checkpoint.load()
         for net, opt, net_state, opt_state in zip(nets, optimizers, saved["nets"], saved["optimizers"]):
             net.load_state_dict(net_state)
             opt.load_state_dict(opt_state)
@@ -151,7 +181,7 @@ class RunDirectory:
         if nets is not None:
             save_torch(self.path / MODEL, {"nets": [net.state_dict() for net in nets]})
         write_json(self.path / CONFIG, {**config, "status": "complete"})
-        (self.path / CHECKPOINT).unlink(missing_ok=True)
+        self.checkpoint.remove()
 
 
 def new_config(cfg: FitConfig, decided: Decisions, inputs: dict[str, Any], labeled: LabeledImages,

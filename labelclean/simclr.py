@@ -36,8 +36,8 @@ from .data import channel_stats, median_side, read_labels
 from .errors import LabelcleanError
 from .images import decode_listed, place_images
 from .models import build_model, classifier_name
-from .run import Progress
-from .training import EpochReport, autocast, resolve_device, stable_seed
+from .run import Checkpoint, Progress
+from .training import EpochReport, TrainingData, autocast, check_two_batches, resolve_device, stable_seed
 
 log = logging.getLogger("labelclean")
 
@@ -137,24 +137,17 @@ def train_epoch(p: Pretraining) -> float:
 # The command: files in, weights out, resumable.
 
 
-def checkpoint_file(out: Path) -> Path:
+def checkpoint_of(out: Path) -> Checkpoint:
     """Where an unfinished pretraining keeps its state: next to the weights file."""
-    return out.with_name(out.stem + ".checkpoint.pt")
+    return Checkpoint(out.with_name(out.stem + ".checkpoint.pt"), "pretraining")
 
 
 def check_out(out: Path, resume: bool, overwrite: bool) -> dict[str, Any] | None:
     """Check what ``out`` and its checkpoint hold; the checkpoint when resuming."""
-    checkpoint = checkpoint_file(out)
-    if resume:
-        if not checkpoint.exists():
-            raise LabelcleanError(f"Nothing to resume: {checkpoint} does not exist. Drop --resume.")
-        return files.load_torch(checkpoint)
-    if checkpoint.exists() and not overwrite:
-        raise LabelcleanError(f"{checkpoint} holds an unfinished pretraining; add --resume to continue it, or "
-                              f"--overwrite to start again.")
-    if out.exists() and not overwrite:
+    saved = checkpoint_of(out).check(resume, overwrite)
+    if saved is None and out.exists() and not overwrite:
         raise LabelcleanError(f"{out} already exists; pass --overwrite to replace it or choose another --out.")
-    return None
+    return saved
 
 
 def pretrain(
@@ -193,9 +186,7 @@ def pretrain(
                       Decisions(n_samples=len(labeled.paths), median_side=side, device=device.type))
     cfg = replace(cfg, arch=chosen.arch, image_size=chosen.image_size,
                   crop_scale=cfg.crop_scale or crop_scale(chosen.image_size))
-    if len(labeled.paths) < 2 * cfg.batch_size:
-        raise LabelcleanError(f"{labels_csv} has {len(labeled.paths)} usable images, fewer than two batches of "
-                              f"{cfg.batch_size}; lower --batch-size (e.g. {max(2, len(labeled.paths) // 4)}).")
+    check_two_batches(len(labeled.paths), cfg.batch_size, labels_csv, smallest=2)
     reading = {"cache_dir": str(cache_dir or out.parent.resolve()), "skip_bad": skip_bad, "labels_csv": str(labels_csv)}
     decoded, labeled = decode_listed(labeled, cfg.image_size, saved["channels"] if saved else None, reading, out.parent,
                                on_progress)
@@ -209,12 +200,12 @@ def pretrain(
         p.epoch += 1
         p.history.append({"epoch": p.epoch, "loss": loss, "lr": p.lr(p.epoch * p.steps_per_epoch()),
                           "seconds": time.perf_counter() - started})
-        files.save_torch(checkpoint_file(out), state_of(p))
+        checkpoint_of(out).save(state_of(p))
         if on_epoch:
             on_epoch(EpochReport(p.epoch, cfg.epochs, "pretrain", p.history[-1]["lr"], p.history[-1]["seconds"],
                                  loss=[loss]))
     files.save_torch(out, {k: v.detach().cpu() for k, v in p.encoder.state_dict().items()})
-    checkpoint_file(out).unlink(missing_ok=True)
+    checkpoint_of(out).remove()
     log.info("Saved the %s encoder (%d tensors, projection head dropped) to %s; start a fit from it with "
              "--init-weights %s --arch %s.", cfg.arch, len(p.encoder.state_dict()), out, out, cfg.arch)
     return out
@@ -229,8 +220,8 @@ def start(images: torch.Tensor, cfg: PretrainConfig, device: torch.device,
     net, head = net.to(device), head.to(device)
     optimizer = torch.optim.SGD([*net.parameters(), *head.parameters()], lr=cfg.lr, momentum=0.9,
                                 weight_decay=cfg.weight_decay)
-    mean, std = (torch.tensor(s, device=device).view(1, -1, 1, 1) for s in channel_stats(images))
-    p = Pretraining(images, mean, std, net, head, optimizer, cfg, device)
+    standardize = TrainingData.build(images, None, 0, *channel_stats(images), device).augment  # as the fit does
+    p = Pretraining(images, standardize.mean, standardize.std, net, head, optimizer, cfg, device)
     if saved is not None:
         net.load_state_dict(saved["encoder"])
         head.load_state_dict(saved["head"])

@@ -346,6 +346,14 @@ def refuse_divergence(report: EpochReport) -> None:
             "stopped before saving it. Start again with a lower --lr and --overwrite.")
 
 
+def check_two_batches(n_images: int, batch_size: int, labels_csv: str | Path, smallest: int) -> None:
+    """Refuse fewer images than two batches (a step needs a batch, an epoch more than one step); the fix
+    names a batch size of at least ``smallest`` that fits."""
+    if n_images < 2 * batch_size and batch_size > 1:
+        raise LabelcleanError(f"{labels_csv} has {n_images} usable images, fewer than two batches of {batch_size}; "
+                              f"lower --batch-size (e.g. {max(smallest, n_images // 4)}).")
+
+
 def make_optimizer(net: nn.Module, cfg: Settings) -> torch.optim.SGD:
     return torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                            weight_decay=cfg.weight_decay)
