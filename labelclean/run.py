@@ -297,10 +297,10 @@ class Run:
             raise LabelcleanError(f"{self.directory} has no kept model (it was fitted with --no-keep-model); "
                                   f"fit again with --keep-model to predict.")
         saved = load_torch(model_file)
-        prep, cfg = self.config["preprocessing"], self.settings
+        prep, arch = self.config["preprocessing"], self.config["settings"]["arch"]
         nets = []
         for state in saved["nets"]:
-            net = build_model(cfg.arch, prep["channels"], len(self.classes), prep["image_size"])
+            net = build_model(arch, prep["channels"], len(self.classes), prep["image_size"])
             net.load_state_dict(state)
             nets.append(place(net, device).eval())
         return nets
