@@ -206,11 +206,9 @@ def choose_settings(noise: NoiseEstimate, num_classes: int) -> dict[str, float |
     """DivideMix's λu, loss window and selection of the labeled set for the estimated noise.
 
     The paper's appendix: λu = 0 for class-pair noise and for low noise (CIFAR-10 at 20%), 25 at
-    50–80%, 50 at 90%; with 100 classes 25 at 20% and 150 above. The loss window follows the
-    official code at 90% and our measurement at 80% (see docs/methods.md, "--auto"). From HIGH_NOISE on the
-    labeled set is the class-wise quota (docs/high-noise.md), whose split sits at clean probability
-    0.5 by construction; so the paper's stricter threshold at 90% (0.6, for its GMM split) is not used
-    and the threshold stays the paper's 0.5 (config.PAPER_SETTINGS).
+    50–80%, 50 at 90%; with 100 classes 25 at 20% and 150 above. From HIGH_NOISE on, a 5-epoch loss
+    window and the class-wise quota, whose split is CLEAN_SPLIT by construction, so the paper's 0.6 at
+    90% (for its GMM split) is not used (docs/methods.md, "--auto"; docs/high-noise.md).
 
     >>> choose_settings(NoiseEstimate(0.42, 0.2, "spread"), 10)
     {'lambda_u': 25.0, 'loss_window': 1, 'selection': 'gmm'}
@@ -232,10 +230,8 @@ def class_quota(given: np.ndarray, num_classes: int, share: float) -> np.ndarray
     """How many samples of each given class (k,) the 'quota' selection labels: ``share`` of each class
     (rounded), with ``share`` = 1 − the noise estimated after warm-up.
 
-    The same share in every class, as UNICON's class-balanced selection: a quota per class that
-    followed each class's current agreement (how many of its samples the network predicts it for) was
-    tried and collapsed (digits, sym 80%): a class the network rarely predicts gets few labeled
-    samples, is learned less, and is predicted even more rarely, until one class was left.
+    The same share in every class, as UNICON's class-balanced selection: a quota that followed each
+    class's own agreement starved the classes the networks rarely predict (docs/high-noise.md).
 
     >>> class_quota(np.array([0, 0, 0, 0, 1, 1, 2]), 3, 0.5)
     array([2, 1, 0])
@@ -249,9 +245,8 @@ def quota_clean_prob(loss: np.ndarray, given: np.ndarray, quota: np.ndarray) -> 
     split there — the training split and the export's default — is the quota.
 
     Within a class the value falls linearly with the loss rank: from 1 (lowest loss) to just above
-    0.5 on the labeled side, from just below 0.5 to 0 (highest loss) on the other. A GMM posterior
-    is no help here: at the noise where the quota is used, the GMM's low-loss component models the
-    bulk of wrong labels and its posterior is not even monotone in the loss.
+    CLEAN_SPLIT on the labeled side, from just below it to 0 (highest loss) on the other; at the noise
+    where the quota is used a GMM posterior is not even monotone in the loss (docs/high-noise.md).
 
     >>> quota_clean_prob(np.array([.1, .9, .5, .2, .8]), np.array([0, 0, 0, 1, 1]), np.array([2, 0]))
     array([1.  , 0.  , 0.75, 0.25, 0.  ])
@@ -273,7 +268,7 @@ def is_locked(labeled: Sequence[float], agreement: Sequence[float]) -> bool:
     A DivideMix network learns only from the labeled set the *other* network's split gives it.
     When that set is far smaller than the share of samples whose given label the networks already
     predict (by LOCK_GAP, for LOCK_EPOCHS epochs in a row), or nearly empty, training on it cannot
-    grow it again: the run has locked itself (seen on a 4,000-image set after a short warm-up).
+    grow it again: the run has locked itself (docs/benchmarks.md, "The self-locking guard").
 
     >>> is_locked([.36, .35, .36], [.58, .59, .60]), is_locked([.58, .59, .60], [.60, .60, .61])
     (True, False)

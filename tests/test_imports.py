@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,11 @@ def imported_modules(*args: str) -> set[str]:
 @pytest.mark.parametrize("args", [["--help"], ["fit", "--help"], ["pretrain", "--help"], ["--version"]])
 def test_help_and_version_import_no_torch(args):
     assert "torch" not in imported_modules("-m", "labelclean", *args)
+
+
+def test_version_prints_the_installed_version():
+    done = subprocess.run([sys.executable, "-m", "labelclean", "--version"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout == f"labelclean {version('labelclean')}\n"
 
 
 def test_the_settings_import_no_torch():
