@@ -55,8 +55,9 @@ def peak_memory_mb(device: torch.device) -> float | None:
 
 
 def labelclean_epochs(samples: int, warmup: int, dividemix_epochs: int, arch: str, device: torch.device) -> dict[str, Any]:
-    cfg = settings(FitConfig(epochs=warmup + dividemix_epochs, warmup=warmup, batch_size=64, image_size=32, arch=arch,
-                             device=device.type, auto=False, **PAPER_SETTINGS).validate(), Decisions(device=device.type))
+    cfg = settings(FitConfig(epochs=warmup + dividemix_epochs, warmup=warmup, batch_size=64, image_size=32,
+                             arch=arch, device=device.type, auto=False, **PAPER_SETTINGS).validate(),
+                   Decisions(device=device.type))
     data = training_data(*synthetic_images(samples, 3, 32, 10), cfg, device)
     epochs = time_epochs(data, cfg)
     return {"settings": cfg.to_dict(), "epochs": epochs, "peak_memory_mb": peak_memory_mb(device)}

@@ -321,7 +321,7 @@ def run_setting(name: str, make: Callable[[int, Path], Benchmark], base: FitConf
         listed = read_labels(bench.images_dir, bench.train_csv)
         plan = settings(replace(base, seed=seed), Decisions(len(listed.paths), median_side(listed.files, seed=seed),
                                                             resolve_device(base.device).type))
-        cfg = replace(base, seed=seed, image_size=plan.image_size, arch=plan.arch)  # fixed once: every method uses the same
+        cfg = replace(base, seed=seed, image_size=plan.image_size, arch=plan.arch)  # fixed once: for every method
         for method, (fn, overrides) in methods.items():
             options = replace(cfg, **overrides).validate()
             started = time.perf_counter()

@@ -334,8 +334,9 @@ def epochs(
                                  "--arch preact_resnet18 --image-size 32 --channels 3.")
     dev = resolve_device(device)
     torch.set_num_threads(threads or cpu_threads(dev))
-    cfg = settings(FitConfig(epochs=warmup + dividemix_epochs, warmup=warmup, batch_size=batch_size, image_size=image_size,
-                             arch=arch, device=device, auto=False, **PAPER_SETTINGS).validate(), Decisions(device=dev.type))
+    cfg = settings(FitConfig(epochs=warmup + dividemix_epochs, warmup=warmup, batch_size=batch_size,
+                             image_size=image_size, arch=arch, device=device, auto=False, **PAPER_SETTINGS).validate(),
+                   Decisions(device=dev.type))
     data = training_data(*synthetic_images(samples, channels, image_size, 10), cfg, dev)
     result: dict[str, Any] = {"benchmark": "speed epochs", "machine": machine(dev), "samples": samples,
                               "precision": precision(dev), "settings": cfg.to_dict(), "load_average_1min": {},

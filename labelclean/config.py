@@ -216,7 +216,7 @@ class Decisions:
     the declared options, all that :func:`settings` reads. Saved in checkpoints and in config.json's ``auto``."""
 
     n_samples: int = 0  # images the fit trains on
-    median_side: int = 0  # their median shorter side in pixels (data.median_side)
+    median_side: int | None = None  # their median shorter side in pixels (data.median_side); None: --image-size
     device: str = "cpu"  # the kind of device the fit started on: 'cpu' or 'cuda'
     start: Start = field(default_factory=Start)
     warmup_agreement: list[float] = field(default_factory=list)  # per adaptive warm-up epoch (auto.warmup_over)
@@ -277,13 +277,19 @@ def settings(cfg: FitConfig, decided: Decisions) -> Settings:
     warmup = _warmup(cfg, decided)
     epochs = cfg.epochs if cfg.epochs is not None else warmup + train_epochs(decided.n_samples, cfg.batch_size)
     cfg.check_warmup(warmup, epochs)
-    share = decided.quota_share if decided.quota_share is not None else 1 - decided.noise.rate if decided.noise else 1.0
     return Settings(**{
         **asdict(cfg), **_split_settings(cfg, decided), "epochs": epochs, "warmup": warmup, "image_size": image_size,
         "arch": cfg.arch if cfg.arch != "auto" else default_arch(decided.device, image_size, cfg.pretrained),
         "lr": cfg.lr if cfg.lr is not None else start_lr(rule),
         "start_blend": cfg.start_blend if cfg.start_blend is not None else start_blend(rule),
-        "quota_share": share})
+        "quota_share": _quota_share(decided)})
+
+
+def _quota_share(decided: Decisions) -> float:
+    """Share of each class the 'quota' selection labels: what the guard set, else 1 − the noise rate."""
+    if decided.quota_share is not None:
+        return decided.quota_share
+    return 1 - decided.noise.rate if decided.noise is not None else 1.0
 
 
 def _warmup(cfg: FitConfig, decided: Decisions) -> int:
@@ -296,7 +302,7 @@ def _warmup(cfg: FitConfig, decided: Decisions) -> int:
 
 def _split_settings(cfg: FitConfig, decided: Decisions) -> dict[str, Any]:
     """DivideMix's λu, threshold, loss window and selection: declared, else chosen (see :func:`settings`)."""
-    chosen = {**PAPER_SETTINGS, **(decided.chosen or {})} if cfg.auto and cfg.method == "dividemix" else {**PAPER_SETTINGS}
+    chosen = {**PAPER_SETTINGS, **(decided.chosen or {} if cfg.auto and cfg.method == "dividemix" else {})}
     if decided.guard.switched is not None:  # a lenient split (rules.Rules.lenient)
         chosen["selection"] = "quota"
     elif chosen["selection"] == "quota" and not may_choose_quota(cfg):

@@ -227,7 +227,8 @@ def warmup(nets: list[nn.Module], optimizers: list[torch.optim.Optimizer], data:
            state: TrainingState, epoch: int, lr: float) -> EpochReport:
     """A warm-up epoch of both networks on all labels; an adaptive warm-up then asks the rules whether it is over."""
     plan = rules.settings()
-    report = EpochReport(epoch + 1, plan.epochs, "warm-up", lr, 0.0, loss=warmup_both(nets, optimizers, data, plan, state))
+    report = EpochReport(epoch + 1, plan.epochs, "warm-up", lr, 0.0,
+                         loss=warmup_both(nets, optimizers, data, plan, state))
     if rules.adaptive_warmup:
         agreement, report.note = rules.after_warmup_epoch(nets, optimizers, data, epoch)
         report.agreement, report.epochs = [agreement], rules.settings().epochs

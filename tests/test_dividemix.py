@@ -25,7 +25,14 @@ from labelclean.dividemix import (
 )
 from labelclean.evaluation import clean_probability, normalized_loss, split_clean_prob
 from labelclean.models import build_model
-from labelclean.training import TrainingData, TrainingState, make_optimizer, negative_entropy, predict_logits, warmup_epoch
+from labelclean.training import (
+    TrainingData,
+    TrainingState,
+    make_optimizer,
+    negative_entropy,
+    predict_logits,
+    warmup_epoch,
+)
 
 
 def test_sharpen_lowers_entropy_and_keeps_rows_normalized():
@@ -155,7 +162,8 @@ def test_the_final_split_averages_the_loss_window_and_uses_the_training_selectio
     for selection, window in (("gmm", 3), ("quota", 5), ("gmm", 1)):
         cfg = FitConfig(epochs=4, warmup=1, auto=False, lambda_u=0.0, p_threshold=0.5, loss_window=window,
                         selection=selection)
-        state = TrainingState(4, [list(h) for h in earlier], decisions=Decisions(noise=NoiseEstimate(0.6, 0.1, "spread")))
+        noise = NoiseEstimate(0.6, 0.1, "spread")
+        state = TrainingState(4, [list(h) for h in earlier], decisions=Decisions(median_side=8, noise=noise))
         result = evaluate(nets, data, cfg, state)
         for k, net in enumerate(nets):
             logits = predict_logits(net, data, 512)

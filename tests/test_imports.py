@@ -26,7 +26,8 @@ def test_help_and_version_import_no_torch(args):
 
 
 def test_version_prints_the_installed_version():
-    done = subprocess.run([sys.executable, "-m", "labelclean", "--version"], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-m", "labelclean", "--version"], capture_output=True, text=True,
+                          timeout=120)
     assert done.returncode == 0 and done.stdout == f"labelclean {version('labelclean')}\n"
 
 

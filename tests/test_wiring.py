@@ -155,4 +155,5 @@ def test_a_fit_stopped_after_an_epoch_resumes_to_the_same_result(few_digits, tmp
     fit_interrupted_after(2, few_digits, tmp_path / "cut", **options)
     resumed = labelclean.fit(None, None, tmp_path / "cut", resume=True)
     assert resumed.export().equals(reference.export())
-    assert resumed.config["auto"] == reference.config["auto"] and resumed.config["settings"] == reference.config["settings"]
+    assert resumed.config["auto"] == reference.config["auto"]
+    assert resumed.config["settings"] == reference.config["settings"]
