@@ -116,6 +116,9 @@ class RunDirectory:
                 raise LabelcleanError(f"The run in {self.path} is already complete; nothing to resume.")
             if not self.checkpoint.path.exists():
                 raise LabelcleanError(f"{self.path} has no checkpoint to resume from; start again with --overwrite.")
+            if "auto" not in saved:  # its decisions were not recorded apart from its options
+                raise LabelcleanError(f"The run in {self.path} was started by an older labelclean, which this one "
+                                      f"cannot resume; start again with --overwrite.")
             return saved
         if not overwrite:
             state = ("a finished run" if saved.get("status") == "complete"

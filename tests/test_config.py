@@ -9,6 +9,7 @@ import pytest
 from conftest import TINY
 from typer.testing import CliRunner
 
+import labelclean
 from labelclean.auto import CLEAN_SPLIT, NoiseEstimate, choose_settings
 from labelclean.cli import app
 from labelclean.config import Decisions, FitConfig, Guard, Settings, Start, settings
@@ -60,3 +61,12 @@ def test_config_json_records_the_declared_options_the_decisions_and_the_settings
     decided = Decisions.from_dict(config["auto"])
     assert config["settings"] == settings(FitConfig.from_dict(config["fit"]), decided).to_dict()
     assert decided.n_samples == 300 and decided.warmup == 1 and decided.noise is not None
+
+
+def test_a_run_started_before_decisions_were_recorded_is_not_resumed_with_a_traceback(tmp_path):
+    run = tmp_path / "old"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"status": "training", "fit": FitConfig(**TINY).to_dict()}))
+    (run / "checkpoint.pt").write_bytes(b"")
+    with pytest.raises(LabelcleanError, match="started by an older labelclean.*--overwrite"):
+        labelclean.fit(None, None, run, resume=True)
