@@ -23,9 +23,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from . import distributed, dividemix, mlnt
+from . import distributed, dividemix, files, mlnt, simclr
 from .augment import crop_padding
-from .auto import start_kind, threshold_hint
+from .auto import crop_scale, start_kind, threshold_hint
 from .config import Decisions, FitConfig, PretrainConfig, Settings, Start, settings
 from .data import LabeledImages, channel_stats, median_side, read_labels
 from .demo import DEMO_SETTINGS, DigitsDataset, score, write_digits
@@ -35,7 +35,6 @@ from .export import DEFAULT_THRESHOLD
 from .images import decode_listed, place_images
 from .models import blend_start, build_model, imagenet_weights, load_weights, read_weights
 from .run import Progress, Run, RunDirectory, new_config
-from .simclr import pretrain
 from .training import (
     EpochReport,
     Interrupted,
@@ -179,14 +178,13 @@ def _inputs(saved: dict[str, Any] | None, images_dir: str | Path | None, labels_
             "keep_model": saved["keep_model"]}
 
 
-def _read(inputs: dict[str, Any]) -> LabeledImages:
-    """The labels CSV's rows, less those left out (missing images, repeated paths)."""
+def _read(inputs: dict[str, Any], listed: str = "; see skipped.csv in the run directory") -> LabeledImages:
+    """The labels CSV's rows, less those left out (missing images, repeated paths: ``listed`` says where)."""
     labeled = read_labels(inputs["images_dir"], inputs["labels_csv"], path_column=inputs["path_column"],
                           label_column=inputs["label_column"], skip_missing=inputs["skip_missing"],
                           dedupe=inputs["dedupe"])
     if labeled.skipped:
-        log.warning("Left out %d row(s) (missing images or repeated paths); see skipped.csv in the run "
-                    "directory.", len(labeled.skipped))
+        log.warning("Left out %d row(s) (missing images or repeated paths)%s.", len(labeled.skipped), listed)
     return labeled
 
 
@@ -285,6 +283,54 @@ def _train(nets: list[nn.Module], optimizers: list[torch.optim.Optimizer], data:
         checkpoint(state)  # mid-epoch: state.partial says where the epoch stopped
         raise
     return method.evaluate(nets, data, cfg, state)
+
+
+def pretrain(
+    images_dir: str | Path,
+    labels_csv: str | Path,
+    out: str | Path = "pretrained.pt",
+    *,
+    config: PretrainConfig | None = None,
+    path_column: str | None = None,
+    label_column: str | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    skip_missing: bool = False,
+    skip_bad: bool = False,
+    dedupe: bool = False,
+    cache_dir: str | Path | None = None,
+    on_epoch: Callable[[EpochReport], None] | None = None,
+    on_progress: Progress | None = None,
+    **options: Any,
+) -> Path:
+    """Learn the fit's network from the images listed in ``labels_csv`` (their labels are not used) with
+    SimCLR (:mod:`labelclean.simclr`) and save its weights without the classifier to ``out``, for
+    ``fit(..., init_weights=out)``.
+
+    The data arguments are :func:`fit`'s, read the same way. A checkpoint next to ``out`` is written after
+    each epoch; ``resume`` continues from it with its saved settings. The decoded images are kept in
+    ``cache_dir`` (default: the folder of ``out``); a fit given the same ``cache_dir`` reuses them.
+    """
+    out = Path(out)
+    saved = simclr.check_out(out, resume, overwrite)
+    cfg = (PretrainConfig(**saved["settings"]) if saved else replace(config or PretrainConfig(), **options)).validate()
+    inputs = _inputs(None, images_dir, labels_csv, path_column=path_column, label_column=label_column,
+                     skip_missing=skip_missing, dedupe=dedupe, skip_bad=skip_bad, cache_dir=cache_dir or out.parent)
+    device = resolve_device(cfg.device)
+    labeled = _read(inputs, listed="")
+    fit_like = FitConfig(arch=cfg.arch, image_size=cfg.image_size, seed=cfg.seed)
+    plan = settings(fit_like, _first_look(fit_like, labeled, device))  # the network and size the fit will take
+    cfg = replace(cfg, arch=plan.arch, image_size=plan.image_size,
+                  crop_scale=cfg.crop_scale or crop_scale(plan.image_size))
+    check_two_batches(len(labeled.paths), cfg.batch_size, labels_csv, smallest=2)
+    decoded, labeled = decode_listed(labeled, cfg.image_size, saved["channels"] if saved else None, inputs, out.parent,
+                                     on_progress)
+    weights = simclr.train(place_images(decoded, device, None), cfg, device, out, saved, on_epoch)
+    files.save_torch(out, weights)
+    simclr.checkpoint_of(out).remove()
+    log.info("Saved the %s encoder (%d tensors, projection head dropped) to %s; start a fit from it with "
+             "--init-weights %s --arch %s.", cfg.arch, len(weights), out, out, cfg.arch)
+    return out
 
 
 def launch_processes(nproc: int, device: str, entrypoint: Callable[[list[str]], None],

@@ -1,5 +1,6 @@
-"""Self-supervised pretraining on the user's own images (``labelclean pretrain``): SimCLR (Chen et al.,
-ICML 2020), as C2D ("Contrast to Divide", Zheltonozhskii et al., WACV 2022) uses it to start DivideMix.
+"""Self-supervised pretraining on the user's own images (``labelclean pretrain``, whose steps are
+:func:`labelclean.api.pretrain`): SimCLR (Chen et al., ICML 2020), as C2D ("Contrast to Divide",
+Zheltonozhskii et al., WACV 2022) uses it to start DivideMix.
 
 No label is used. Every step takes N images and makes two random views of each (:func:`views`:
 a random resized crop, a flip, colour distortion). The encoder f — the network ``labelclean fit``
@@ -20,7 +21,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,16 +29,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import files
 from .augment import colour_jitter, random_gray, random_resized_crop
-from .auto import crop_scale
-from .config import Decisions, FitConfig, PretrainConfig, settings
-from .data import channel_stats, median_side, read_labels
+from .config import PretrainConfig
+from .data import channel_stats
 from .errors import LabelcleanError
-from .images import decode_listed, place_images
 from .models import build_model, classifier_name
-from .run import Checkpoint, Progress
-from .training import EpochReport, TrainingData, autocast, check_two_batches, resolve_device, stable_seed
+from .run import Checkpoint
+from .training import EpochReport, TrainingData, autocast, stable_seed
 
 log = logging.getLogger("labelclean")
 
@@ -150,47 +148,11 @@ def check_out(out: Path, resume: bool, overwrite: bool) -> dict[str, Any] | None
     return saved
 
 
-def pretrain(
-    images_dir: str | Path,
-    labels_csv: str | Path,
-    out: str | Path = "pretrained.pt",
-    *,
-    config: PretrainConfig | None = None,
-    path_column: str | None = None,
-    label_column: str | None = None,
-    resume: bool = False,
-    overwrite: bool = False,
-    skip_missing: bool = False,
-    skip_bad: bool = False,
-    dedupe: bool = False,
-    cache_dir: str | Path | None = None,
-    on_epoch: Callable[[EpochReport], None] | None = None,
-    on_progress: Progress | None = None,
-    **options: Any,
-) -> Path:
-    """Learn the fit's network from the images listed in ``labels_csv`` (their labels are not used)
-    and save its weights without the classifier to ``out``, for ``fit(..., init_weights=out)``.
-
-    The arguments are :func:`labelclean.fit`'s. A checkpoint next to ``out`` is written after each
-    epoch; ``resume`` continues from it with its saved settings. The decoded images are kept in
-    ``cache_dir`` (default: the folder of ``out``); a fit given the same ``cache_dir`` reuses them.
-    """
-    out = Path(out)
-    saved = check_out(out, resume, overwrite)
-    cfg = (PretrainConfig(**saved["settings"]) if saved else replace(config or PretrainConfig(), **options)).validate()
-    device = resolve_device(cfg.device)
-    labeled = read_labels(Path(images_dir), Path(labels_csv), path_column=path_column, label_column=label_column,
-                          skip_missing=skip_missing, dedupe=dedupe)
-    side = median_side(labeled.files, seed=cfg.seed) if cfg.image_size is None else None
-    chosen = settings(FitConfig(arch=cfg.arch, image_size=cfg.image_size, seed=cfg.seed),
-                      Decisions(n_samples=len(labeled.paths), median_side=side, device=device.type))
-    cfg = replace(cfg, arch=chosen.arch, image_size=chosen.image_size,
-                  crop_scale=cfg.crop_scale or crop_scale(chosen.image_size))
-    check_two_batches(len(labeled.paths), cfg.batch_size, labels_csv, smallest=2)
-    reading = {"cache_dir": str(cache_dir or out.parent.resolve()), "skip_bad": skip_bad, "labels_csv": str(labels_csv)}
-    decoded, labeled = decode_listed(labeled, cfg.image_size, saved["channels"] if saved else None, reading, out.parent,
-                               on_progress)
-    p = start(place_images(decoded, device, None), cfg, device, saved)
+def train(images: torch.Tensor, cfg: PretrainConfig, device: torch.device, out: Path, saved: dict[str, Any] | None,
+          on_epoch: Callable[[EpochReport], None] | None) -> dict[str, torch.Tensor]:
+    """Pretrain on the placed uint8 ``images`` from ``saved`` (or a fresh start), with a checkpoint next to
+    ``out`` after each epoch; the encoder's weights, without the projection head."""
+    p = start(images, cfg, device, saved)
     log.info("Pretraining %s at %d px on %d images (SimCLR, batch %d, τ %g, crops of %g-1 of the area) for %d "
              "epochs.", cfg.arch, cfg.image_size, len(p.images), cfg.batch_size, cfg.temperature, cfg.crop_scale,
              cfg.epochs)
@@ -204,11 +166,7 @@ def pretrain(
         if on_epoch:
             on_epoch(EpochReport(p.epoch, cfg.epochs, "pretrain", p.history[-1]["lr"], p.history[-1]["seconds"],
                                  loss=[loss]))
-    files.save_torch(out, {k: v.detach().cpu() for k, v in p.encoder.state_dict().items()})
-    checkpoint_of(out).remove()
-    log.info("Saved the %s encoder (%d tensors, projection head dropped) to %s; start a fit from it with "
-             "--init-weights %s --arch %s.", cfg.arch, len(p.encoder.state_dict()), out, out, cfg.arch)
-    return out
+    return {k: v.detach().cpu() for k, v in p.encoder.state_dict().items()}
 
 
 def start(images: torch.Tensor, cfg: PretrainConfig, device: torch.device,
