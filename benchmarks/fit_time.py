@@ -35,10 +35,9 @@ from rich.table import Table
 from sklearn.datasets import load_digits
 
 import labelclean
-from labelclean.config import resolve_device
 from labelclean.demo import flip_labels, score
 from labelclean.files import write_json, write_text
-from labelclean.training import EpochReport
+from labelclean.training import EpochReport, resolve_device
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 DIGIT_SIDE = 20  # px of an upscaled digit inside the frame

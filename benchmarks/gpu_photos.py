@@ -118,12 +118,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from labelclean import dividemix
 from labelclean.api import _training_data
-from labelclean.config import PAPER_SETTINGS, FitConfig, resolve, resolve_device
+from labelclean.config import PAPER_SETTINGS, Decisions, FitConfig, Settings, settings
 from labelclean.data import LabeledImages, read_labels
 from labelclean.files import write_json
 from labelclean.images import decode_listed
 from labelclean.models import build_model
-from labelclean.training import cpu_threads, place, precision, predict_logits
+from labelclean.training import cpu_threads, place, precision, predict_logits, resolve_device
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 CLASSES = 14  # Clothing1M's
@@ -358,11 +358,12 @@ def cold_cache_each_epoch(data_file: Path) -> Iterator[None]:
 # labelclean's side.
 
 
-def fit_config(arch: str, image_size: int, batch_size: int, dividemix_epochs: int, device: torch.device) -> FitConfig:
+def fit_config(arch: str, image_size: int, batch_size: int, dividemix_epochs: int, device: torch.device) -> Settings:
     """labelclean's fit settings for a timing: W=1 warm-up epoch (the official Clothing1M code's),
     D DivideMix epochs, the paper's fixed settings (no adaptive rules, which would change the work)."""
-    return FitConfig(epochs=1 + dividemix_epochs, warmup=1, batch_size=batch_size, image_size=image_size, arch=arch,
-                     device=device.type, auto=False, **PAPER_SETTINGS).validate()
+    declared = FitConfig(epochs=1 + dividemix_epochs, warmup=1, batch_size=batch_size, image_size=image_size,
+                         arch=arch, device=device.type, auto=False, **PAPER_SETTINGS).validate()
+    return settings(declared, Decisions(device=device.type))
 
 
 def summarise(epochs: list[dict[str, Any]], images: int, flops: dict[str, float] | None,
@@ -594,7 +595,7 @@ def projected_fit(fit: dict[str, Any], measured: int, images: int, batch_size: i
     """A whole fit of ``images`` from epochs measured on ``measured`` images (time linear in the images,
     the same labeled share): labelclean's planned epochs for that size, the adaptive warm-up at its longest."""
     scale = images / measured
-    plan = resolve(FitConfig(batch_size=batch_size), images)
+    plan = settings(FitConfig(batch_size=batch_size), Decisions(n_samples=images, median_side=224, device="cuda"))
     warm, divide = fit["warmup_epoch_s"] * scale, fit["dividemix_epoch_s"] * scale
     return {"images": images, "warmup_epoch_s": warm, "dividemix_epoch_s": divide, "planned_epochs": plan.epochs,
             "planned_warmup_at_most": plan.warmup, "labeled_share": share,

@@ -41,10 +41,11 @@ from sklearn.neighbors import KNeighborsClassifier
 import labelclean
 from labelclean.api import resolve_device
 from labelclean.auto import image_side
+from labelclean.config import PretrainConfig
 from labelclean.data import LabeledImages, channel_stats, decode_images, median_side, read_csv_table, read_labels
 from labelclean.demo import write_digits
-from labelclean.pretrain import PretrainConfig, encoder
 from labelclean.run import write_json, write_text
+from labelclean.simclr import encoder
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 

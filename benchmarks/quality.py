@@ -54,14 +54,21 @@ from torch import nn
 
 import labelclean
 from labelclean.augment import crop_padding
-from labelclean.config import FitConfig, for_device, resolve_device
-from labelclean.data import channel_stats, decode_images, read_csv_table, read_labels
+from labelclean.config import Decisions, FitConfig, PretrainConfig, settings
+from labelclean.data import channel_stats, decode_images, median_side, read_csv_table, read_labels
 from labelclean.demo import flip_labels, score, write_digits
 from labelclean.dividemix import warmup_epoch
 from labelclean.files import write_json, write_text
 from labelclean.models import build_model
-from labelclean.pretrain import PretrainConfig
-from labelclean.training import TrainingData, learning_rate, make_optimizer, place, predict_logits, set_learning_rate
+from labelclean.training import (
+    TrainingData,
+    learning_rate,
+    make_optimizer,
+    place,
+    predict_logits,
+    resolve_device,
+    set_learning_rate,
+)
 
 METHODS = ("labelclean", "ssl", "plain_ce", "cleanlab")  # ssl: labelclean from `labelclean pretrain`'s weights
 DEFAULT_METHODS = ("labelclean", "plain_ce", "cleanlab")
@@ -221,7 +228,7 @@ def labelclean_method(bench: Benchmark, cfg: FitConfig, work: Path,
     run = labelclean.fit(bench.images_dir, bench.train_csv, work, config=cfg, overwrite=True, init_weights=init_weights)
     predicted = run.predict([bench.test_csv], images_dir=bench.images_dir, device=cfg.device)["predicted_label"]
     test = accuracy(predicted.to_numpy(), bench)
-    chosen = {k: v for k, v in run.config.get("auto", {}).items() if k in ("start", "warmup", "noise", "settings")}
+    chosen = {k: v for k, v in run.config.get("auto", {}).items() if k in ("start", "warmup", "noise", "chosen")}
     details = {"epochs": run.config["epochs"], "auto": chosen, "threshold_hint": run.config["threshold_hint"]}
 
     def exported(threshold: float) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -252,12 +259,13 @@ def ssl_method(bench: Benchmark, cfg: FitConfig, work: Path, pretrain: dict[str,
 def train_cross_entropy(data: TrainingData, cfg: FitConfig) -> nn.Module:
     """One network trained with labelclean's warm-up epoch (cross-entropy on every given label)
     for the whole epoch budget, with the same optimizer and learning-rate schedule as DivideMix."""
-    plain = replace(cfg, noise_mode="sym")  # 'asym' would add DivideMix's confidence penalty
+    plan = settings(cfg, Decisions(n_samples=len(data), device=data.device.type))  # the lr and epochs a fit takes
+    plain = replace(plan, noise_mode="sym")  # 'asym' would add DivideMix's confidence penalty
     torch.manual_seed(cfg.seed)
-    net = place(build_model(cfg.arch, data.images.shape[1], data.num_classes, cfg.image_size), data.device)
-    optimizer = make_optimizer(net, cfg)
-    for epoch in range(cfg.epochs):
-        set_learning_rate([optimizer], learning_rate(epoch, cfg))
+    net = place(build_model(plan.arch, data.images.shape[1], data.num_classes, plan.image_size), data.device)
+    optimizer = make_optimizer(net, plan)
+    for epoch in range(plan.epochs):
+        set_learning_rate([optimizer], learning_rate(epoch, plan))
         warmup_epoch(net, optimizer, data, plain)
     return net
 
@@ -375,12 +383,14 @@ def run_setting(name: str, make: Callable[[int, Path], Benchmark], base: FitConf
     result: dict[str, Any] = {}
     for seed in seeds:
         bench = make(seed, work / f"{name}-seed{seed}")
-        cfg = for_device(replace(base, seed=seed), resolve_device(base.device).type,
-                         read_labels(bench.images_dir, bench.train_csv).files)  # fixed once: every method uses the same
+        listed = read_labels(bench.images_dir, bench.train_csv)
+        plan = settings(replace(base, seed=seed), Decisions(len(listed.paths), median_side(listed.files, seed=seed),
+                                                            resolve_device(base.device).type))
+        cfg = replace(base, seed=seed, image_size=plan.image_size, arch=plan.arch)  # fixed once: for every method
         for method, (fn, overrides) in methods.items():
-            settings = replace(cfg, **overrides).validate()
+            options = replace(cfg, **overrides).validate()
             started = time.perf_counter()
-            outcomes = fn(bench, settings, work / f"{name}-seed{seed}" / method)
+            outcomes = fn(bench, options, work / f"{name}-seed{seed}" / method)
             seconds = time.perf_counter() - started
             for suffix, outcome in outcomes.items():
                 figures = score(outcome.table, bench.truth.astype(str), suspicion="score")

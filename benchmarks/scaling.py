@@ -43,12 +43,12 @@ from speed import Parts, project, slug, synthetic_images
 
 from labelclean import distributed
 from labelclean.augment import crop_padding
-from labelclean.config import PAPER_SETTINGS, FitConfig, resolve_device
+from labelclean.config import PAPER_SETTINGS, Decisions, FitConfig, settings
 from labelclean.data import channel_stats
 from labelclean.dividemix import co_divide, train_epoch
 from labelclean.files import write_json
-from labelclean.models import build_model, default_arch
-from labelclean.training import Loop, TrainingData, TrainingState, make_optimizer, place
+from labelclean.models import build_model
+from labelclean.training import Loop, TrainingData, TrainingState, make_optimizer, place, resolve_device
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 CLOTHING1M = 1_000_000  # images in Clothing1M's noisy training set, rounded
@@ -149,8 +149,8 @@ def main(
 ) -> None:
     """Time a DivideMix epoch with each process count and compare their throughput."""
     dev = resolve_device(device)
-    cfg = FitConfig(epochs=1, warmup=0, batch_size=batch_size, image_size=image_size, device=device, **PAPER_SETTINGS,
-                    arch=default_arch(dev.type, image_size) if arch == "auto" else arch).validate()
+    cfg = settings(FitConfig(epochs=1, warmup=0, batch_size=batch_size, image_size=image_size, device=device,
+                             **PAPER_SETTINGS, arch=arch).validate(), Decisions(device=dev.type))
     if worker_out is not None:
         torch.set_num_threads(threads)
         worker(cfg.to_dict(), samples, classes, worker_out)

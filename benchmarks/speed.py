@@ -55,11 +55,12 @@ from torch import nn
 
 from labelclean import dividemix
 from labelclean.augment import crop_padding
-from labelclean.config import PAPER_SETTINGS, FitConfig, resolve_device
+from labelclean.config import PAPER_SETTINGS, Decisions, FitConfig, settings
 from labelclean.data import channel_stats, decode_images, read_labels
-from labelclean.dividemix import clean_probability, normalized_loss, train_epoch, warmup_epoch
+from labelclean.dividemix import train_epoch, warmup_epoch
+from labelclean.evaluation import clean_probability, normalized_loss
 from labelclean.files import write_json
-from labelclean.models import build_model, default_arch
+from labelclean.models import build_model
 from labelclean.training import (
     EpochReport,
     TrainingData,
@@ -69,6 +70,7 @@ from labelclean.training import (
     place,
     precision,
     predict_logits,
+    resolve_device,
     threads,
     uses_bf16,
 )
@@ -335,8 +337,9 @@ def epochs(
                                  "--arch preact_resnet18 --image-size 32 --channels 3.")
     dev = resolve_device(device)
     torch.set_num_threads(threads or cpu_threads(dev))
-    cfg = FitConfig(epochs=warmup + dividemix_epochs, warmup=warmup, batch_size=batch_size, image_size=image_size,
-                    arch=arch, device=device, auto=False, **PAPER_SETTINGS).validate()
+    cfg = settings(FitConfig(epochs=warmup + dividemix_epochs, warmup=warmup, batch_size=batch_size,
+                             image_size=image_size, arch=arch, device=device, auto=False, **PAPER_SETTINGS).validate(),
+                   Decisions(device=dev.type))
     data = training_data(*synthetic_images(samples, channels, image_size, 10), cfg, dev)
     result: dict[str, Any] = {"benchmark": "speed epochs", **record(dev, seeds=[cfg.seed]), "samples": samples,
                               "precision": precision(dev), "settings": cfg.to_dict(), "load_average_1min": {},
@@ -535,9 +538,9 @@ def parts(
         raise typer.BadParameter("Your own data needs both --images and --labels.")
     raw, given, k = (synthetic_images(samples, channels, image_size, classes) if images is None
                   else folder_images(images, labels, image_size))
-    cfg = FitConfig(epochs=epochs, warmup=warmup, batch_size=batch_size, eval_batch_size=eval_batch_size,
-                    image_size=image_size, device=device, **PAPER_SETTINGS,
-                    arch=default_arch(dev.type, image_size) if arch == "auto" else arch).validate()
+    cfg = settings(FitConfig(epochs=epochs, warmup=warmup, batch_size=batch_size, eval_batch_size=eval_batch_size,
+                             image_size=image_size, device=device, **PAPER_SETTINGS, arch=arch).validate(),
+                   Decisions(device=dev.type))
     data = training_data(raw, given, k, cfg, dev)
     if len(data) < 2 * batch_size * steps:
         raise typer.BadParameter(f"{len(data)} images are too few to time {steps} steps of batch {batch_size}; "

@@ -28,7 +28,7 @@ run = labelclean.fit(data.images_dir, data.labels_csv, f"{args.out}/run", overwr
 errors = run.export(threshold=0.5, only_errors=True, sort="clean_prob")
 print(f"{len(errors)} of {len(run.export())} labels look wrong; the ten most certain:")
 print(errors[["path", "given_label", "suggested_label", "clean_prob"]].head(10).to_string(index=False))
-print("Chosen from the data:", run.config["auto"]["noise"], run.config["auto"]["settings"])
+print("Chosen from the data:", run.config["auto"]["noise"], run.config["auto"]["chosen"])
 
 predicted = run.predict([data.images_dir / "0000.png", data.images_dir / "0001.png"], top_k=2)
 print(predicted.to_string(index=False))

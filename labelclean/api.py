@@ -23,31 +23,36 @@ import pandas as pd
 import torch
 from torch import nn
 
-from . import distributed, dividemix, mlnt
+from . import distributed, dividemix, files, mlnt, simclr
 from .augment import crop_padding, imagenet_stats
-from .auto import start_blend, start_kind, start_lr, threshold_hint
-from .config import FitConfig, for_device, resolve, resolve_device
-from .data import LabeledImages, channel_stats, read_labels
+from .auto import crop_scale, start_kind, threshold_hint
+from .config import Decisions, FitConfig, PretrainConfig, Settings, Start, settings
+from .data import LabeledImages, channel_stats, median_side, read_labels
 from .demo import DEMO_SETTINGS, DigitsDataset, score, write_digits
+from .distributed import barrier, is_main, local_processes, record_error, started_processes, world_size
 from .errors import LabelcleanError
 from .export import DEFAULT_THRESHOLD
 from .images import decode_listed, place_images
 from .models import blend_start, build_model, imagenet_weights, load_weights, read_weights
-from .pretrain import PretrainConfig, pretrain
 from .run import Progress, Run, RunDirectory, new_config
 from .training import (
     EpochReport,
     Interrupted,
     TrainingData,
     TrainingState,
+    check_two_batches,
     cpu_threads,
     make_optimizer,
     place,
+    resolve_device,
     stop_on_ctrl_c,
     threads,
 )
 
-__all__ = ["DemoResult", "EpochReport", "Interrupted", "PretrainConfig", "Run", "demo", "fit", "pretrain"]
+__all__ = ["DemoResult", "EpochReport", "Interrupted", "PretrainConfig", "Run", "demo", "fit", "pretrain",
+           # the processes of a multi-process fit, for the command line
+           "barrier", "is_main", "launch_processes", "local_processes", "record_error", "started_processes",
+           "world_size"]
 
 log = logging.getLogger("labelclean")
 
@@ -117,26 +122,23 @@ def fit(
     kernel_threads = saved["threads"] if saved and saved.get("threads") else cpu_threads(device)
     if saved is None and overwrite:
         directory.clear()
-    labeled = read_labels(inputs["images_dir"], inputs["labels_csv"], path_column=inputs["path_column"],
-                          label_column=inputs["label_column"], skip_missing=inputs["skip_missing"],
-                          dedupe=inputs["dedupe"])
-    if labeled.skipped:
-        log.warning("Left out %d row(s) (missing images or repeated paths); see skipped.csv in the run "
-                    "directory.", len(labeled.skipped))
-    cfg = for_device(cfg, device.type, labeled.files)
-    _check_size(labeled, cfg, inputs["labels_csv"] or inputs["images_dir"])
-    _log_plan(cfg, len(labeled.paths), device)
+    labeled = _read(inputs)
+    decided = Decisions.from_dict(saved["auto"]) if saved else _first_look(cfg, labeled, device)
+    plan = settings(cfg, decided)
+    check_two_batches(len(labeled.paths), plan.batch_size, inputs["labels_csv"] or inputs["images_dir"], smallest=1)
+    _log_plan(cfg, plan, len(labeled.paths), device)
     # Before decoding, to fail fast; the main process first, so that the others find its download.
-    start = distributed.main_first(lambda: _start_weights(cfg, init_weights)) if saved is None else None
+    start = distributed.main_first(lambda: _start_weights(plan, init_weights)) if saved is None else None
     channels = saved["preprocessing"]["channels"] if saved else None
     images, labeled = distributed.main_first(
-        lambda: decode_listed(labeled, cfg.image_size, channels, inputs, directory.path, on_progress))
-    data, preprocessing = _training_data(images, labeled, cfg, device, max_ram_gb)
-    nets, optimizers, cfg, start_record = _networks(cfg, data, start, device, fresh=saved is None)
+        lambda: decode_listed(labeled, plan.image_size, channels, inputs, directory.path, on_progress))
+    decided.n_samples = len(labeled.paths)  # less the images that could not be decoded
+    data, preprocessing = _training_data(images, labeled, plan, device, max_ram_gb)
+    nets, optimizers = _networks(cfg, decided, data, start, device)
 
-    run_config = saved or new_config(cfg, inputs, labeled, preprocessing)
+    run_config = saved or new_config(cfg, decided, inputs, labeled, preprocessing)
     directory.start(run_config, labeled.skipped, device, kernel_threads)
-    state = directory.restore(nets, optimizers, device) if saved else TrainingState(extra={"auto": start_record})
+    state = directory.restore(nets, optimizers, device) if saved else TrainingState(decisions=decided)
     if saved:
         log.info("Resuming %s after epoch %d.", directory.path, state.epoch)
     nets = [distributed.wrap(net, device) for net in nets]
@@ -152,8 +154,7 @@ def fit(
         "loss_net2": result.loss[1],
     })
     run_config.update(fit_seconds=round(time.perf_counter() - started, 2), epochs=state.epoch,
-                      settings=resolve(cfg, len(data), state.extra.get("auto")).to_dict(),
-                      auto={k: v for k, v in state.extra.get("auto", {}).items() if k != "best"},
+                      settings=settings(cfg, state.decisions).to_dict(), auto=state.decisions.to_dict(),
                       threshold_hint=_threshold_hint(result.clean_prob.mean(0),
                                                      result.probs.argmax(1) != labeled.labels))
     directory.finish(run_config, samples, result.probs, nets if inputs["keep_model"] else None)
@@ -183,6 +184,23 @@ def _inputs(saved: dict[str, Any] | None, images_dir: str | Path | None, labels_
             "keep_model": saved["keep_model"]}
 
 
+def _read(inputs: dict[str, Any], listed: str = "; see skipped.csv in the run directory") -> LabeledImages:
+    """The labels CSV's rows, less those left out (missing images, repeated paths: ``listed`` says where)."""
+    labeled = read_labels(inputs["images_dir"], inputs["labels_csv"], path_column=inputs["path_column"],
+                          label_column=inputs["label_column"], skip_missing=inputs["skip_missing"],
+                          dedupe=inputs["dedupe"])
+    if labeled.skipped:
+        log.warning("Left out %d row(s) (missing images or repeated paths)%s.", len(labeled.skipped), listed)
+    return labeled
+
+
+def _first_look(cfg: FitConfig, labeled: LabeledImages, device: torch.device) -> Decisions:
+    """What the listed images and the device show before training: the facts the image size, network and
+    schedule are decided from (:func:`labelclean.config.settings`)."""
+    side = median_side(labeled.files, seed=cfg.seed) if cfg.image_size is None else None
+    return Decisions(n_samples=len(labeled.paths), median_side=side, device=device.type)
+
+
 def _check_options(cfg: FitConfig, max_ram_gb: float | None, init_weights: str | Path | None) -> None:
     """Refuse options that cannot work together, before any work starts."""
     if max_ram_gb is not None and max_ram_gb < 0:
@@ -194,17 +212,12 @@ def _check_options(cfg: FitConfig, max_ram_gb: float | None, init_weights: str |
                               "not both.")
     if init_weights is not None and not Path(init_weights).is_file():
         raise LabelcleanError(f"Initial weights file {init_weights} does not exist.")
+    if cfg.start_blend is not None and init_weights is None and not cfg.pretrained:
+        raise LabelcleanError("--start-blend blends loaded weights with each network's random start; give "
+                              "--init-weights FILE or --pretrained, or drop --start-blend.")
 
 
-def _check_size(labeled: LabeledImages, cfg: FitConfig, labels_csv: str) -> None:
-    if len(labeled.paths) < 2 * cfg.batch_size and cfg.batch_size > 1:
-        raise LabelcleanError(
-            f"{labels_csv} has {len(labeled.paths)} usable images, fewer than two batches of "
-            f"{cfg.batch_size}; lower --batch-size (e.g. {max(1, len(labeled.paths) // 4)})."
-        )
-
-
-def _training_data(images: np.ndarray, labeled: LabeledImages, cfg: FitConfig, device: torch.device,
+def _training_data(images: np.ndarray, labeled: LabeledImages, cfg: Settings, device: torch.device,
                    max_ram_gb: float | None) -> tuple[TrainingData, dict[str, Any]]:
     """The images where training reads them fastest, their statistics and the training augmentation."""
     placed = place_images(images, device, max_ram_gb)
@@ -214,7 +227,7 @@ def _training_data(images: np.ndarray, labeled: LabeledImages, cfg: FitConfig, d
     return data, {"image_size": cfg.image_size, "channels": int(placed.shape[1]), "mean": mean, "std": std}
 
 
-def _start_weights(cfg: FitConfig, init_weights: str | Path | None) -> tuple[dict[str, torch.Tensor], str] | None:
+def _start_weights(cfg: Settings, init_weights: str | Path | None) -> tuple[dict[str, torch.Tensor], str] | None:
     """The weights both networks start from, and where they come from: a local file
     (``init_weights``), torchvision's ImageNet weights (``cfg.pretrained``), or None (random)."""
     if init_weights is not None:
@@ -224,48 +237,40 @@ def _start_weights(cfg: FitConfig, init_weights: str | Path | None) -> tuple[dic
     return None
 
 
-def _networks(cfg: FitConfig, data: TrainingData, start: tuple[dict[str, torch.Tensor], str] | None,
-              device: torch.device, fresh: bool) -> tuple[list[nn.Module], list[torch.optim.Optimizer], FitConfig,
-                                                          dict[str, Any] | None]:
+def _networks(cfg: FitConfig, decided: Decisions, data: TrainingData, start: tuple[dict[str, torch.Tensor], str] | None,
+              device: torch.device) -> tuple[list[nn.Module], list[torch.optim.Optimizer]]:
     """The two networks on the device and their optimizers; a fresh fit starts them from ``start``
-    (:func:`_load_start`): ``cfg`` with the start's settings, and its record for config.json."""
-    torch.manual_seed(cfg.seed)
-    nets = [build_model(cfg.arch, data.images.shape[1], data.num_classes, cfg.image_size) for _ in range(2)]
-    record = None
-    if fresh:
-        cfg, record = _load_start(nets, start, cfg)
-        if cfg.pretrained:
-            log.info("Images at %d px: ImageNet weights take the images' median side up to 224 px on a GPU, 112 px "
-                     "on a CPU (see docs/photos.md for the cost; --image-size sets it).", cfg.image_size)
+    (:func:`_load_start`), and the learning rate is the one for that start."""
+    plan = settings(cfg, decided)
+    torch.manual_seed(plan.seed)
+    nets = [build_model(plan.arch, data.images.shape[1], data.num_classes, plan.image_size) for _ in range(2)]
+    if start is not None:
+        plan = _load_start(nets, start, cfg, decided)
+    if start is not None and cfg.pretrained:
+        log.info("Images at %d px: ImageNet weights take the images' median side up to 224 px on a GPU, 112 px "
+                 "on a CPU (see docs/photos.md for the cost; --image-size sets it).", plan.image_size)
     nets = [place(net, device) for net in nets]
-    return nets, [make_optimizer(net, cfg) for net in nets], cfg, record
+    return nets, [make_optimizer(net, plan) for net in nets]
 
 
-def _load_start(nets: list[nn.Module], start: tuple[dict[str, torch.Tensor], str] | None,
-                cfg: FitConfig) -> tuple[FitConfig, dict[str, Any]]:
-    """Load the ``start`` weights into both networks, blend them with each network's random start and
-    take the learning rate for that start (with ``auto``: ``auto.start_lr`` and ``auto.start_blend``);
-    ``cfg`` with both, and the record of the start for config.json."""
-    fresh = [{k: v.clone() for k, v in net.state_dict().items()} for net in nets] if start is not None else []
-    loaded = [load_weights(net, *start) for net in nets] if start is not None else None
-    kind = start_kind(loaded is not None, loaded is not None and loaded[0].with_classifier)
-    rule = kind if cfg.auto else "random"
-    chosen = {name: rule_for(rule) for name, rule_for in [("lr", start_lr), ("start_blend", start_blend)]
-              if getattr(cfg, name) is None}  # what the user did not set
-    cfg = replace(cfg, **chosen)
-    record = {"start": {"kind": kind, **chosen}}
-    if loaded is None:
-        return cfg, record
+def _load_start(nets: list[nn.Module], start: tuple[dict[str, torch.Tensor], str], cfg: FitConfig,
+                decided: Decisions) -> Settings:
+    """Load the ``start`` weights into both networks, record the kind of start in ``decided`` and blend
+    each loaded layer with the network's random start (``start_blend``, decided by the kind); the
+    settings for that start."""
+    fresh = [{k: v.clone() for k, v in net.state_dict().items()} for net in nets]
+    loaded = [load_weights(net, *start) for net in nets]
     log.info(loaded[0].describe(start[1]))
-    record["start"].update(source=start[1], loaded_tensors=loaded[0].count, new_tensors=loaded[0].new)
+    decided.start = Start(start_kind(True, loaded[0].with_classifier), start[1], loaded[0].count, loaded[0].new)
+    plan = settings(cfg, decided)
     blended = ""
-    if cfg.start_blend < 1:
+    if plan.start_blend < 1:
         for net, own, done in zip(nets, fresh, loaded, strict=True):
-            blend_start(net, own, done, cfg.start_blend)
-        blended = (f"; each loaded layer keeps {cfg.start_blend:g} of its direction and takes the rest from the "
+            blend_start(net, own, done, plan.start_blend)
+        blended = (f"; each loaded layer keeps {plan.start_blend:g} of its direction and takes the rest from the "
                    f"network's random start (--start-blend)")
-    log.info("Networks start from %s weights: learning rate %g%s.", kind, cfg.lr, blended)
-    return cfg, record
+    log.info("Networks start from %s weights: learning rate %g%s.", decided.start.kind, plan.lr, blended)
+    return plan
 
 
 def _train(nets: list[nn.Module], optimizers: list[torch.optim.Optimizer], data: TrainingData, cfg: FitConfig,
@@ -286,14 +291,13 @@ def _train(nets: list[nn.Module], optimizers: list[torch.optim.Optimizer], data:
     return method.evaluate(nets, data, cfg, state)
 
 
-def _log_plan(cfg: FitConfig, images: int, device: torch.device) -> None:
+def _log_plan(cfg: FitConfig, plan: Settings, images: int, device: torch.device) -> None:
     """The fit's first line, before decoding: network, images, device and the epochs planned."""
-    plan = resolve(cfg, images)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "the CPU"
     warmup = (f"{plan.warmup} of warm-up" if cfg.warmup is not None or cfg.method == "mlnt"
               else f"warm-up until the networks stop improving, at most {plan.warmup}")
-    log.info("Training %s (%s) on %d images of %d px on %s: %d epochs planned (%s).", cfg.method, cfg.arch,
-             images, cfg.image_size, where, plan.epochs, warmup)
+    log.info("Training %s (%s) on %d images of %d px on %s: %d epochs planned (%s).", plan.method, plan.arch,
+             images, plan.image_size, where, plan.epochs, warmup)
 
 
 def _estimating(on_epoch: Callable[[EpochReport], None]) -> Callable[[EpochReport], None]:
@@ -310,6 +314,65 @@ def _estimating(on_epoch: Callable[[EpochReport], None]) -> Callable[[EpochRepor
         on_epoch(r)
 
     return report
+
+
+def pretrain(
+    images_dir: str | Path,
+    labels_csv: str | Path | None = None,
+    out: str | Path = "pretrained.pt",
+    *,
+    config: PretrainConfig | None = None,
+    path_column: str | None = None,
+    label_column: str | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    skip_missing: bool = False,
+    skip_bad: bool = False,
+    dedupe: bool = False,
+    cache_dir: str | Path | None = None,
+    on_epoch: Callable[[EpochReport], None] | None = None,
+    on_progress: Progress | None = None,
+    **options: Any,
+) -> Path:
+    """Learn the fit's network from the images listed in ``labels_csv`` or, without one, in ``images_dir``'s
+    class folders (their labels are not used) with
+    SimCLR (:mod:`labelclean.simclr`) and save its weights without the classifier to ``out``, for
+    ``fit(..., init_weights=out)``.
+
+    The data arguments are :func:`fit`'s, read the same way. A checkpoint next to ``out`` is written after
+    each epoch; ``resume`` continues from it with its saved settings. The decoded images are kept in
+    ``cache_dir`` (default: the folder of ``out``); a fit given the same ``cache_dir`` reuses them.
+    """
+    out = Path(out)
+    saved = simclr.check_out(out, resume, overwrite)
+    cfg = (PretrainConfig(**saved["settings"]) if saved else replace(config or PretrainConfig(), **options)).validate()
+    inputs = _inputs(None, images_dir, labels_csv, path_column=path_column, label_column=label_column,
+                     skip_missing=skip_missing, dedupe=dedupe, skip_bad=skip_bad, cache_dir=cache_dir or out.parent)
+    device = resolve_device(cfg.device)
+    labeled = _read(inputs, listed="")
+    fit_like = FitConfig(arch=cfg.arch, image_size=cfg.image_size, seed=cfg.seed)
+    plan = settings(fit_like, _first_look(fit_like, labeled, device))  # the network and size the fit will take
+    cfg = replace(cfg, arch=plan.arch, image_size=plan.image_size,
+                  crop_scale=cfg.crop_scale or crop_scale(plan.image_size))
+    check_two_batches(len(labeled.paths), cfg.batch_size, labels_csv or images_dir, smallest=2)
+    decoded, labeled = decode_listed(labeled, cfg.image_size, saved["channels"] if saved else None, inputs, out.parent,
+                                     on_progress)
+    weights = simclr.train(place_images(decoded, device, None), cfg, device, out, saved, on_epoch)
+    files.save_torch(out, weights)
+    simclr.checkpoint_of(out).remove()
+    log.info("Saved the %s encoder (%d tensors, projection head dropped) to %s; start a fit from it with "
+             "--init-weights %s --arch %s.", cfg.arch, len(weights), out, out, cfg.arch)
+    return out
+
+
+def launch_processes(nproc: int, device: str, entrypoint: Callable[[list[str]], None],
+                     argv: list[str]) -> tuple[int, list[str]]:
+    """Run ``entrypoint(argv)`` as ``nproc`` processes of this machine, one per GPU on CUDA; their exit
+    status and the distinct errors they recorded (:func:`labelclean.distributed.launch`)."""
+    if resolve_device(device).type == "cuda" and nproc > torch.cuda.device_count():
+        raise LabelcleanError(f"--nproc {nproc} asks for one process per GPU but PyTorch sees "
+                              f"{torch.cuda.device_count()}; lower --nproc or pass --device cpu.")
+    return distributed.launch(nproc, entrypoint, argv)
 
 
 def _threshold_hint(clean_prob: np.ndarray, disagrees: np.ndarray) -> float | None:

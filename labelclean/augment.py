@@ -4,7 +4,7 @@ Each training "view" is ``normalize(augment(images[idx]))``: one crop-and-flip f
 whole batch, no per-image Python loop, no host round trip. Small images (up to
 :data:`SMALL_SIDE` px, CIFAR's recipe) get a random crop of the zero-padded image; photos get
 random-resized crops, the recipe of DivideMix's WebVision code and of ImageNet training.
-Self-supervised pretraining (``pretrain.py``) adds SimCLR's colour distortion.
+Self-supervised pretraining (``simclr.py``) adds SimCLR's colour distortion.
 """
 
 from __future__ import annotations

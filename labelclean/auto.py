@@ -17,59 +17,41 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .export import DEFAULT_THRESHOLD
+# The boundary of every split: above it a sample is labeled in training (the paper's threshold, the
+# GMM's own decision boundary); the quota's ranks straddle it; the export flags what is below it.
+CLEAN_SPLIT = 0.5
 
-# Image size. On a CPU a small-CNN step at 54 px costs ~3x one at 32 px (measured), so by default
-# images are cut to 32 px there; a GPU takes up to ImageNet's 224 px. ImageNet weights learned their
-# features from objects at ~224 px, and at 32 px a ResNet's last stage sees 1x1 maps: a pretrained
-# start takes up to 224 px on a GPU and 112 px on a CPU, where a ResNet-18 DivideMix step costs 6x
-# one at 32 px and 224 px would cost 23x (benchmarks/speed.py, batch 8; see docs/photos.md).
+# Image size: the images' median side, capped where a larger one costs more than it gives
+# (docs/photos.md: a CPU small-CNN step at 54 px costs 3x one at 32 px; ImageNet weights need larger images).
 CPU_MAX_IMAGE_SIZE = 32
 PRETRAINED_CPU_MAX_IMAGE_SIZE = 112
 MAX_IMAGE_SIZE = 224
 
-# The start. The paper's CIFAR learning rate suits a random start and, as C2D (Zheltonozhskii et al.,
-# 2022) trains DivideMix from SimCLR weights learned on the same images, a self-supervised one.
-# Weights trained with labels on other images (torchvision's ImageNet classifiers) are fine-tuned at a
-# tenth of it, as DivideMix does on Clothing1M, so that the first epochs on noisy labels do not wash
-# out what they know.
+# The start: the paper's lr for random and self-supervised starts (as C2D), a tenth of it to fine-tune
+# weights trained with labels (as DivideMix on Clothing1M), so the first noisy epochs keep what they know.
 PAPER_LR = 0.02
 FINE_TUNE_LR = 0.002
 STARTS = ("random", "self-supervised", "supervised")
-# A self-supervised start keeps half of each loaded layer's direction and takes the rest from the
-# network's own random start, at the random start's norm (models.blend_start). Taken whole, SimCLR's
-# weights (their convolutions 1.4-2.3x the norm of a random start, so a BatchNorm network trains them
-# at a 2-5x smaller effective learning rate) cost the fit at moderate noise: 28x28 digits at sym 40%,
-# small CNN, F1 0.966 against a random start's 0.990 (H200, 3 seeds); with half of each: 0.986, while
-# at sym 80% it kept the self-supervised start's gain (test accuracy 0.938 against 0.701; see
-# docs/photos.md). Ash & Adams (NeurIPS 2020) found warm starts generalize worse and shrink them
-# toward a random start for the same reason. Weights trained with labels (ImageNet) are kept whole.
+# A self-supervised start keeps half of each layer's direction, the rest from the random start: taken whole
+# it cost F1 at 40% noise and kept its gain at 80% only when blended (docs/photos.md, "What changes with a
+# learned start"; Ash & Adams, NeurIPS 2020, shrink warm starts for the same reason).
 SELF_SUPERVISED_BLEND = 0.5
 
-# Self-supervised pretraining (pretrain.py): its random resized crops cover between this share of an
-# image's area and all of it. SimCLR's recipe for CIFAR's 32 px takes 0.2; on 8 px digits a fifth of
-# the area leaves 3-4 px and the features got worse than a random encoder's (k-NN probe 0.917 vs 0.933),
-# half of it gave 0.953 (benchmarks/pretrain.py, see docs/photos.md).
+# SimCLR's crops (simclr.py) cover at least this share of the area; small images keep half, since a fifth
+# of an 8 px digit made features worse than a random encoder's (docs/photos.md).
 CROP_SCALE = 0.2
 SMALL_IMAGE_CROP_SCALE = 0.5
 SMALL_IMAGE = 16  # px: below this, crops keep at least half the image
 
-# Schedule. The paper's CIFAR run is 300 epochs of ~780 steps; a 2,000-image set gets 30 steps per
-# epoch, so counting epochs starves small data. After warm-up, train for at least this many steps:
-MIN_TRAIN_STEPS = 1500
+# Schedule: counted in optimizer steps, since epochs of a small set are short (docs/methods.md, "--auto").
+MIN_TRAIN_STEPS = 1500  # after warm-up, at least this many steps
 MIN_TRAIN_EPOCHS = 30  # ... and at least this many passes (large data: each sample seen 30 times)
 MAX_TRAIN_EPOCHS = 290  # ... and at most the paper's 300 epochs minus its 10 of warm-up
 
-# Warm-up ends when the networks' agreement with the given labels (the share of samples whose given
-# label they predict, on un-augmented images) has not risen by MIN_GAIN for PATIENCE epochs: they
-# have learned what the clean labels teach and the next gains would come from memorizing wrong ones.
-# The networks then go back to their best epoch. A plateau near chance is where learning starts, not
-# where it ends: until the agreement beats that of always predicting the most common given label by
-# LEAVE_CHANCE, warm-up goes on whatever the patience. (PreAct ResNet-18 on 1,438 digits at sym 80%,
-# 12 steps per epoch, first beat its epoch-1 agreement of 0.10 by 0.005 in epoch 3 and then hovered at
-# 0.11-0.14 for 20 epochs while its accuracy on the true labels rose to 0.3; it reached 0.19 by epoch
-# 31, true accuracy 0.45. The patience alone ended its warm-up after 4 epochs: H200, test accuracy
-# 0.13-0.62 after the whole fit, below plain cross-entropy.)
+# Warm-up ends WARMUP_PATIENCE epochs after the agreement with the given labels last rose by WARMUP_MIN_GAIN
+# (later gains come from memorizing wrong labels), but not before it beats chance by LEAVE_CHANCE: a
+# plateau near chance is where learning starts (docs/high-noise.md, "On a GPU: a warm-up that ended near
+# chance").
 WARMUP_PATIENCE = 3
 LEAVE_CHANCE = 0.05
 WARMUP_MIN_GAIN = 0.005
@@ -80,32 +62,16 @@ MAX_WARMUP_EPOCHS = 30
 MANY_CLASSES = 20  # above this, the CIFAR-100 column: larger λu at every noise rate
 PAIR_SHARE = 0.5  # disagreements concentrated on one class per given class → class-pair noise
 HIGH_NOISE = 0.6  # from here the per-epoch split is unstable: average losses over LOSS_WINDOW epochs,
-#                   and the labeled set is a class-wise quota instead of the GMM's clean side (below)
+#                   and the labeled set is a class-wise quota instead of the GMM's clean side
 LOSS_WINDOW = 5  # the official code averages the last 5 epochs' losses at 90% noise
 
-# Selection of the labeled set. The paper's split is the clean side of a 2-component GMM on the losses.
-# At very high noise the wrong labels' losses form a broad bulk with a long tail, and the GMM's low-loss
-# component takes the bulk (digits, sym 80%: 64–85% labeled while the networks predicted the given label
-# for 21%). The 'quota' selection (as UNICON and ProMix select per class) labels, in each given class,
-# the same share of samples, those with the lowest losses: the share the warmed-up networks agreed with
-# (1 − their noise estimate), so the labeled set follows that estimate and the class balance.
-
-# Self-locking guard: a labeled set far smaller than the share of samples the networks agree with.
-# In healthy runs the two stayed within 0.045 of each other after the first epochs (digits, sym and
-# asym 40%, 2 seeds); the locked 4,000-image run kept 36% while its networks were far more accurate.
+# The self-locking guard fires when the labeled set stays LOCK_GAP below the networks' agreement for
+# LOCK_EPOCHS epochs (healthy runs stayed within 0.045: docs/benchmarks.md, "The self-locking guard").
 LOCK_GAP = 0.1
 LOCK_EPOCHS = 3
 MAX_RECOVERIES = 3  # extra warm-up epochs the guard may add in one run
-# Its other side: a labeled set far *larger* (by LENIENT_GAP, below) than that share, for LOCK_EPOCHS
-# epochs, holds mostly wrong labels; the run switches to the 'quota' selection.
-
-# Export threshold: at very high noise the losses of the wrong labels form a broad bulk with a long
-# tail, and the final GMM's low-loss component takes the bulk (digits, sym 80%: 15% flagged while
-# the networks predicted another class than the given one for 79%). clean_prob still ranks the
-# labels (AUROC 0.96), so flagging as many as the networks disagree with finds the errors. Since the
-# 'quota' selection (chosen from HIGH_NOISE on, and by the guard's lenient side) makes the final split
-# follow the noise estimate, the hint is a warning for runs that kept the GMM split (--selection gmm,
-# --no-auto). The same gap marks a lenient split for the guard (is_lenient).
+# Its other side, and the export's threshold hint: a split that labels LENIENT_GAP more than the networks
+# agree with holds mostly wrong labels (docs/high-noise.md).
 LENIENT_GAP = 0.25
 
 
@@ -119,6 +85,16 @@ def image_side(median_side: int, cuda: bool, pretrained: bool) -> int:
     if cuda:
         return min(median_side, MAX_IMAGE_SIZE)
     return min(median_side, PRETRAINED_CPU_MAX_IMAGE_SIZE if pretrained else CPU_MAX_IMAGE_SIZE)
+
+
+def default_arch(device_type: str, image_size: int, pretrained: bool = False) -> str:
+    """The paper's PreAct ResNet-18 for small images on a GPU, ResNet-18 for large ones, a small CNN on CPU;
+    ResNet-18 for a start from ImageNet weights (the cheapest torchvision publishes them for)."""
+    if pretrained:
+        return "resnet18"
+    if device_type != "cuda":
+        return "small_cnn"
+    return "preact_resnet18" if image_size <= 64 else "resnet18"
 
 
 def start_kind(loaded: bool, with_classifier: bool) -> str:
@@ -229,11 +205,9 @@ def choose_settings(noise: NoiseEstimate, num_classes: int) -> dict[str, float |
     """DivideMix's λu, loss window and selection of the labeled set for the estimated noise.
 
     The paper's appendix: λu = 0 for class-pair noise and for low noise (CIFAR-10 at 20%), 25 at
-    50–80%, 50 at 90%; with 100 classes 25 at 20% and 150 above. The loss window follows the
-    official code at 90% and our measurement at 80% (see docs/methods.md, "--auto"). From HIGH_NOISE on the
-    labeled set is the class-wise quota (docs/high-noise.md), whose split sits at clean probability
-    0.5 by construction; so the paper's stricter threshold at 90% (0.6, for its GMM split) is not used
-    and the threshold stays the paper's 0.5 (config.PAPER_SETTINGS).
+    50–80%, 50 at 90%; with 100 classes 25 at 20% and 150 above. From HIGH_NOISE on, a 5-epoch loss
+    window and the class-wise quota, whose split is CLEAN_SPLIT by construction, so the paper's 0.6 at
+    90% (for its GMM split) is not used (docs/methods.md, "--auto"; docs/high-noise.md).
 
     >>> choose_settings(NoiseEstimate(0.42, 0.2, "spread"), 10)
     {'lambda_u': 25.0, 'loss_window': 1, 'selection': 'gmm'}
@@ -255,10 +229,8 @@ def class_quota(given: np.ndarray, num_classes: int, share: float) -> np.ndarray
     """How many samples of each given class (k,) the 'quota' selection labels: ``share`` of each class
     (rounded), with ``share`` = 1 − the noise estimated after warm-up.
 
-    The same share in every class, as UNICON's class-balanced selection: a quota per class that
-    followed each class's current agreement (how many of its samples the network predicts it for) was
-    tried and collapsed (digits, sym 80%): a class the network rarely predicts gets few labeled
-    samples, is learned less, and is predicted even more rarely, until one class was left.
+    The same share in every class, as UNICON's class-balanced selection: a quota that followed each
+    class's own agreement starved the classes the networks rarely predict (docs/high-noise.md).
 
     >>> class_quota(np.array([0, 0, 0, 0, 1, 1, 2]), 3, 0.5)
     array([2, 1, 0])
@@ -268,13 +240,12 @@ def class_quota(given: np.ndarray, num_classes: int, share: float) -> np.ndarray
 
 def quota_clean_prob(loss: np.ndarray, given: np.ndarray, quota: np.ndarray) -> np.ndarray:
     """Clean probability (n,) of the 'quota' selection: in each given class ``c``, the ``quota[c]``
-    samples with the lowest ``loss`` (n,) get values above 0.5, the others below, so that the split
-    at 0.5 — the training split and the export's default — is the quota.
+    samples with the lowest ``loss`` (n,) get values above CLEAN_SPLIT, the others below, so that the
+    split there — the training split and the export's default — is the quota.
 
     Within a class the value falls linearly with the loss rank: from 1 (lowest loss) to just above
-    0.5 on the labeled side, from just below 0.5 to 0 (highest loss) on the other. A GMM posterior
-    is no help here: at the noise where the quota is used, the GMM's low-loss component models the
-    bulk of wrong labels and its posterior is not even monotone in the loss.
+    CLEAN_SPLIT on the labeled side, from just below it to 0 (highest loss) on the other; at the noise
+    where the quota is used a GMM posterior is not even monotone in the loss (docs/high-noise.md).
 
     >>> quota_clean_prob(np.array([.1, .9, .5, .2, .8]), np.array([0, 0, 0, 1, 1]), np.array([2, 0]))
     array([1.  , 0.  , 0.75, 0.25, 0.  ])
@@ -285,8 +256,8 @@ def quota_clean_prob(loss: np.ndarray, given: np.ndarray, quota: np.ndarray) -> 
         order = members[np.argsort(loss[members], kind="stable")]
         k = min(int(k), len(order))
         rank = np.arange(len(order))
-        prob[order[:k]] = 1 - 0.5 * rank[:k] / k
-        prob[order[k:]] = 0.5 * (1 - (rank[k:] - k + 1) / (len(order) - k))
+        prob[order[:k]] = 1 - (1 - CLEAN_SPLIT) * rank[:k] / k
+        prob[order[k:]] = CLEAN_SPLIT * (1 - (rank[k:] - k + 1) / (len(order) - k))
     return prob
 
 
@@ -296,7 +267,7 @@ def is_locked(labeled: Sequence[float], agreement: Sequence[float]) -> bool:
     A DivideMix network learns only from the labeled set the *other* network's split gives it.
     When that set is far smaller than the share of samples whose given label the networks already
     predict (by LOCK_GAP, for LOCK_EPOCHS epochs in a row), or nearly empty, training on it cannot
-    grow it again: the run has locked itself (seen on a 4,000-image set after a short warm-up).
+    grow it again: the run has locked itself (docs/benchmarks.md, "The self-locking guard").
 
     >>> is_locked([.36, .35, .36], [.58, .59, .60]), is_locked([.58, .59, .60], [.60, .60, .61])
     (True, False)
@@ -318,7 +289,7 @@ def is_lenient(labeled: Sequence[float], agreement: Sequence[float]) -> bool:
 
 
 def threshold_hint(clean_prob: np.ndarray, disagreement: float,
-                   threshold: float = DEFAULT_THRESHOLD) -> float | None:
+                   threshold: float = CLEAN_SPLIT) -> float | None:
     """A threshold for a split that flags far fewer labels (``clean_prob < threshold``) than the
     networks disagree with (``disagreement``: the share of samples whose given label they do not
     predict; by LENIENT_GAP): the clean_prob that flags as many, rounded up to 4 decimals; None

@@ -1,7 +1,9 @@
 """The ``labelclean`` command: parse options, call the API, draw progress, print results.
 
 Data goes to stdout; progress, logs and errors go to stderr. Every LabelcleanError is
-turned into ``error: <message>`` and exit status 1 in one place (:func:`command`).
+turned into ``error: <message>`` and exit status 1 in one place (:func:`command`), naming the options
+as the user typed them. The modules imported here import no torch, so ``--help`` is quick; a command
+imports the API (and torch) when it runs.
 """
 
 from __future__ import annotations
@@ -9,27 +11,28 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
+from importlib.metadata import version
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
-import torch
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Column, Table
 
-from . import api, distributed
-from .api import EpochReport, Interrupted, PretrainConfig
-from .auto import CPU_MAX_IMAGE_SIZE, MAX_IMAGE_SIZE, PRETRAINED_CPU_MAX_IMAGE_SIZE
-from .config import FitConfig, resolve_device
+from .config import IMAGE_SIZE_RULE, FitConfig, PretrainConfig
 from .errors import LabelcleanError
 from .export import DEFAULT_THRESHOLD, FORMATS, SORT_KEYS, format_from_suffix, write_table
-from .report import write_report
-from .review import CleanedLabels, apply_decisions, image_urls, read_decisions, write_label_studio
+
+if TYPE_CHECKING:
+    from .review import CleanedLabels
+    from .run import Run
+    from .training import EpochReport
 
 GLOBAL_FLAGS = ("--debug", "--verbose", "-v")  # the main options; accepted after the command name too
 # Options renamed so that one concept has one name on every command: the old spelling still works, with a
@@ -72,9 +75,9 @@ def rewrite_args(args: list[str], commands: dict[str, Any]) -> list[str]:
             main.append(tail[i])
         elif flag in RENAMED.get(name, {}):
             new = RENAMED[name][flag]
-            from .distributed import is_main  # here: --help imports no torch
+            from . import api  # here: --help imports no torch
 
-            if is_main():  # once, not in every process of a multi-process fit
+            if api.is_main():  # once, not in every process of a multi-process fit
                 stderr.print(f"warning: {flag} is deprecated and goes in the next release; use "
                              f"{' '.join(new)}.", highlight=False, soft_wrap=True)
             rest += [new[0] + equals + value, *new[1:]]
@@ -107,7 +110,7 @@ state = {"debug": False}
 
 def command(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Register ``fn`` as a subcommand whose user-facing errors become one line and exit code 1."""
-    hint = memory_hint(fn)
+    hint, flags = memory_hint(fn), option_flags(fn)
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -116,23 +119,47 @@ def command(fn: Callable[..., Any]) -> Callable[..., Any]:
         except LabelcleanError as e:
             if state["debug"]:
                 raise
-            fail(str(e))
-        except torch.OutOfMemoryError:
-            if state["debug"]:
-                raise
-            fail(f"the GPU ran out of memory; {hint}.")
+            fail(re.sub(r"The '(\w+)' option", lambda m: flags.get(m[1], m[0]), str(e)))
         except KeyboardInterrupt:
-            if distributed.is_main():
+            from . import api
+
+            if api.is_main():
                 stderr.print("Interrupted.")
             raise typer.Exit(130) from None
+        except Exception as e:
+            if state["debug"] or not out_of_memory(e):
+                raise
+            fail(f"the GPU ran out of memory; {hint}.")
 
     return app.command()(wrapper)
+
+
+def option_flags(fn: Callable[..., Any]) -> dict[str, str]:
+    """Each option of ``fn`` by its parameter name, as the user types it: ``top_k`` → ``--top-k``,
+    ``fmt`` → ``--format``; errors from the API name the parameter, the command line the option."""
+    flags = {}
+    for name, param in inspect.signature(fn, eval_str=True).parameters.items():
+        for info in getattr(param.annotation, "__metadata__", ()):
+            if isinstance(info, typer.models.OptionInfo):
+                declared = (info.default, *(info.param_decls or ()))  # Annotated: the first name is the "default"
+                typed = [d.split("/")[0] for d in declared if isinstance(d, str) and d.startswith("--")]
+                flag = typed[0] if typed else "--" + name.replace("_", "-")
+                flags[name] = flags[flag[2:].replace("-", "_")] = flag
+    return flags
+
+
+def out_of_memory(error: Exception) -> bool:
+    """Whether ``error`` is PyTorch's out-of-memory error (only a command that imported torch can raise it)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(error, torch.OutOfMemoryError)
 
 
 def fail(message: str) -> NoReturn:
     """Print ``error: message`` and exit 1; a process of a multi-process fit leaves it to its launcher,
     which prints the distinct errors of all processes once."""
-    if not distributed.record_error(message):
+    from . import api
+
+    if not api.record_error(message):
         print_error(message)
     raise typer.Exit(1)
 
@@ -170,10 +197,18 @@ def warn_typed(ctx: typer.Context, names: list[str], reason: str) -> None:
                      highlight=False, soft_wrap=True)
 
 
+def print_version(asked: bool) -> None:
+    if asked:
+        print(f"labelclean {version('labelclean')}")
+        raise typer.Exit()
+
+
 @app.callback()
 def main_options(
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more detail to stderr.")] = False,
+    show_version: Annotated[bool, typer.Option("--version", is_eager=True, callback=print_version,
+                                               help="Print labelclean's version and exit.")] = False,
 ) -> None:
     state["debug"] = debug
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
@@ -307,9 +342,7 @@ def fit(
                                               "method').", rich_help_panel=MLNT)] = DEFAULTS.first_order,
     arch: Annotated[str, typer.Option(help="small_cnn, preact_resnet18, resnet18/34/50, or auto (by device "
                                            "and image size).")] = DEFAULTS.arch,
-    image_size: Annotated[int | None, typer.Option(help="Image side in pixels \\[default: median of the data, "
-                                                        f"at most {CPU_MAX_IMAGE_SIZE} on CPU ({PRETRAINED_CPU_MAX_IMAGE_SIZE} "
-                                                        f"with --pretrained), {MAX_IMAGE_SIZE} on GPU].",
+    image_size: Annotated[int | None, typer.Option(help=f"Image side in pixels \\[default: {IMAGE_SIZE_RULE}].",
                                                    show_default=False)] = None,
     flip: Annotated[bool, typer.Option("--flip/--no-flip", help="Random horizontal flips (turn off when "
                                                                 "mirroring changes the class).")] = DEFAULTS.flip,
@@ -353,39 +386,41 @@ def fit(
     of two networks (DivideMix: its two networks; MLNT: the student and its EMA teacher) and a refined
     label that blends the given label with the networks' mean prediction.
     """
-    if nproc > 1 and distributed.started_processes() == 1:
+    from . import api
+
+    if nproc > 1 and api.started_processes() == 1:
         launch_processes(nproc, device)
-    if not distributed.is_main():  # under torchrun the main process reports for all
+    if not api.is_main():  # under torchrun the main process reports for all
         logging.getLogger("labelclean").setLevel(logging.ERROR)
     refuse_fit_combinations(ctx, method, resume)
     config = FitConfig.from_dict(locals())  # every option named as its FitConfig field
     try:
-        with progress_bars() if distributed.is_main() else nullcontext((None, None)) as (on_epoch, on_progress):
+        with progress_bars() if api.is_main() else nullcontext((None, None)) as (on_epoch, on_progress):
             run = api.fit(images_dir, labels_csv, out, config=config, path_column=path_column,
                           label_column=label_column, keep_model=keep_model, resume=resume, overwrite=overwrite,
                           skip_missing=skip_missing, skip_bad=skip_bad, dedupe=dedupe, init_weights=init_weights,
                           cache_dir=cache_dir, max_ram_gb=max_ram_gb, on_epoch=on_epoch, on_progress=on_progress)
     except KeyboardInterrupt as stop:
         resume = f"continue with: labelclean fit --output {out} --resume" + (
-            f" --nproc {distributed.local_processes()}" if distributed.world_size() > 1 else "")
-        if isinstance(stop, Interrupted):
+            f" --nproc {api.local_processes()}" if api.world_size() > 1 else "")
+        if isinstance(stop, api.Interrupted):
             message = f"Stopped cleanly {stop} and saved it; {resume}"
         elif (out / "checkpoint.pt").exists():
             message = f"Interrupted. Finished epochs are saved; {resume}"
         else:
             message = "Interrupted. Nothing was saved yet."
-        if distributed.is_main():
+        if api.is_main():
             stderr.print(message, highlight=False, soft_wrap=True)  # a wrapped command cannot be pasted
-        if isinstance(stop, Interrupted):
-            distributed.barrier()  # the launcher ends the others when one exits: exit once the message is out
+        if isinstance(stop, api.Interrupted):
+            api.barrier()  # the launcher ends the others when one exits: exit once the message is out
         raise typer.Exit(130) from None
-    if distributed.is_main():
+    if api.is_main():
         summarize(run)
 
 
 def refuse_fit_combinations(ctx: typer.Context, method: str, resume: bool) -> None:
-    """Refuse fit options that would do nothing: one method's options with the other, --start-blend without
-    start weights; warn about settings given to --resume (the run goes on with its saved ones), so that the
+    """Refuse fit options that would do nothing: one method's options with the other (the API refuses
+    --start-blend without start weights); warn about settings given to --resume (the run goes on with its saved ones), so that the
     command of the interrupted fit with --resume added still works."""
     params = ctx.command.params
     if resume:
@@ -399,16 +434,13 @@ def refuse_fit_combinations(ctx: typer.Context, method: str, resume: bool) -> No
     else:
         refuse_typed(ctx, ["lambda_u", "loss_window", "selection", "alpha", "temperature"],
                      "with --method mlnt: only DivideMix reads it")
-    if not typed(ctx, "pretrained", "init_weights"):
-        refuse_typed(ctx, ["start_blend"], "without start weights (--pretrained or --init-weights)")
 
 
 def launch_processes(nproc: int, device: str) -> NoReturn:
     """Run this command, less --nproc, as ``nproc`` processes; exit with their status once they end."""
-    if resolve_device(device).type == "cuda" and nproc > torch.cuda.device_count():
-        raise LabelcleanError(f"--nproc {nproc} asks for one process per GPU but PyTorch sees "
-                              f"{torch.cuda.device_count()}; lower --nproc or pass --device cpu.")
-    status, errors = distributed.launch(nproc, run_command, without_nproc(sys.argv[1:]))
+    from . import api
+
+    status, errors = api.launch_processes(nproc, device, run_command, without_nproc(sys.argv[1:]))
     for message in errors:
         print_error(message)
     raise typer.Exit(status)
@@ -425,7 +457,7 @@ def run_command(argv: list[str]) -> None:
     app(args=argv, prog_name="labelclean")
 
 
-def summarize(run: api.Run) -> None:
+def summarize(run: Run) -> None:
     threshold = run.suggested_threshold  # the default, unless the fit warned that it flags far too few
     table = run.export(threshold)
     noisy, errors = int(table["is_noisy"].sum()), int(table["is_error"].sum())
@@ -473,6 +505,8 @@ def pretrain(
                                                    show_default=False)] = None,
 ) -> None:
     """Learn the fit's network from the images alone (SimCLR, as C2D does) and save it for 'fit --init-weights'."""
+    from . import api
+
     if resume:
         warn_typed(ctx, [name for name in PretrainConfig.__dataclass_fields__ if name != "crop_scale"],
                    "with --resume, which continues with the settings the pretraining was started with")
@@ -481,9 +515,9 @@ def pretrain(
     try:
         with progress_bars() as (on_epoch, on_progress):
             weights = api.pretrain(images_dir, labels_csv, out, config=config, path_column=path_column,
-                                      label_column=label_column, resume=resume, overwrite=overwrite,
-                                      skip_missing=skip_missing, skip_bad=skip_bad, dedupe=dedupe,
-                                      cache_dir=cache_dir, on_epoch=on_epoch, on_progress=on_progress)
+                                   label_column=label_column, resume=resume, overwrite=overwrite,
+                                   skip_missing=skip_missing, skip_bad=skip_bad, dedupe=dedupe,
+                                   cache_dir=cache_dir, on_epoch=on_epoch, on_progress=on_progress)
     except KeyboardInterrupt:
         stderr.print(f"Interrupted. Finished epochs are saved; continue with: labelclean pretrain {images_dir} "
                      f"{labels_csv or ''} --output {out} --resume", highlight=False, soft_wrap=True)
@@ -492,6 +526,10 @@ def pretrain(
     stderr.print(f"Next: labelclean fit {images_dir} {labels_csv or ''} --init-weights {weights}{same}",
                  highlight=False,
                  soft_wrap=True)
+
+
+FOLDERS_HELP = ("One folder per label, each image a hard link to the original (a copy where the file system "
+                "cannot link); the originals are never changed. The folder must be new or empty.")
 
 
 @command
@@ -528,8 +566,11 @@ def export(
                                              "'drop' them.")] = "relabel",
 ) -> None:
     """Write the per-sample review table: the suggested label, is_error, clean probability, predictions."""
+    from .review import image_urls, write_label_studio
+    from .run import Run
+
     refuse_export_combinations(ctx, fmt, as_labels or as_folders is not None)
-    run = api.Run.load(run_dir)
+    run = Run.load(run_dir)
     if as_labels or as_folders is not None:
         write_cleaned(run.cleaned_labels(threshold, action=action), output, as_folders, run.config["data"])
         return
@@ -541,10 +582,6 @@ def export(
             stderr.print(setup, highlight=False, soft_wrap=True)
     else:
         write_table(table, format_from_suffix(output, fmt), output)
-
-
-FOLDERS_HELP = ("One folder per label, each image a hard link to the original (a copy where the file system "
-                "cannot link); the originals are never changed. The folder must be new or empty.")
 
 
 def refuse_export_combinations(ctx: typer.Context, fmt: str | None, cleaned: bool) -> None:
@@ -593,8 +630,11 @@ def report(
                                                "every flagged row.")] = "errors",
 ) -> None:
     """Write one self-contained HTML page (thumbnails, tables, charts) to review a run in a browser."""
+    from .report import write_report
+    from .run import Run
+
     output = output or run_dir / "report.html"
-    size = write_report(api.Run.load(run_dir), output, threshold=threshold, max_items=max_items, suspects=suspects)
+    size = write_report(Run.load(run_dir), output, threshold=threshold, max_items=max_items, suspects=suspects)
     stderr.print(f"Wrote {output} ({size / 1e6:.1f} MB); open it in a browser.", highlight=False)
 
 
@@ -621,6 +661,8 @@ def apply(
                                                           "\\[default: auto-detect].", show_default=False)] = None,
 ) -> None:
     """Write LABELS_CSV with the reviewed labels applied (every other column as it was), or cleaned class folders."""
+    from .review import apply_decisions, read_decisions
+
     if output is None and as_folders is None:
         raise LabelcleanError("Say where to write the cleaned labels: -o FILE for a labels CSV, --as-folders DIR "
                               "for class folders, or both.")
@@ -667,9 +709,11 @@ def predict(
     since the model never saw colour and they are often from the wrong folder: pass
     --convert-channels to convert them to grayscale anyway.
     """
+    from .run import Run
+
     if not any(p.suffix.lower() == ".csv" for p in inputs):
         refuse_typed(ctx, ["images_dir"], "without a CSV among the inputs")
-    run = api.Run.load(run_dir)
+    run = Run.load(run_dir)
     with progress_bars() as (_, on_progress):
         table = run.predict(inputs, top_k=top_k, images_dir=images_dir, device=device, batch_size=batch_size,
                             convert_channels=convert_channels, on_progress=on_progress)
@@ -689,6 +733,8 @@ def demo(
     = DEFAULTS.method,
 ) -> None:
     """Flip labels of scikit-learn's bundled digits, clean them, and score against the truth."""
+    from . import api
+
     with progress_bars() as (on_epoch, on_progress):
         result = api.demo(out, noise=noise, noise_mode=noise_mode, seed=seed, device=device, method=method,
                           on_epoch=on_epoch, on_progress=on_progress)

@@ -1,31 +1,36 @@
-"""Every hyper-parameter of a fit in one place, with its unit and reason, and the one step that
-decides each setting's effective value.
+"""Every hyper-parameter of a fit in one place, with its unit and reason, and the one function that
+decides each setting's effective value. Imports no torch (``labelclean --help`` reads it).
 
-``FitConfig`` holds what the user declared; ``None`` means "choose from the data". Two functions
-fill those in, and nothing else does:
+* ``FitConfig`` holds what the user declared; ``None`` means "choose from the data";
+* ``Decisions`` is what the data showed (size, image side, device, start) and what the rules decided
+  from it during the fit (warm-up length, noise estimate, the guard's actions): a typed record;
+* :func:`settings` turns the two into ``Settings``, every effective value with nothing left to choose.
+  Nothing else decides a setting; training, evaluation and the outputs read ``Settings``.
 
-* :func:`for_device` — once, before training: image size and network, from the device and the images;
-* :func:`resolve` — the schedule (from the data size) and DivideMix's λu, threshold and loss window
-  (from the noise estimated after warm-up, by the rules in :mod:`labelclean.auto`), as far as decided.
-
-The declared config and the effective one (``resolve``'s) are both saved in ``config.json``
-(``fit`` and ``settings``). Nothing here depends on facts a user cannot know (such as the true
-noise rate).
+``config.json`` records all three: ``fit`` (declared), ``auto`` (decisions), ``settings`` (effective).
+Nothing here depends on facts a user cannot know (such as the true noise rate).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields, replace
-from pathlib import Path
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-import torch
-
-from .auto import MAX_WARMUP_EPOCHS, MIN_WARMUP_EPOCHS, image_side, train_epochs
-from .data import median_side
+from .auto import (
+    CLEAN_SPLIT,
+    CPU_MAX_IMAGE_SIZE,
+    MAX_IMAGE_SIZE,
+    MAX_WARMUP_EPOCHS,
+    MIN_WARMUP_EPOCHS,
+    PRETRAINED_CPU_MAX_IMAGE_SIZE,
+    NoiseEstimate,
+    default_arch,
+    image_side,
+    start_blend,
+    start_lr,
+    train_epochs,
+)
 from .errors import LabelcleanError
-from .models import ARCHS, default_arch
 
 METHODS = ("dividemix", "mlnt")
 MENTOR_FILTERS = ("disagree", "gmm", "none")
@@ -33,8 +38,12 @@ NOISE_MODES = ("auto", "sym", "asym")
 SELECTIONS = ("gmm", "quota")
 # What DivideMix uses for λu, threshold, loss window and selection with --no-auto: the paper's CIFAR-10
 # settings at 50% noise (also the threshold with --auto, whose rules leave it at the paper's 0.5).
-PAPER_SETTINGS = {"lambda_u": 25.0, "p_threshold": 0.5, "loss_window": 1, "selection": "gmm"}
+PAPER_SETTINGS = {"lambda_u": 25.0, "p_threshold": CLEAN_SPLIT, "loss_window": 1, "selection": "gmm"}
 DEVICES = ("auto", "cpu", "cuda")
+TORCHVISION_ARCHS = ("resnet18", "resnet34", "resnet50")  # --pretrained takes their ImageNet weights
+ARCHS = ("auto", "small_cnn", "preact_resnet18", *TORCHVISION_ARCHS)  # built by models.build_model
+IMAGE_SIZE_RULE = (f"median of the data, at most {CPU_MAX_IMAGE_SIZE} on CPU ({PRETRAINED_CPU_MAX_IMAGE_SIZE} "
+                   f"with --pretrained), {MAX_IMAGE_SIZE} on GPU")  # auto.image_side, for --help
 BASELINE_EPOCHS = 10  # MLNT's baseline without --warmup: the DivideMix paper's CIFAR warm-up
 
 
@@ -140,6 +149,9 @@ class FitConfig:
             raise bad("mentor_filter", f"one of {', '.join(MENTOR_FILTERS)}")
         if self.selection is not None and self.selection not in SELECTIONS:
             raise bad("selection", f"one of {', '.join(SELECTIONS)}")
+        if self.selection == "quota" and self.p_threshold not in (None, CLEAN_SPLIT):
+            raise LabelcleanError(f"--selection quota labels each class's quota, the samples it puts above "
+                                  f"{CLEAN_SPLIT:g}; drop --threshold {self.p_threshold:g} or use --selection gmm.")
         if self.noise_mode not in NOISE_MODES:
             raise bad("noise_mode", f"one of {', '.join(NOISE_MODES)}")
         if self.arch not in ARCHS:
@@ -154,7 +166,7 @@ class FitConfig:
         """Warm-up against the epoch budget, once both are known (given, or chosen by the rules)."""
         if self.method == "mlnt" and not 1 <= warmup <= epochs - self.rounds:
             raise LabelcleanError(
-                f"With --method mlnt the 'warmup' option must be in [1, epochs - rounds]: the baseline "
+                f"With --method mlnt --warmup must be in [1, epochs - rounds]: the baseline "
                 f"model (also the frozen feature model) needs at least one epoch, and every round at "
                 f"least one. Got warmup={warmup}, epochs={epochs}, rounds={self.rounds}."
             )
@@ -173,54 +185,172 @@ class FitConfig:
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
-def resolve_device(name: str) -> torch.device:
-    """The device a name asks for: 'auto' is CUDA when PyTorch sees a GPU, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise LabelcleanError("--device cuda was asked for but PyTorch sees no CUDA GPU; use --device cpu.")
-    if name not in DEVICES:
-        raise LabelcleanError(f"The 'device' option must be one of {', '.join(DEVICES)}. Got {name!r}.")
-    return torch.device(name)
-
-
-def for_device(cfg: FitConfig, device_type: str, files: Sequence[Path]) -> FitConfig:
-    """``cfg`` with its image size and network fixed: by default the median shorter side of the
-    images up to the cap for the device and start (:func:`labelclean.auto.image_side`) and the network
-    that suits them (:func:`labelclean.models.default_arch`)."""
-    size = cfg.image_size or image_side(median_side(files, seed=cfg.seed), device_type == "cuda", cfg.pretrained)
-    arch = cfg.arch if cfg.arch != "auto" else default_arch(device_type, size, cfg.pretrained)
-    return replace(cfg, image_size=size, arch=arch)
-
-
 def warmup_limit(cfg: FitConfig) -> int:
     """Longest adaptive warm-up: MAX_WARMUP_EPOCHS, or a third of a given --epochs."""
     return MAX_WARMUP_EPOCHS if cfg.epochs is None else max(MIN_WARMUP_EPOCHS, cfg.epochs // 3)
 
 
-def resolve(cfg: FitConfig, n_samples: int, decided: dict[str, Any] | None = None) -> FitConfig:
-    """Every setting's effective value: the declared one, else what the rules decided from the data
-    so far (``decided``: the fit's ``auto`` record), else the rule's default.
+@dataclass
+class Start:
+    """The weights the networks started from (:func:`labelclean.auto.start_kind`)."""
 
-    * warm-up: DivideMix's adaptive warm-up (:mod:`labelclean.auto`) once it has ended, the longest it
+    kind: str = "random"  # 'random', 'self-supervised' or 'supervised'
+    source: str | None = None  # the weights file, or torchvision's ImageNet weights
+    loaded_tensors: int | None = None
+    new_tensors: list[str] | None = None  # the network's tensors the weights did not hold
+
+
+@dataclass
+class Guard:
+    """The self-locking guard's recent shares (:mod:`labelclean.rules`) and what it did."""
+
+    labeled: list[float] = field(default_factory=list)  # share of samples in the labeled sets, per epoch
+    agreement: list[float] = field(default_factory=list)  # share whose given label the networks predict
+    recoveries: int = 0  # warm-up epochs it ran instead of a locked DivideMix epoch
+    switched: int | None = None  # the epoch from which a lenient split became the 'quota' selection
+
+
+@dataclass
+class Decisions:
+    """What the data showed and what the rules decided from it, in the order a fit learns them; with
+    the declared options, all that :func:`settings` reads. Saved in checkpoints and in config.json's ``auto``."""
+
+    n_samples: int = 0  # images the fit trains on
+    median_side: int | None = None  # their median shorter side in pixels (data.median_side); None: --image-size
+    device: str = "cpu"  # the kind of device the fit started on: 'cpu' or 'cuda'
+    start: Start = field(default_factory=Start)
+    warmup_agreement: list[float] = field(default_factory=list)  # per adaptive warm-up epoch (auto.warmup_over)
+    near_chance: int | None = None  # the warm-up epoch after which only the chance bar kept it going
+    warmup: int | None = None  # the warm-up's length, once it ended
+    noise: NoiseEstimate | None = None  # estimated when warm-up ended (auto.estimate_noise)
+    chosen: dict[str, Any] | None = None  # DivideMix's λu, loss window, selection for it (auto.choose_settings)
+    guard: Guard = field(default_factory=Guard)
+    quota_share: float | None = None  # the 'quota' share the guard set, in place of 1 − the noise rate
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Decisions:
+        nested = {"start": Start, "guard": Guard, "noise": NoiseEstimate}
+        return cls(**{k: nested[k](**v) if k in nested and v is not None else v for k, v in values.items()})
+
+
+@dataclass(kw_only=True)
+class Settings(FitConfig):
+    """Every option's effective value, none left to choose: what training, evaluation and config.json's
+    ``settings`` read. Only :func:`settings` makes one."""
+
+    epochs: int = field()
+    warmup: int = field()
+    lr: float = field()
+    start_blend: float = field()
+    p_threshold: float = field()
+    lambda_u: float = field()
+    loss_window: int = field()
+    selection: str = field()
+    arch: str = field()  # a network, not 'auto'
+    image_size: int = field()
+    quota_share: float = field()  # share of each class the 'quota' selection labels
+
+
+def settings(cfg: FitConfig, decided: Decisions) -> Settings:
+    """Every setting's effective value: the declared one, else what the rules decide from what the data
+    showed so far (``decided``), else the rule's default.
+
+    * image size and network: the images' median side up to the device's cap (auto.image_side), the
+      network that suits them (auto.default_arch);
+    * learning rate and blend: by the kind of start (auto.start_lr, auto.start_blend; a random start's
+      with ``auto`` off);
+    * warm-up: DivideMix's adaptive warm-up (:mod:`labelclean.rules`) once it has ended, the longest it
       may take until then; MLNT's baseline is BASELINE_EPOCHS (a third of a short --epochs);
     * epochs: warm-up + ``auto.train_epochs`` (enough for 1,500 optimizer steps);
-    * DivideMix's λu, threshold and loss window: chosen from the estimated noise with ``auto`` once
-      warm-up has ended, the paper's 50%-noise settings (PAPER_SETTINGS) before that or with
-      ``auto`` off; MLNT reads only the threshold (its ``'gmm'`` mentor filter).
+    * DivideMix's λu, threshold, loss window and selection: chosen from the estimated noise with ``auto``
+      once warm-up has ended, the paper's 50%-noise settings (PAPER_SETTINGS) before that or with ``auto``
+      off; the quota's share is 1 − the noise rate, or what the guard set.
 
-    >>> resolve(FitConfig(warmup=5), n_samples=1_438).epochs  # 5 + 66 epochs of 23 steps
+    >>> settings(FitConfig(warmup=5), Decisions(n_samples=1_438, median_side=8)).epochs  # 5 + 66 epochs of 23 steps
     71
     """
-    decided = decided or {}
-    if cfg.method == "mlnt":
-        short = BASELINE_EPOCHS if cfg.epochs is None else min(BASELINE_EPOCHS, max(1, cfg.epochs // 3))
-        warmup = cfg.warmup if cfg.warmup is not None else short
-        settings = {"p_threshold": PAPER_SETTINGS["p_threshold"]}
-    else:
-        warmup = cfg.warmup if cfg.warmup is not None else decided.get("warmup", warmup_limit(cfg))
-        settings = {**PAPER_SETTINGS, **decided.get("settings", {})} if cfg.auto else PAPER_SETTINGS
-    epochs = cfg.epochs if cfg.epochs is not None else warmup + train_epochs(n_samples, cfg.batch_size)
+    image_size = cfg.image_size or image_side(decided.median_side, decided.device == "cuda", cfg.pretrained)
+    rule = decided.start.kind if cfg.auto else "random"
+    warmup = _warmup(cfg, decided)
+    epochs = cfg.epochs if cfg.epochs is not None else warmup + train_epochs(decided.n_samples, cfg.batch_size)
     cfg.check_warmup(warmup, epochs)
-    return replace(cfg, warmup=warmup, epochs=epochs,
-                   **{name: value for name, value in settings.items() if getattr(cfg, name) is None})
+    return Settings(**{
+        **asdict(cfg), **_split_settings(cfg, decided), "epochs": epochs, "warmup": warmup, "image_size": image_size,
+        "arch": cfg.arch if cfg.arch != "auto" else default_arch(decided.device, image_size, cfg.pretrained),
+        "lr": cfg.lr if cfg.lr is not None else start_lr(rule),
+        "start_blend": cfg.start_blend if cfg.start_blend is not None else start_blend(rule),
+        "quota_share": _quota_share(decided)})
+
+
+def _quota_share(decided: Decisions) -> float:
+    """Share of each class the 'quota' selection labels: what the guard set, else 1 − the noise rate."""
+    if decided.quota_share is not None:
+        return decided.quota_share
+    return 1 - decided.noise.rate if decided.noise is not None else 1.0
+
+
+def _warmup(cfg: FitConfig, decided: Decisions) -> int:
+    if cfg.warmup is not None:
+        return cfg.warmup
+    if cfg.method == "mlnt":
+        return BASELINE_EPOCHS if cfg.epochs is None else min(BASELINE_EPOCHS, max(1, cfg.epochs // 3))
+    return decided.warmup if decided.warmup is not None else warmup_limit(cfg)
+
+
+def _split_settings(cfg: FitConfig, decided: Decisions) -> dict[str, Any]:
+    """DivideMix's λu, threshold, loss window and selection: declared, else chosen (see :func:`settings`)."""
+    chosen = {**PAPER_SETTINGS, **(decided.chosen or {} if cfg.auto and cfg.method == "dividemix" else {})}
+    if decided.guard.switched is not None:  # a lenient split (rules.Rules.lenient)
+        chosen["selection"] = "quota"
+    elif chosen["selection"] == "quota" and not may_choose_quota(cfg):
+        chosen["selection"] = "gmm"
+    return {name: getattr(cfg, name) if getattr(cfg, name) is not None else value for name, value in chosen.items()}
+
+
+def may_choose_quota(cfg: FitConfig) -> bool:
+    """Whether the rules may choose the 'quota' selection: with ``auto``, no --selection, and the split at
+    the quota's boundary (CLEAN_SPLIT), since the quota is the samples above it."""
+    return cfg.auto and cfg.selection is None and cfg.p_threshold in (None, CLEAN_SPLIT)
+
+
+@dataclass
+class PretrainConfig:
+    """Options of :func:`pretrain`; SimCLR's where they suit small data on a CPU (see docs/photos.md)."""
+
+    epochs: int = 100  # passes over the images
+    batch_size: int = 256  # N images per step, 2N views; the other 2N − 2 views are each view's negatives
+    temperature: float = 0.5  # τ of NT-Xent (SimCLR's for CIFAR-10)
+    lr: float = 0.3  # SGD learning rate at batch 256 (SimCLR: 0.3·N/256), cosine-annealed to 0 over all steps
+    weight_decay: float = 1e-4
+    projection_dim: int = 128  # output of the projection head g
+    crop_scale: float | None = None  # a crop covers between this share and all of the image's area;
+    #                                  None: by image size (auto.crop_scale: 0.2, 0.5 below 16 px)
+    flip: bool = True  # random horizontal flips; turn off where mirroring changes the class
+    arch: str = "auto"  # the network the fit will train (config.ARCHS); 'auto' chooses as fit does
+    image_size: int | None = None  # None: as fit chooses (median shorter side, ≤ 32 px on CPU)
+    device: str = "auto"
+    seed: int = 0
+
+    def validate(self) -> PretrainConfig:
+        def bad(name: str, rule: str) -> LabelcleanError:
+            return LabelcleanError(f"The '{name}' option must be {rule}. Got {getattr(self, name)!r}.")
+
+        for name in ("epochs", "projection_dim"):
+            if getattr(self, name) < 1:
+                raise bad(name, "at least 1")
+        if self.batch_size < 2:
+            raise bad("batch_size", "at least 2 (each view needs other images as negatives)")
+        for name in ("temperature", "lr"):
+            if not getattr(self, name) > 0:
+                raise bad(name, "greater than 0")
+        if self.weight_decay < 0:
+            raise bad("weight_decay", "at least 0")
+        if self.crop_scale is not None and not 0 < self.crop_scale <= 1:
+            raise bad("crop_scale", "in (0, 1]")
+        if self.arch not in ARCHS:
+            raise bad("arch", f"one of {', '.join(ARCHS)}")
+        FitConfig(image_size=self.image_size, device=self.device).validate()
+        return self

@@ -3,9 +3,9 @@
 Two networks are warmed up on all labels. Then, every epoch, for each network:
 
 1. **co-divide** — a 2-component GMM on each sample's normalized loss gives its probability
-   of being clean (:func:`clean_probability`); the split made by one network is used to
-   train the *other*, so the networks do not confirm their own mistakes. At very high noise a
-   class-wise quota replaces the GMM's split (:func:`split_clean_prob`, docs/high-noise.md);
+   of being clean (:func:`co_divide`, :mod:`labelclean.evaluation`); the split made by one network is
+   used to train the *other*, so the networks do not confirm their own mistakes. At very high noise a
+   class-wise quota replaces the GMM's split (docs/high-noise.md);
 2. **co-refine** — labeled samples get ``sharpen(w·y + (1−w)·p)``, with ``w`` the clean
    probability (:func:`co_refine`);
 3. **co-guess** — unlabeled samples get the sharpened mean prediction of both networks
@@ -13,40 +13,27 @@ Two networks are warmed up on all labels. Then, every epoch, for each network:
 4. **MixMatch** — mix up labeled and unlabeled samples (:func:`mixmatch`) and train on
    soft cross-entropy + ``λu``·MSE + a uniform-prior penalty (:func:`semi_supervised_loss`).
 
-The step is :func:`train_step`; the loop is :func:`train`.
+The step is :func:`train_step`, an epoch :func:`one_epoch`; the loop is :func:`train`. The rules that
+adapt the run to its data (warm-up length, noise estimate, guards, quota share) are called at named points
+(:class:`labelclean.rules.Rules`).
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
-import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
 from functools import partial
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.mixture import GaussianMixture
 from torch import nn
 
 from . import distributed
-from .auto import (
-    LOCK_EPOCHS,
-    MAX_RECOVERIES,
-    best_warmup_epoch,
-    choose_settings,
-    class_quota,
-    estimate_noise,
-    is_lenient,
-    is_locked,
-    quota_clean_prob,
-    warmup_over,
-)
-from .config import FitConfig, resolve, warmup_limit
+from .config import FitConfig, Settings, settings
+from .evaluation import FinalEvaluation, final_evaluation, normalized_loss, split_clean_prob
+from .rules import Rules
 from .training import (
     EpochReport,
     Loop,
@@ -58,6 +45,7 @@ from .training import (
     predict_logits,
     run_epochs,
     set_learning_rate,
+    warmup_epoch,
 )
 
 log = logging.getLogger("labelclean")
@@ -114,11 +102,6 @@ def uniform_prior_penalty(logits: torch.Tensor) -> torch.Tensor:
     return (prior * (prior / mean_pred).log()).sum()
 
 
-def negative_entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Mean of Σ p·log p; added to the warm-up loss under class-pair noise to penalize confidence."""
-    return (torch.softmax(logits, dim=1) * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
-
-
 def semi_supervised_loss(logits: torch.Tensor, targets: torch.Tensor, n_labeled: int,
                          lambda_u: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """DivideMix's loss on a mixed batch whose first ``n_labeled`` rows come from labeled samples.
@@ -139,100 +122,13 @@ def linear_rampup(epoch: float, warmup: int, length: float) -> float:
     return float(np.clip((epoch - warmup) / length, 0.0, 1.0))
 
 
-def normalized_loss(loss: torch.Tensor) -> torch.Tensor:
-    """Min–max normalize per-sample losses so epochs are comparable for the loss window.
-
-    Equal losses (no spread) give zeros and a warning: they carry no evidence against any label, and
-    :func:`split_clean_prob` then calls every sample clean.
-    """
-    spread = loss.max() - loss.min()
-    if spread <= 0:
-        log.warning("Every sample has the same loss, so the losses cannot tell wrong labels from right ones; "
-                    "every clean_prob is 1.0 (nothing flagged). Check that the images differ and that at least "
-                    "two classes are in use.")
-        return torch.zeros_like(loss)
-    return (loss - loss.min()) / spread
-
-
-def clean_probability(loss: np.ndarray | torch.Tensor, *, max_iter: int = 10, tol: float = 1e-2,
-                      reg_covar: float = 5e-4, seed: int = 0) -> tuple[np.ndarray, bool]:
-    """Posterior of the low-loss component of a 2-component GMM fitted to per-sample losses.
-
-    Parameters
-    ----------
-    loss : (n_samples,) normalized per-sample loss (see :func:`normalized_loss`)
-
-    Returns
-    -------
-    clean_prob : (n_samples,) float in [0, 1]; higher = more likely correctly labeled
-    converged : bool
-        False when the GMM stopped at ``max_iter`` (the paper's 10 iterations usually do);
-        the posterior is still usable, so this is reported, not raised.
-
-    Examples
-    --------
-    >>> p, _ = clean_probability(np.r_[np.full(90, 0.05), np.full(10, 0.9)] + np.linspace(0, .01, 100))
-    >>> bool(p[:90].min() > 0.9 and p[90:].max() < 0.1)
-    True
-    """
-    x = np.asarray(loss, dtype=np.float64).reshape(-1, 1)
-    gmm = GaussianMixture(n_components=2, max_iter=max_iter, tol=tol, reg_covar=reg_covar,
-                          random_state=seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        gmm.fit(x)
-    return gmm.predict_proba(x)[:, gmm.means_.argmin()], bool(gmm.converged_)
-
-
-def split_clean_prob(loss: np.ndarray, given: np.ndarray, num_classes: int, selection: str, share: float,
-                     seed: int) -> tuple[np.ndarray, bool]:
-    """Clean probability (n,) of every sample from its (window-averaged) normalized loss (n,), and
-    whether the GMM converged. ``selection`` 'gmm': :func:`clean_probability`; 'quota': in each
-    given class the lowest losses, ``share`` of the class (:func:`labelclean.auto.class_quota`,
-    :func:`labelclean.auto.quota_clean_prob`). The split is ``clean_prob > p_threshold``.
-
-    Losses without spread carry no evidence against any label: every sample gets 1.0 (all labeled,
-    nothing flagged) rather than 0.5, which would put every sample on the unlabeled side of the
-    training split and leave the networks nothing to learn the given labels from.
-    """
-    if np.ptp(loss) == 0:
-        return np.ones(len(loss)), True
-    if selection == "quota":
-        return quota_clean_prob(loss, given, class_quota(given, num_classes, share)), True
-    return clean_probability(loss, seed=seed)
-
-
 # ---------------------------------------------------------------------------------------------
 # Training.
 
 
-def warmup_epoch(net: nn.Module, optimizer: torch.optim.Optimizer, data: TrainingData,
-                 cfg: FitConfig, loop: Loop | None = None) -> torch.Tensor:
-    """One pass of cross-entropy on all given labels (+ confidence penalty for 'asym' noise).
-
-    Returns the mean loss as a device tensor (no host sync inside the loop). Within a fit,
-    ``loop`` makes the pass stoppable and resumable at a step boundary.
-    """
-    net.train()
-    total = torch.zeros((), device=data.device)
-    batches = torch.randperm(len(data), device=data.device).split(2 * cfg.batch_size)
-    for step in loop.steps(len(batches), total) if loop else range(len(batches)):
-        idx = distributed.part(batches[step])
-        x = data.views(idx, 1)[0]
-        with autocast(data.device):
-            logits = net(x).float()
-        loss = F.cross_entropy(logits, data.labels[idx])
-        objective = loss + negative_entropy(logits) if cfg.noise_mode == "asym" else loss
-        optimizer.zero_grad(set_to_none=True)
-        objective.backward()
-        optimizer.step()
-        total += loss.detach()
-    return distributed.average(total) / len(batches)
-
-
 def train_step(net: nn.Module, peer: nn.Module, optimizer: torch.optim.Optimizer, data: TrainingData,
                labeled: torch.Tensor, clean_prob: torch.Tensor, unlabeled: torch.Tensor,
-               lam: float, lambda_u: float, cfg: FitConfig) -> tuple[torch.Tensor, torch.Tensor]:
+               lam: float, lambda_u: float, cfg: Settings) -> tuple[torch.Tensor, torch.Tensor]:
     """One DivideMix step for ``net``; ``labeled``/``unlabeled`` are index batches from the peer's split.
 
     Either batch may be empty (a split that put every sample on one side): that term is skipped.
@@ -268,7 +164,7 @@ def train_step(net: nn.Module, peer: nn.Module, optimizer: torch.optim.Optimizer
 
 
 def train_epoch(net: nn.Module, peer: nn.Module, optimizer: torch.optim.Optimizer, data: TrainingData,
-                clean_prob: torch.Tensor, epoch: int, cfg: FitConfig,
+                clean_prob: torch.Tensor, epoch: int, cfg: Settings,
                 loop: Loop | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
     """One DivideMix epoch of ``net`` on the split given by the peer's ``clean_prob`` (n,).
 
@@ -301,7 +197,7 @@ def train_epoch(net: nn.Module, peer: nn.Module, optimizer: torch.optim.Optimize
     return means[0], means[1], n_labeled
 
 
-def co_divide(net: nn.Module, data: TrainingData, history: list[torch.Tensor], cfg: FitConfig,
+def co_divide(net: nn.Module, data: TrainingData, history: list[torch.Tensor], cfg: Settings,
               share: float, seed: int) -> tuple[torch.Tensor, bool, float]:
     """Clean probability (n,) of every sample from ``net``'s losses, averaged over the loss window
     (:func:`split_clean_prob` with ``cfg.selection`` and the quota's ``share``); whether the GMM
@@ -318,136 +214,8 @@ def co_divide(net: nn.Module, data: TrainingData, history: list[torch.Tensor], c
     return torch.as_tensor(prob, dtype=torch.float32, device=data.device), converged, agreement
 
 
-# ---------------------------------------------------------------------------------------------
-# The settings chosen from the data (rules in auto.py), kept in state.extra["auto"]; config.resolve
-# turns them into the effective config.
-
-
-def quota_share(state: TrainingState) -> float:
-    """Share of each class the 'quota' selection labels: 1 − the noise estimated when warm-up ended,
-    or the agreement when the guard last switched to the quota or recovered a locked quota split."""
-    decided = state.extra["auto"]
-    return decided["quota_share"] if "quota_share" in decided else 1 - decided["noise"]["rate"]
-
-
-def ensemble_agreement(nets: list[nn.Module], data: TrainingData, cfg: FitConfig) -> tuple[float, np.ndarray]:
-    """Share of samples whose given label the two networks' mean prediction is, and that prediction (n,)."""
-    probs = torch.stack([torch.softmax(predict_logits(net, data, cfg.eval_batch_size), dim=1) for net in nets])
-    predicted = probs.mean(0).argmax(dim=1)
-    return (predicted == data.labels).float().mean().item(), predicted.cpu().numpy()
-
-
-def snapshot(nets: list[nn.Module], optimizers: list[torch.optim.Optimizer]) -> dict[str, list[dict]]:
-    return {"nets": [{k: v.detach().clone() for k, v in net.state_dict().items()} for net in nets],
-            "optimizers": [copy.deepcopy(opt.state_dict()) for opt in optimizers]}
-
-
-def adaptive_warmup(nets: list[nn.Module], optimizers: list[torch.optim.Optimizer], data: TrainingData,
-                    cfg: FitConfig, state: TrainingState, epoch: int) -> tuple[float, str | None]:
-    """After warm-up epoch ``epoch``: measure agreement, keep the best networks so far, and when
-    ``auto.warmup_over`` says so, go back to the best ones and end warm-up (returns a note).
-
-    ``cfg`` is the config as given (None where the rules decide), not the resolved one.
-    """
-    decided = state.extra.setdefault("auto", {})
-    agreement, predicted = ensemble_agreement(nets, data, cfg)
-    history = decided.setdefault("warmup_agreement", [])
-    history.append(agreement)
-    if best_warmup_epoch(history) == len(history) - 1:
-        decided["best"] = {**snapshot(nets, optimizers), "predicted": torch.from_numpy(predicted)}
-    chance, limit = float(torch.bincount(data.labels).max()) / len(data), warmup_limit(cfg)
-    if not warmup_over(history, chance, limit):
-        if "near_chance" in decided or not warmup_over(history, max_epochs=limit):
-            return agreement, None
-        decided["near_chance"] = len(history)  # the patience alone would have ended warm-up here
-        kept = history[best_warmup_epoch(history)]
-        note = (f"Warm-up goes on: the networks agree with {kept:.0%} of the given labels, near the {chance:.0%} "
-                "of always predicting the most common one")
-        log.info("%s.", note)
-        return agreement, note
-    best = decided.pop("best")
-    for net, opt, net_state, opt_state in zip(nets, optimizers, best["nets"], best["optimizers"]):
-        net.load_state_dict(net_state)
-        opt.load_state_dict(opt_state)
-    note = end_warmup(best["predicted"].numpy(), data, cfg, state, epoch + 1, best_warmup_epoch(history) + 1)
-    return agreement, note
-
-
-def end_warmup(predicted: np.ndarray, data: TrainingData, cfg: FitConfig, state: TrainingState,
-               warmup: int, kept_epoch: int | None = None) -> str:
-    """Record the warm-up length, estimate the noise from the networks' predictions at its end and
-    choose the settings."""
-    noise = estimate_noise(predicted, data.labels.cpu().numpy(), data.num_classes)
-    if cfg.noise_mode != "auto":  # the user's word on the kind of noise wins
-        noise.kind = "pair" if cfg.noise_mode == "asym" else "spread"
-    settings = choose_settings(noise, data.num_classes)
-    state.extra.setdefault("auto", {}).update(warmup=warmup, noise=asdict(noise), settings=settings)
-    chosen = {k: v for k, v in settings.items() if getattr(cfg, k) is None} if cfg.auto else {}
-    note = (f"Warm-up ended after {warmup} epoch(s)" + (f", networks from epoch {kept_epoch}" if kept_epoch else "")
-            + f"; they disagree with {noise.rate:.0%} of the given labels ({noise.kind} noise)")
-    if chosen:
-        note += "; chose " + ", ".join(f"{k} {v:g}" if isinstance(v, float | int) else f"{k} {v}"
-                                       for k, v in chosen.items())
-    log.info("%s.", note)
-    return note
-
-
-def guard_fires(labeled: float, agreement: float, cfg: FitConfig, state: TrainingState) -> str | None:
-    """Feed this epoch's labeled share and agreement to the self-locking guard; a note when it fires.
-
-    With ``auto`` the run recovers by a warm-up epoch of both networks on all labels instead of
-    this epoch's DivideMix epoch (at most MAX_RECOVERIES times): a locked split came from networks
-    too weak when warm-up ended, and training on its small labeled set does not make them stronger.
-    Under the 'quota' selection, whose share came from those networks, the share becomes this
-    epoch's agreement. The other side of the guard is :func:`lenient_fires`.
-    """
-    guard = state.extra.setdefault("auto", {}).setdefault("guard", {"labeled": [], "agreement": [],
-                                                                     "recoveries": 0})
-    for name, value in (("labeled", labeled), ("agreement", agreement)):
-        guard[name] = [*guard[name], value][-LOCK_EPOCHS:]
-    if not is_locked(guard["labeled"], guard["agreement"]):
-        return None
-    guard["labeled"], guard["agreement"] = [], []
-    recover = cfg.auto and guard["recoveries"] < MAX_RECOVERIES
-    guard["recoveries"] += recover
-    if recover and cfg.selection == "quota":
-        state.extra["auto"]["quota_share"] = agreement
-    note = (f"The split has locked itself: the labeled sets hold {labeled:.0%} of the samples while the "
-            f"networks predict the given label for {agreement:.0%}. "
-            + ("Running a warm-up epoch on all labels to recover." if recover else
-               "Consider a longer --warmup (or --auto)."))
-    log.warning(note)
-    return note if recover else None
-
-
-def lenient_fires(cfg: FitConfig, selection: str, state: TrainingState) -> str | None:
-    """The guard's other side, on the shares :func:`guard_fires` recorded: a labeled set far above the
-    share of samples whose given label the networks predict (``auto.is_lenient``) holds mostly wrong
-    labels. With ``auto`` and no ``--selection`` given, the run switches to the 'quota' selection from
-    the next epoch (recorded in the auto settings); otherwise it warns. A note when it fires.
-
-    ``cfg`` is the config as given; ``selection`` the one in use.
-    """
-    decided = state.extra["auto"]
-    guard = decided["guard"]
-    if selection == "quota" or not is_lenient(guard["labeled"], guard["agreement"]):
-        return None
-    labeled, agreement = guard["labeled"][-1], guard["agreement"][-1]
-    guard["labeled"], guard["agreement"] = [], []
-    switch = cfg.auto and cfg.selection is None
-    if switch:  # the quota's share: what the networks agree with now
-        decided["settings"] = {**decided.get("settings", {}), "selection": "quota"}
-        decided["quota_share"], guard["switched"] = agreement, len(state.history) + 1
-    note = (f"The split is too lenient: the labeled sets hold {labeled:.0%} of the samples while the networks "
-            f"predict the given label for only {agreement:.0%}, so most labeled samples are ones they call "
-            f"wrong. " + ("Switching to a class-wise quota (--selection quota) from the next epoch." if switch
-                          else "Consider --selection quota (or --auto)."))
-    log.warning(note)
-    return note
-
-
 def warmup_both(nets: list[nn.Module], optimizers: list[torch.optim.Optimizer], data: TrainingData,
-                cfg: FitConfig, state: TrainingState) -> list[float]:
+                cfg: Settings, state: TrainingState) -> list[float]:
     """A warm-up epoch of each network; their mean losses."""
     def warm(k: int) -> float:
         return warmup_epoch(nets[k], optimizers[k], data, cfg, Loop(state, f"warm-up {k + 1}", cfg.seed)).item()
@@ -455,46 +223,50 @@ def warmup_both(nets: list[nn.Module], optimizers: list[torch.optim.Optimizer], 
     return [once(state, f"warm-up {k + 1}", partial(warm, k)) for k in (0, 1)]
 
 
-def one_epoch(nets: list[nn.Module], optimizers: list[torch.optim.Optimizer], data: TrainingData,
-              cfg: FitConfig, state: TrainingState, epoch: int) -> EpochReport:
-    """Epoch ``epoch`` (0-based) of DivideMix: warm-up of both networks, or co-divide + a train epoch of each.
+def warmup(nets: list[nn.Module], optimizers: list[torch.optim.Optimizer], data: TrainingData, rules: Rules,
+           state: TrainingState, epoch: int, lr: float) -> EpochReport:
+    """A warm-up epoch of both networks on all labels; an adaptive warm-up then asks the rules whether it is over."""
+    plan = rules.settings()
+    report = EpochReport(epoch + 1, plan.epochs, "warm-up", lr, 0.0,
+                         loss=warmup_both(nets, optimizers, data, plan, state))
+    if rules.adaptive_warmup:
+        agreement, report.note = rules.after_warmup_epoch(nets, optimizers, data, epoch)
+        report.agreement, report.epochs = [agreement], rules.settings().epochs
+    return report
 
-    Work that must not be redone when an epoch stopped by Ctrl-C resumes goes through ``once``.
+
+def one_epoch(nets: list[nn.Module], optimizers: list[torch.optim.Optimizer], data: TrainingData, rules: Rules,
+              state: TrainingState, epoch: int) -> EpochReport:
+    """Epoch ``epoch`` (0-based) of DivideMix: warm-up of both networks, or co-divide + a train epoch of each
+    network on its peer's split. The rules (:class:`labelclean.rules.Rules`) may end warm-up, or replace a
+    locked epoch with a warm-up epoch. Work that must not be redone when an epoch stopped by Ctrl-C resumes
+    goes through ``once``.
     """
-    note = None
-    if cfg.warmup is not None and epoch >= cfg.warmup and "warmup" not in state.extra.get("auto", {}):
-        note = end_warmup(ensemble_agreement(nets, data, cfg)[1], data, cfg, state, cfg.warmup)
-    plan = resolve(cfg, len(data), state.extra.get("auto"))
+    note = rules.before_epoch(nets, data, epoch)
+    plan = rules.settings()
     lr = learning_rate(epoch, plan)
     set_learning_rate(optimizers, lr)
     if epoch < plan.warmup:
-        report = EpochReport(epoch + 1, plan.epochs, "warm-up", lr, 0.0,
-                             loss=warmup_both(nets, optimizers, data, plan, state))
-        if cfg.warmup is None:
-            agreement, report.note = adaptive_warmup(nets, optimizers, data, cfg, state, epoch)
-            report.agreement, report.epochs = [agreement], resolve(cfg, len(data), state.extra.get("auto")).epochs
-        return report
-    divided = once(state, "co-divide", lambda: [co_divide(net, data, hist, plan, quota_share(state), cfg.seed + epoch)
+        return warmup(nets, optimizers, data, rules, state, epoch, lr)
+    divided = once(state, "co-divide", lambda: [co_divide(net, data, hist, plan, plan.quota_share, plan.seed + epoch)
                                                 for net, hist in zip(nets, state.loss_history)])
     labeled_share = float(np.mean([(prob > plan.p_threshold).float().mean().item() for prob, _, _ in divided]))
     agreement = [a for _, _, a in divided]
-    if recovery := once(state, "guard", lambda: guard_fires(labeled_share, float(np.mean(agreement)), plan, state)):
+    if recovery := once(state, "guard", lambda: rules.after_split(labeled_share, float(np.mean(agreement)),
+                                                                  plan.selection)):
         return EpochReport(epoch + 1, plan.epochs, "warm-up", lr, 0.0,
                            loss=warmup_both(nets, optimizers, data, plan, state), agreement=agreement, note=recovery)
-    switched = once(state, "lenient guard", lambda: lenient_fires(cfg, plan.selection, state))
+    switched = once(state, "lenient guard", lambda: rules.lenient(plan.selection))
 
     def train_on_peer_split(k: int) -> tuple[float, float, int]:
         peer_split = divided[1 - k][0].to(data.device)  # a checkpoint's copy comes back on the CPU
         loss_x, loss_u, n_labeled = train_epoch(nets[k], nets[1 - k], optimizers[k], data, peer_split,
-                                                epoch, plan, Loop(state, f"train {k + 1}", cfg.seed))
+                                                epoch, plan, Loop(state, f"train {k + 1}", plan.seed))
         return loss_x.item(), loss_u.item(), n_labeled
 
     results = [once(state, f"train {k + 1}", partial(train_on_peer_split, k)) for k in (0, 1)]
     labeled = [n for _, _, n in results]
-    if 0 in labeled and not state.extra.get("warned_empty"):
-        state.extra["warned_empty"] = True
-        log.warning("A network's labeled set is empty this epoch (its GMM put every sample on the noisy side); "
-                    "training continues on the unlabeled loss only.")
+    warn_empty(labeled, state)
     return EpochReport(
         epoch + 1, plan.epochs, "train", lr, 0.0,
         loss=[r[0] for r in results],
@@ -508,45 +280,28 @@ def one_epoch(nets: list[nn.Module], optimizers: list[torch.optim.Optimizer], da
     )
 
 
+def warn_empty(labeled: list[int], state: TrainingState) -> None:
+    """Say once per fit that a network's labeled set was empty."""
+    if 0 in labeled and not state.extra.get("warned_empty"):
+        state.extra["warned_empty"] = True
+        log.warning("A network's labeled set is empty this epoch (its GMM put every sample on the noisy side); "
+                    "training continues on the unlabeled loss only.")
+
+
 def train(nets: list[nn.Module], optimizers: list[torch.optim.Optimizer], data: TrainingData,
           cfg: FitConfig, state: TrainingState, on_epoch: Callable[[EpochReport], None],
           after_epoch: Callable[[TrainingState], None]) -> None:
-    """Warm up, then run DivideMix epochs, from ``state.epoch`` to the planned number of epochs.
+    """Warm up, then run DivideMix epochs, from ``state.epoch`` to the planned number of epochs, with the
+    declared options ``cfg`` and the rules that adapt them (:class:`labelclean.rules.Rules`).
 
     ``after_epoch(state)`` runs at every epoch boundary (the caller checkpoints there).
     """
-    run_epochs(state, lambda: resolve(cfg, len(data), state.extra.get("auto")).epochs,
-               partial(one_epoch, nets, optimizers, data, cfg, state), on_epoch, after_epoch)
+    rules = Rules(cfg, state)
+    run_epochs(state, lambda: rules.settings().epochs, partial(one_epoch, nets, optimizers, data, rules, state),
+               on_epoch, after_epoch)
 
 
-@dataclass
-class FinalEvaluation:
-    """Per-sample results of both trained networks on the un-augmented training images."""
-
-    clean_prob: np.ndarray  # (2, n) GMM clean probability from each network
-    loss: np.ndarray  # (2, n) cross-entropy against the given label
-    probs: np.ndarray  # (n, k) mean softmax of the two networks
-
-
-def evaluate(nets: list[nn.Module], data: TrainingData, cfg: FitConfig,
-             state: TrainingState | None = None) -> FinalEvaluation:
-    """The final evaluation pass that export reads: clean probabilities and ensemble predictions.
-
-    With the training's ``state``, each network's clean probability comes from the same rule as its
-    training splits: its final losses averaged with the last ``loss_window − 1`` epochs' losses, and
-    the selection in use, so the export's default threshold (0.5) flags what the fit's split does.
-    Without it (MLNT), from the final losses and the GMM.
-    """
-    plan = (resolve(cfg, len(data), state.extra.get("auto")) if state is not None
-            else replace(cfg, loss_window=1, selection="gmm"))
-    histories = state.loss_history if state is not None else [[], []]
-    logits = [predict_logits(net, data, cfg.eval_batch_size) for net in nets]
-    losses = [F.cross_entropy(z, data.labels, reduction="none") for z in logits]
-    given, share = data.labels.cpu().numpy(), quota_share(state) if plan.selection == "quota" else 1.0
-    clean = []
-    for loss, history in zip(losses, histories):
-        window = [*history[max(0, len(history) + 1 - plan.loss_window):], normalized_loss(loss).cpu()]
-        clean.append(split_clean_prob(torch.stack(window).mean(0).numpy(), given, data.num_classes,
-                                      plan.selection, share, cfg.seed)[0])
-    probs = torch.stack([torch.softmax(z, dim=1) for z in logits]).mean(0)
-    return FinalEvaluation(np.stack(clean), torch.stack(losses).cpu().numpy(), probs.cpu().numpy())
+def evaluate(nets: list[nn.Module], data: TrainingData, cfg: FitConfig, state: TrainingState) -> FinalEvaluation:
+    """The final evaluation (:func:`labelclean.evaluation.final_evaluation`) with the training's settings and
+    loss window, so the export's default threshold flags what the fit's split does."""
+    return final_evaluation(nets, data, settings(cfg, state.decisions), state.loss_history)

@@ -43,6 +43,7 @@ from typing import IO
 import numpy as np
 import pandas as pd
 
+from .auto import CLEAN_SPLIT
 from .errors import LabelcleanError
 from .files import atomic_write
 
@@ -50,7 +51,7 @@ COLUMNS = ["path", "given_label", "suggested_label", "suggested_confidence", "is
            "predicted_label", "predicted_confidence", "clean_prob_net1", "clean_prob_net2", "refined_label",
            "refined_confidence"]
 FORMATS = ("csv", "jsonl", "parquet")
-DEFAULT_THRESHOLD = 0.5  # clean_prob below which a sample is flagged: the GMM's own decision boundary
+DEFAULT_THRESHOLD = CLEAN_SPLIT  # clean_prob below which a sample is flagged: the training split's boundary
 SORT_KEYS = ("clean_prob", "refined_confidence", "predicted_confidence")
 SIGNIFICANT_DIGITS = 6  # of probabilities in text exports: enough to review and sort by, and readable
 

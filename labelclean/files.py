@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-import torch
 
 from .errors import LabelcleanError
 
@@ -60,11 +59,15 @@ def write_npy(path: Path, array: np.ndarray) -> None:
 
 
 def save_torch(path: Path, obj: Any) -> None:
+    import torch  # here, so that the modules `labelclean --help` reads import no torch
+
     atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def load_torch(path: Path) -> Any:
     """Load a checkpoint without executing code from it (``weights_only=True``)."""
+    import torch
+
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for corrupt/untrusted files

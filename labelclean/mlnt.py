@@ -50,28 +50,28 @@ import copy
 import math
 from bisect import bisect_right
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import FitConfig, resolve
-from .dividemix import FinalEvaluation, clean_probability, normalized_loss, warmup_epoch
-from .dividemix import evaluate as evaluate_pair
+from .config import FitConfig, Settings, settings
 from .errors import LabelcleanError
+from .evaluation import FinalEvaluation, clean_probability, final_evaluation, normalized_loss
 from .training import (
     EpochReport,
     Loop,
     TrainingData,
     TrainingState,
     autocast,
-    base_lr,
     once,
     predict_logits,
     run_epochs,
     set_learning_rate,
     step_decay,
+    warmup_epoch,
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -123,7 +123,7 @@ def ema_update(teacher: nn.Module, student: nn.Module, decay: float) -> None:
         t.lerp_(s, 1 - decay)
 
 
-def meta_schedule(progress: float, cfg: FitConfig) -> tuple[float, float]:
+def meta_schedule(progress: float, cfg: Settings) -> tuple[float, float]:
     """Meta-loss weight and EMA decay ``progress`` epochs into a round.
 
     The official code ramps the weight as ``exp(−5(1−t)²)`` between two iterations and keeps the
@@ -158,7 +158,7 @@ def frozen_copy(net: nn.Module, state_dict: dict[str, torch.Tensor]) -> nn.Modul
 
 
 def meta_backward(net: nn.Module, x: torch.Tensor, logits: torch.Tensor, label_sets: torch.Tensor,
-                  teacher_probs: torch.Tensor, weight: float, cfg: FitConfig) -> torch.Tensor:
+                  teacher_probs: torch.Tensor, weight: float, cfg: Settings) -> torch.Tensor:
     """Add ``weight · mean_m KL(teacher ‖ f(x; θ′_m))`` to ``net``'s gradients; return the mean KL.
 
     ``logits`` is the student's output on ``x`` (its graph is reused for every set's inner step, as
@@ -178,7 +178,7 @@ def meta_backward(net: nn.Module, x: torch.Tensor, logits: torch.Tensor, label_s
 
 
 def train_step(student: nn.Module, teacher: nn.Module, feature_model: nn.Module, optimizer: torch.optim.Optimizer,
-               data: TrainingData, idx: torch.Tensor, weight: float, decay: float, cfg: FitConfig) -> torch.Tensor:
+               data: TrainingData, idx: torch.Tensor, weight: float, decay: float, cfg: Settings) -> torch.Tensor:
     """One MLNT step on the samples ``idx``, in the official order: CE on the given labels, EMA update
     of the teacher, the meta-gradient of the M synthetic label sets, one optimizer step.
 
@@ -205,7 +205,7 @@ def train_step(student: nn.Module, teacher: nn.Module, feature_model: nn.Module,
 
 
 def train_epoch(student: nn.Module, teacher: nn.Module, feature_model: nn.Module, optimizer: torch.optim.Optimizer,
-                data: TrainingData, kept: torch.Tensor, round_epoch: int, cfg: FitConfig, loop: Loop) -> torch.Tensor:
+                data: TrainingData, kept: torch.Tensor, round_epoch: int, cfg: Settings, loop: Loop) -> torch.Tensor:
     """One pass over the ``kept`` sample indices; returns the mean CE and consistency loss (2,)."""
     student.train()
     teacher.train()
@@ -218,13 +218,13 @@ def train_epoch(student: nn.Module, teacher: nn.Module, feature_model: nn.Module
     return totals / len(batches)
 
 
-def round_bounds(cfg: FitConfig) -> list[int]:
+def round_bounds(cfg: Settings) -> list[int]:
     """First epoch of every round, then ``cfg.epochs``: the meta epochs split as evenly as possible."""
     meta = cfg.epochs - cfg.warmup
     return [cfg.warmup + r * meta // cfg.rounds for r in range(cfg.rounds)] + [cfg.epochs]
 
 
-def mentor_keeps(mentor: nn.Module, data: TrainingData, cfg: FitConfig, seed: int) -> torch.Tensor:
+def mentor_keeps(mentor: nn.Module, data: TrainingData, cfg: Settings, seed: int) -> torch.Tensor:
     """Mask (n,) of the samples a later round trains on: those the mentor considers correctly labeled.
 
     ``cfg.mentor_filter`` decides: 'disagree' keeps the samples whose given label is the mentor's
@@ -247,7 +247,7 @@ def mentor_keeps(mentor: nn.Module, data: TrainingData, cfg: FitConfig, seed: in
 
 
 def start_round(index: int, student: nn.Module, teacher: nn.Module, optimizer: torch.optim.Optimizer,
-                data: TrainingData, cfg: FitConfig, state: TrainingState, seed: int) -> None:
+                data: TrainingData, cfg: Settings, state: TrainingState, seed: int) -> None:
     """Set up round ``index`` (0-based) in ``state.extra``: the first freezes the baseline as the feature
     model and trains on every sample; later ones restart from the previous teacher on the samples it keeps.
     Either way the teacher starts as a copy of the student, as in the official code."""
@@ -262,19 +262,19 @@ def start_round(index: int, student: nn.Module, teacher: nn.Module, optimizer: t
 
 
 def one_epoch(nets: list[nn.Module], optimizers: list[torch.optim.Optimizer], data: TrainingData,
-              cfg: FitConfig, state: TrainingState, epoch: int) -> EpochReport:
+              cfg: Settings, state: TrainingState, epoch: int) -> EpochReport:
     """Epoch ``epoch`` (0-based): a baseline epoch of the student, or a meta epoch of the current round."""
     student, teacher = nets
     if epoch < cfg.warmup:
-        set_learning_rate(optimizers, base_lr(cfg))
+        set_learning_rate(optimizers, cfg.lr)
         loss = warmup_epoch(student, optimizers[0], data, cfg, Loop(state, "baseline", cfg.seed))
-        return EpochReport(epoch + 1, cfg.epochs, "baseline", base_lr(cfg), 0.0, loss=[loss.item()])
+        return EpochReport(epoch + 1, cfg.epochs, "baseline", cfg.lr, 0.0, loss=[loss.item()])
     bounds = round_bounds(cfg)
     index = bisect_right(bounds, epoch) - 1
     if epoch == bounds[index]:  # once: a resumed epoch must not restart its round
         once(state, "round", lambda: start_round(index, student, teacher, optimizers[0], data, cfg, state,
                                                  seed=cfg.seed + epoch))
-    lr = step_decay(base_lr(cfg), epoch - bounds[index], bounds[index + 1] - bounds[index])
+    lr = step_decay(cfg.lr, epoch - bounds[index], bounds[index + 1] - bounds[index])
     set_learning_rate(optimizers, lr)
     kept = state.extra["kept"].to(data.device).nonzero().squeeze(1)
     feature_model = frozen_copy(student, state.extra["feature_model"])
@@ -288,22 +288,22 @@ def one_epoch(nets: list[nn.Module], optimizers: list[torch.optim.Optimizer], da
 def train(nets: list[nn.Module], optimizers: list[torch.optim.Optimizer], data: TrainingData,
           cfg: FitConfig, state: TrainingState, on_epoch: Callable[[EpochReport], None],
           after_epoch: Callable[[TrainingState], None]) -> None:
-    """Baseline, then MLNT rounds, from ``state.epoch`` to ``cfg.epochs``; ``nets`` is (student, teacher).
+    """Baseline, then MLNT rounds, from ``state.epoch`` to the planned epochs; ``nets`` is (student, teacher).
+    No rule adapts an MLNT run: its settings are decided once from the declared options ``cfg``.
 
     Only the student's optimizer steps. ``state.extra`` holds the frozen feature model and the
     current round's kept-sample mask, so a resumed run continues mid-round exactly.
     """
-    cfg = resolve(cfg, len(data))
-    run_epochs(state, lambda: cfg.epochs, partial(one_epoch, nets, optimizers, data, cfg, state), on_epoch,
+    plan = settings(cfg, state.decisions)
+    run_epochs(state, lambda: plan.epochs, partial(one_epoch, nets, optimizers, data, plan, state), on_epoch,
                after_epoch)
 
 
-def evaluate(nets: list[nn.Module], data: TrainingData, cfg: FitConfig,
-             state: TrainingState | None = None) -> FinalEvaluation:
-    """DivideMix's final evaluation with (student, teacher) as the two networks.
-
-    ``clean_prob`` rows are the GMM clean probabilities from the student's and the teacher's
-    per-sample losses (final epoch only: MLNT keeps no loss window, so ``state`` is not read);
-    ``probs`` is their mean softmax, from which the refined label is blended.
+def evaluate(nets: list[nn.Module], data: TrainingData, cfg: FitConfig, state: TrainingState) -> FinalEvaluation:
+    """The final evaluation (:func:`labelclean.evaluation.final_evaluation`) with (student, teacher) as the
+    two networks: ``clean_prob`` rows are the GMM clean probabilities from their per-sample losses (final
+    epoch only: MLNT keeps no loss window); ``probs`` is their mean softmax, from which the refined label
+    is blended.
     """
-    return evaluate_pair(nets, data, cfg)
+    plan = replace(settings(cfg, state.decisions), loss_window=1, selection="gmm")
+    return final_evaluation(nets, data, plan, [[], []])

@@ -16,10 +16,9 @@ import torch
 import torchvision
 from torch import nn
 
+from .config import ARCHS, TORCHVISION_ARCHS
 from .errors import LabelcleanError
 
-TORCHVISION = ("resnet18", "resnet34", "resnet50")  # torchvision names; --pretrained takes their ImageNet weights
-ARCHS = ("auto", "small_cnn", "preact_resnet18", *TORCHVISION)
 log = logging.getLogger("labelclean")
 
 
@@ -91,22 +90,12 @@ def torchvision_resnet(name: str, in_channels: int, num_classes: int) -> nn.Modu
     return model
 
 
-def default_arch(device_type: str, image_size: int, pretrained: bool = False) -> str:
-    """The paper's PreAct ResNet-18 for small images on a GPU, ResNet-18 for large ones, a small CNN on CPU;
-    ResNet-18 for a start from ImageNet weights (the cheapest torchvision publishes them for)."""
-    if pretrained:
-        return "resnet18"
-    if device_type != "cuda":
-        return "small_cnn"
-    return "preact_resnet18" if image_size <= 64 else "resnet18"
-
-
 def build_model(arch: str, in_channels: int, num_classes: int, image_size: int) -> nn.Module:
     if arch == "small_cnn":
         return small_cnn(in_channels, num_classes, image_size)
     if arch == "preact_resnet18":
         return PreActResNet18(in_channels, num_classes)
-    if arch in TORCHVISION:
+    if arch in TORCHVISION_ARCHS:
         return torchvision_resnet(arch, in_channels, num_classes)
     raise LabelcleanError(f"The 'arch' option must be one of {', '.join(ARCHS)}. Got '{arch}'.")
 
@@ -126,9 +115,9 @@ def hub_file(arch: str) -> Path:
 def imagenet_weights(arch: str) -> dict[str, torch.Tensor]:
     """torchvision's ImageNet weights of ``arch`` (its DEFAULT, the best it publishes), through its
     own weights API: read from the torch hub cache, downloaded there first when missing."""
-    if arch not in TORCHVISION:
+    if arch not in TORCHVISION_ARCHS:
         raise LabelcleanError(f"--pretrained takes torchvision's ImageNet weights, published for --arch "
-                              f"{', '.join(TORCHVISION)}; got --arch {arch}. Pick one of them, or drop --pretrained.")
+                              f"{', '.join(TORCHVISION_ARCHS)}; got --arch {arch}. Pick one of them, or drop --pretrained.")
     weights = torchvision.models.get_model_weights(arch).DEFAULT
     try:
         return weights.get_state_dict(progress=False, check_hash=True, weights_only=True)

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from . import distributed
-from .config import FitConfig, resolve_device
+from .config import Decisions, FitConfig, Settings
 from .data import LabeledImages, decode_for_prediction, list_images
 from .errors import LabelcleanError
 from .export import DEFAULT_THRESHOLD, review_table, select_rows
@@ -54,7 +54,7 @@ from .files import (
 )
 from .models import build_model
 from .review import CleanedLabels, apply_decisions, model_decisions
-from .training import TrainingData, TrainingState, place, precision, predict_logits, threads
+from .training import TrainingData, TrainingState, place, precision, predict_logits, resolve_device, threads
 
 CONFIG = "config.json"
 HISTORY = "history.jsonl"
@@ -70,11 +70,41 @@ log = logging.getLogger("labelclean")
 Progress = Callable[[str, int, int], None]  # (task, done, total)
 
 
+class Checkpoint:
+    """The state a stopped job continues from: one file, written atomically at every epoch boundary, read
+    back without executing code, removed once the job's output is written. A fit keeps it in its run
+    directory (``checkpoint.pt``), ``labelclean pretrain`` next to its weights file."""
+
+    def __init__(self, path: Path, job: str):
+        self.path, self.job = path, job
+
+    def check(self, resume: bool, overwrite: bool) -> dict[str, Any] | None:
+        """The saved state when resuming; refuse to start over an unfinished job without ``overwrite``."""
+        if resume:
+            if not self.path.exists():
+                raise LabelcleanError(f"Nothing to resume: {self.path} does not exist. Drop --resume.")
+            return self.load()
+        if self.path.exists() and not overwrite:
+            raise LabelcleanError(f"{self.path} holds an unfinished {self.job}; add --resume to continue it, or "
+                                  f"--overwrite to start again.")
+        return None
+
+    def save(self, state: dict[str, Any]) -> None:
+        save_torch(self.path, state)
+
+    def load(self) -> dict[str, Any]:
+        return load_torch(self.path)
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
 class RunDirectory:
     """The run directory a fit writes. Only the main process of a multi-process fit writes."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self.checkpoint = Checkpoint(self.path / CHECKPOINT, "fit")
 
     def check(self, resume: bool, overwrite: bool) -> dict[str, Any] | None:
         """Check what the directory holds against ``resume``/``overwrite``; the saved config when resuming."""
@@ -87,8 +117,11 @@ class RunDirectory:
         if resume:
             if saved.get("status") == "complete":
                 raise LabelcleanError(f"The run in {self.path} is already complete; nothing to resume.")
-            if not (self.path / CHECKPOINT).exists():
+            if not self.checkpoint.path.exists():
                 raise LabelcleanError(f"{self.path} has no checkpoint to resume from; start again with --overwrite.")
+            if "auto" not in saved:  # its decisions were not recorded apart from its options
+                raise LabelcleanError(f"The run in {self.path} was started by an older labelclean, which this one "
+                                      f"cannot resume; start again with --overwrite.")
             return saved
         if not overwrite:
             state = ("a finished run" if saved.get("status") == "complete"
@@ -117,7 +150,7 @@ class RunDirectory:
         """Everything a resume needs: at an epoch boundary, or mid-epoch after Ctrl-C (``state.partial``)."""
         if not distributed.is_main():
             return
-        save_torch(self.path / CHECKPOINT, {
+        self.checkpoint.save({
             "epoch": state.epoch,
             "nets": [net.state_dict() for net in nets],
             "optimizers": [opt.state_dict() for opt in optimizers],
@@ -125,6 +158,7 @@ class RunDirectory:
             "history": state.history,
             "extra": state.extra,
             "partial": state.partial,
+            "decisions": state.decisions.to_dict(),
             "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
         })
@@ -133,15 +167,15 @@ class RunDirectory:
     def restore(self, nets: list[nn.Module], optimizers: list[torch.optim.Optimizer],
                 device: torch.device) -> TrainingState:
         """Load the checkpoint into ``nets`` and ``optimizers``; the training state to continue from."""
-        saved = load_torch(self.path / CHECKPOINT)
+        saved = self.checkpoint.load()
         for net, opt, net_state, opt_state in zip(nets, optimizers, saved["nets"], saved["optimizers"]):
             net.load_state_dict(net_state)
             opt.load_state_dict(opt_state)
         torch.set_rng_state(saved["rng_cpu"])
         if device.type == "cuda" and saved["rng_cuda"] is not None:
             torch.cuda.set_rng_state(saved["rng_cuda"], device)
-        return TrainingState(saved["epoch"], saved["loss_history"], saved["history"], saved.get("extra", {}),
-                             saved.get("partial", {}))
+        return TrainingState(saved["epoch"], saved["loss_history"], saved["history"], saved["extra"],
+                             saved["partial"], Decisions.from_dict(saved["decisions"]))
 
     def finish(self, config: dict[str, Any], samples: pd.DataFrame, probs: np.ndarray,
                nets: list[nn.Module] | None) -> None:
@@ -153,12 +187,14 @@ class RunDirectory:
         if nets is not None:
             save_torch(self.path / MODEL, {"nets": [net.state_dict() for net in nets]})
         write_json(self.path / CONFIG, {**config, "status": "complete"})
-        (self.path / CHECKPOINT).unlink(missing_ok=True)
+        self.checkpoint.remove()
 
 
-def new_config(cfg: FitConfig, inputs: dict[str, Any], labeled: LabeledImages,
+def new_config(cfg: FitConfig, decided: Decisions, inputs: dict[str, Any], labeled: LabeledImages,
                preprocessing: dict[str, Any]) -> dict[str, Any]:
-    """The ``config.json`` of a fit that starts: versions, options, its data, classes, preprocessing."""
+    """The ``config.json`` of a fit that starts: versions, declared options, what the data showed so far
+    (``auto``: a resumed fit decides its image size and network from it again), its data, classes,
+    preprocessing."""
     data = {k: v for k, v in inputs.items() if k != "keep_model"}
     data.update(images_dir=str(Path(data["images_dir"]).resolve()),
                 labels_csv=data["labels_csv"] and str(Path(data["labels_csv"]).resolve()))  # None: class folders
@@ -170,6 +206,7 @@ def new_config(cfg: FitConfig, inputs: dict[str, Any], labeled: LabeledImages,
         "method": cfg.method,
         "status": "training",
         "fit": cfg.to_dict(),
+        "auto": decided.to_dict(),
         "data": {**data, "n_samples": len(labeled.paths), "n_skipped": len(labeled.skipped)},
         "classes": labeled.classes,
         "preprocessing": preprocessing,
@@ -206,8 +243,13 @@ class Run:
 
     @property
     def fit_config(self) -> FitConfig:
-        """The options as declared (``None`` where the rules chose); ``config['settings']`` has the effective ones."""
+        """The options as declared (``None`` where the rules chose); :attr:`settings` has the effective ones."""
         return FitConfig.from_dict(self.config["fit"])
+
+    @property
+    def settings(self) -> Settings:
+        """Every option's effective value (``config.json``'s ``settings``)."""
+        return Settings(**self.config["settings"])
 
     @property
     def suggested_threshold(self) -> float:
@@ -262,10 +304,10 @@ class Run:
             raise LabelcleanError(f"{self.directory} has no kept model (it was fitted with --no-keep-model); "
                                   f"fit again with --keep-model to predict.")
         saved = load_torch(model_file)
-        prep, cfg = self.config["preprocessing"], self.fit_config
+        prep, arch = self.config["preprocessing"], self.config["settings"]["arch"]
         nets = []
         for state in saved["nets"]:
-            net = build_model(cfg.arch, prep["channels"], len(self.classes), prep["image_size"])
+            net = build_model(arch, prep["channels"], len(self.classes), prep["image_size"])
             net.load_state_dict(state)
             nets.append(place(net, device).eval())
         return nets

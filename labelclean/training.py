@@ -1,6 +1,6 @@
 """Plumbing every method shares: images and labels on the device, the fast path of the device
 (precision, memory layout, threads), evaluation passes, the per-epoch report, the resumable training
-state and the optimizer schedule."""
+state, the optimizer schedule and the cross-entropy warm-up epoch."""
 
 from __future__ import annotations
 
@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from . import distributed
 from .augment import Augment
-from .auto import start_lr
-from .config import FitConfig
+from .config import DEVICES, Decisions, Settings
 from .errors import LabelcleanError
 
 log = logging.getLogger("labelclean")
@@ -76,6 +76,17 @@ class TrainingData:
 # made a small-CNN training step 3.1x and an evaluation pass 3.4x faster than fp32 NCHW;
 # channels-last alone 1.4x and 1.6x. torch.compile took 2 minutes to compile and the compiled
 # step was no faster, so it is not used.
+
+
+def resolve_device(name: str) -> torch.device:
+    """The device a name asks for: 'auto' is CUDA when PyTorch sees a GPU, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise LabelcleanError("--device cuda was asked for but PyTorch sees no CUDA GPU; use --device cpu.")
+    if name not in DEVICES:
+        raise LabelcleanError(f"The 'device' option must be one of {', '.join(DEVICES)}. Got {name!r}.")
+    return torch.device(name)
 
 
 @functools.cache
@@ -194,6 +205,7 @@ class TrainingState:
     # Inside an epoch stopped by Ctrl-C: what it computed once (see :func:`once`) and where its
     # current step loop stopped (see :class:`Loop`). Empty at epoch boundaries.
     partial: dict[str, Any] = field(default_factory=dict)
+    decisions: Decisions = field(default_factory=Decisions)  # what the data showed and the rules decided
 
 
 # ---------------------------------------------------------------------------------------------
@@ -308,13 +320,16 @@ def refuse_divergence(report: EpochReport) -> None:
             "stopped before saving it. Start again with a lower --lr and --overwrite.")
 
 
-def base_lr(cfg: FitConfig) -> float:
-    """``cfg.lr``, or the rule's choice for a random start where none was made (``auto.start_lr``)."""
-    return cfg.lr if cfg.lr is not None else start_lr("random")
+def check_two_batches(n_images: int, batch_size: int, labels_csv: str | Path, smallest: int) -> None:
+    """Refuse fewer images than two batches (a step needs a batch, an epoch more than one step); the fix
+    names a batch size of at least ``smallest`` that fits."""
+    if n_images < 2 * batch_size and batch_size > 1:
+        raise LabelcleanError(f"{labels_csv} has {n_images} usable images, fewer than two batches of {batch_size}; "
+                              f"lower --batch-size (e.g. {max(smallest, n_images // 4)}).")
 
 
-def make_optimizer(net: nn.Module, cfg: FitConfig) -> torch.optim.SGD:
-    return torch.optim.SGD(net.parameters(), lr=base_lr(cfg), momentum=cfg.momentum,
+def make_optimizer(net: nn.Module, cfg: Settings) -> torch.optim.SGD:
+    return torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                            weight_decay=cfg.weight_decay)
 
 
@@ -323,12 +338,45 @@ def step_decay(lr: float, done: int, length: int) -> float:
     return lr / 10 if done >= length // 2 else lr
 
 
-def learning_rate(epoch: int, cfg: FitConfig) -> float:
+def learning_rate(epoch: int, cfg: Settings) -> float:
     """DivideMix's step schedule: ``lr`` for the first half of the epochs, ``lr/10`` after."""
-    return step_decay(base_lr(cfg), epoch, cfg.epochs)
+    return step_decay(cfg.lr, epoch, cfg.epochs)
 
 
 def set_learning_rate(optimizers: list[torch.optim.Optimizer], lr: float) -> None:
     for optimizer in optimizers:
         for group in optimizer.param_groups:
             group["lr"] = lr
+
+
+# ---------------------------------------------------------------------------------------------
+# The warm-up both methods start with (DivideMix's warm-up, MLNT's baseline).
+
+
+def negative_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Mean of Σ p·log p; added to the warm-up loss under class-pair noise to penalize confidence."""
+    return (torch.softmax(logits, dim=1) * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+
+
+def warmup_epoch(net: nn.Module, optimizer: torch.optim.Optimizer, data: TrainingData,
+                 cfg: Settings, loop: Loop | None = None) -> torch.Tensor:
+    """One pass of cross-entropy on all given labels (+ confidence penalty for 'asym' noise).
+
+    Returns the mean loss as a device tensor (no host sync inside the loop). Within a fit,
+    ``loop`` makes the pass stoppable and resumable at a step boundary.
+    """
+    net.train()
+    total = torch.zeros((), device=data.device)
+    batches = torch.randperm(len(data), device=data.device).split(2 * cfg.batch_size)
+    for step in loop.steps(len(batches), total) if loop else range(len(batches)):
+        idx = distributed.part(batches[step])
+        x = data.views(idx, 1)[0]
+        with autocast(data.device):
+            logits = net(x).float()
+        loss = F.cross_entropy(logits, data.labels[idx])
+        objective = loss + negative_entropy(logits) if cfg.noise_mode == "asym" else loss
+        optimizer.zero_grad(set_to_none=True)
+        objective.backward()
+        optimizer.step()
+        total += loss.detach()
+    return distributed.average(total) / len(batches)

@@ -16,11 +16,17 @@ import numpy as np
 import pyarrow.parquet  # noqa: F401  before torch: its parquet reader loaded after torch can crash (apache/arrow#2637)
 import pytest
 from hypothesis import settings
+from hypothesis.configuration import set_hypothesis_home_dir
 
 import labelclean
+from labelclean import config
+from labelclean.config import Decisions, FitConfig, Settings
 from labelclean.demo import DigitsDataset, write_digits
 from labelclean.training import EpochReport
 
+# Hypothesis caches what it finds while the tests are collected in a folder: the system's temp folder, not the
+# checkout (each test then points it at its own, below).
+set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "labelclean-tests-hypothesis")
 settings.register_profile("labelclean", derandomize=True, database=None, deadline=None)
 settings.load_profile("labelclean")
 
@@ -29,11 +35,15 @@ TINY = dict(epochs=3, warmup=1, batch_size=32, arch="small_cnn", device="cpu")
 
 
 @pytest.fixture(autouse=True)
-def run_in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The test's working directory and temp folder (here and in the processes it starts) are its own."""
+def run_in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The test's working directory, temp folder (here and in the processes it starts) and Hypothesis's
+    folder are its own."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    set_hypothesis_home_dir(str(tmp_path / ".hypothesis"))
+    yield
+    set_hypothesis_home_dir(None)
 
 
 @pytest.fixture(scope="session")
@@ -61,6 +71,12 @@ def fit_interrupted_after(epoch: int, digits: DigitsDataset, out: Path, **settin
 
     with pytest.raises(KeyboardInterrupt):
         labelclean.fit(digits.images_dir, digits.labels_csv, out, on_epoch=stop, **settings)
+
+
+def effective(**options: object) -> Settings:
+    """The settings a fit of 100 small images on the CPU trains with under ``options``, for tests that call
+    the method's pieces (:func:`labelclean.config.settings`)."""
+    return config.settings(FitConfig(**options), Decisions(n_samples=100, median_side=8))
 
 
 def copy_images(digits: DigitsDataset, dest: Path, count: int) -> list[Path]:

@@ -36,7 +36,7 @@ def test_history_has_one_record_per_epoch_with_the_phase_schedule(tiny_run):
     history = tiny_run.history
     assert [(h["epoch"], h["epochs"], h["phase"]) for h in history] == [(1, 3, "warm-up"), (2, 3, "train"),
                                                                        (3, 3, "train")]
-    lr = tiny_run.fit_config.lr
+    lr = tiny_run.settings.lr
     assert [h["lr"] for h in history] == pytest.approx([lr, lr / 10, lr / 10])  # ÷10 from half the epochs
     for h in history[1:]:
         labeled = h["labeled"]

@@ -10,7 +10,7 @@ from conftest import TINY, fit_interrupted_after
 from typer.testing import CliRunner
 
 import labelclean
-from labelclean import cli, dividemix
+from labelclean import cli, rules
 from labelclean.auto import (
     LOCK_EPOCHS,
     MAX_RECOVERIES,
@@ -25,11 +25,13 @@ from labelclean.auto import (
     threshold_hint,
     warmup_over,
 )
-from labelclean.config import PAPER_SETTINGS, FitConfig
+from labelclean.config import PAPER_SETTINGS, Decisions, FitConfig
 from labelclean.demo import DIGIT_PAIRS, flip_labels
-from labelclean.dividemix import clean_probability, guard_fires, lenient_fires, linear_rampup, quota_share
+from labelclean.dividemix import linear_rampup
 from labelclean.errors import LabelcleanError
+from labelclean.evaluation import clean_probability
 from labelclean.report import render_report
+from labelclean.rules import Rules
 from labelclean.training import TrainingData, TrainingState
 
 
@@ -98,35 +100,35 @@ def test_a_long_run_still_learning_near_chance_gets_no_near_chance_note(monkeypa
     """With --epochs 300 warm-up may last 100 epochs: networks that gain every epoch are not on a plateau,
     so epoch 30 (the default limit) is no reason for the near-chance note."""
     scripted = iter(0.006 * (epoch + 1) for epoch in range(31))  # a new best every epoch, all below 0.55
-    monkeypatch.setattr(dividemix, "ensemble_agreement", lambda nets, data, cfg: (next(scripted), np.zeros(100, int)))
+    monkeypatch.setattr(rules, "ensemble_agreement", lambda nets, data, cfg: (next(scripted), np.zeros(100, int)))
     labels = torch.where(torch.arange(100) < 50, 0, torch.arange(100) % 9 + 1)  # chance: 50%
     data = TrainingData.build(torch.zeros(100, 1, 4, 4, dtype=torch.uint8), labels, 10, [0.0], [1.0],
                               torch.device("cpu"))
     nets = [torch.nn.Linear(2, 2) for _ in range(2)]
     optimizers = [torch.optim.SGD(net.parameters(), lr=0.1) for net in nets]
-    state = TrainingState()
-    cfg = FitConfig(epochs=300)
-    notes = [dividemix.adaptive_warmup(nets, optimizers, data, cfg, state, epoch)[1] for epoch in range(31)]
-    assert notes == [None] * 31 and "near_chance" not in state.extra["auto"]
+    state = TrainingState(decisions=Decisions(n_samples=100, median_side=4))
+    run_rules = Rules(FitConfig(epochs=300), state)
+    notes = [run_rules.after_warmup_epoch(nets, optimizers, data, epoch)[1] for epoch in range(31)]
+    assert notes == [None] * 31 and state.decisions.near_chance is None
 
 
 def test_a_fit_warms_up_past_a_plateau_near_chance_and_says_so(monkeypatch):
     """The wiring of the chance bar: the patience alone would end warm-up after epoch 5; it goes on,
     with one note, until the networks leave chance, then ends on the patience and keeps the best epoch."""
     scripted = iter([0.10, 0.13, 0.12, 0.13, 0.12, 0.13, 0.20, 0.19, 0.19, 0.20])
-    monkeypatch.setattr(dividemix, "ensemble_agreement", lambda nets, data, cfg: (next(scripted), np.zeros(100, int)))
+    monkeypatch.setattr(rules, "ensemble_agreement", lambda nets, data, cfg: (next(scripted), np.zeros(100, int)))
     labels = torch.arange(100) % 10  # chance: 10% (always the most common label)
     images = torch.zeros(100, 1, 4, 4, dtype=torch.uint8)
     data = TrainingData.build(images, labels, 10, [0.0], [1.0], torch.device("cpu"))
     nets = [torch.nn.Linear(2, 2) for _ in range(2)]
     optimizers = [torch.optim.SGD(net.parameters(), lr=0.1) for net in nets]
-    state = TrainingState()
-    notes = [dividemix.adaptive_warmup(nets, optimizers, data, FitConfig(), state, epoch)[1] for epoch in range(10)]
+    state = TrainingState(decisions=Decisions(n_samples=100, median_side=4))
+    notes = [Rules(FitConfig(), state).after_warmup_epoch(nets, optimizers, data, epoch)[1] for epoch in range(10)]
     assert notes[4] == "Warm-up goes on: the networks agree with 13% of the given labels, near the 10% of always " \
                        "predicting the most common one"
     assert notes[:4] == [None] * 4 and notes[5:9] == [None] * 4  # said once
     assert notes[9].startswith("Warm-up ended after 10 epoch(s), networks from epoch 7")
-    assert state.extra["auto"]["near_chance"] == 5 and state.extra["auto"]["warmup"] == 10
+    assert state.decisions.near_chance == 5 and state.decisions.warmup == 10
 
 
 def test_a_short_epoch_budget_needs_an_explicit_warmup():
@@ -189,22 +191,25 @@ def test_guard_switches_a_lenient_split_to_the_quota(caplog):
     assert not is_lenient([0.62, 0.60, 0.61], [0.60, 0.59, 0.61])  # labeled ≈ agreement: healthy
     assert not is_lenient([0.75, 0.75, 0.40], [0.21, 0.21, 0.21])  # came back on its own
 
-    state = TrainingState(extra={"auto": {"settings": {"lambda_u": 25.0, "loss_window": 5, "selection": "gmm"}}})
-    fired = []
+    noise = NoiseEstimate(0.3, 0.1, "spread")
+    state = TrainingState(decisions=Decisions(n_samples=100, median_side=8, warmup=2, noise=noise,
+                                              chosen={"lambda_u": 25.0, "loss_window": 5, "selection": "gmm"}))
+    run_rules, fired = Rules(FitConfig(), state), []
     for labeled, agreement in [(0.5, 0.4)] + [(0.75, 0.21)] * LOCK_EPOCHS:
-        assert guard_fires(labeled, agreement, FitConfig(), state) is None  # no warm-up: the split is not locked
-        fired.append(lenient_fires(FitConfig(), state.extra["auto"]["settings"]["selection"], state))
+        assert run_rules.after_split(labeled, agreement, "gmm") is None  # no warm-up: the split is not locked
+        fired.append(run_rules.lenient(run_rules.settings().selection))
     assert fired[:-1] == [None] * LOCK_EPOCHS and "too lenient" in fired[-1] and "quota" in caplog.text
-    assert state.extra["auto"]["settings"]["selection"] == "quota"  # planned() reads it from the next epoch
-    assert quota_share(state) == 0.21  # labeling the share the networks agree with
-    assert lenient_fires(FitConfig(), "quota", state) is None  # once on the quota, the guard has nothing to switch
+    assert run_rules.settings().selection == "quota"  # from the next epoch
+    assert run_rules.settings().quota_share == 0.21  # labeling the share the networks agree with
+    assert run_rules.lenient("quota") is None  # once on the quota, the guard has nothing to switch
 
-    for cfg in (FitConfig(auto=False), FitConfig(selection="gmm")):  # the user's word: warn, keep the selection
-        kept = TrainingState(extra={"auto": {}})
+    # The user's word: warn, keep the selection (a threshold other than the quota's boundary, too).
+    for cfg in (FitConfig(auto=False), FitConfig(selection="gmm"), FitConfig(p_threshold=0.7)):
+        kept = Rules(cfg, TrainingState(decisions=Decisions(n_samples=100, median_side=8, warmup=2, noise=noise)))
         for _ in range(LOCK_EPOCHS):
-            guard_fires(0.75, 0.21, cfg, kept)
-            note = lenient_fires(cfg, "gmm", kept)
-        assert "Consider --selection quota" in note and "settings" not in kept.extra["auto"]
+            kept.after_split(0.75, 0.21, "gmm")
+            note = kept.lenient("gmm")
+        assert "Consider --selection quota" in note and kept.settings().selection == "gmm"
 
 
 def test_a_lenient_final_split_gets_a_threshold_that_flags_as_many_as_the_networks_disagree_with():
@@ -237,16 +242,16 @@ def test_guard_recovers_a_limited_number_of_times_and_only_with_auto(caplog):
     state = TrainingState()
     fired = []
     for _ in range(LOCK_EPOCHS * (MAX_RECOVERIES + 1)):
-        fired.append(guard_fires(0.3, 0.6, FitConfig(), state))
+        fired.append(Rules(FitConfig(), state).after_split(0.3, 0.6, "gmm"))
     notes = [n for n in fired if n]
     assert len(notes) == MAX_RECOVERIES and "warm-up epoch" in notes[0]
     assert fired[LOCK_EPOCHS - 1] is not None and fired[0] is None  # fires on the LOCK_EPOCHS-th epoch
-    assert state.extra["auto"]["guard"]["recoveries"] == MAX_RECOVERIES
+    assert state.decisions.guard.recoveries == MAX_RECOVERIES
     assert "locked itself" in caplog.text  # the last, unrecovered time still warns
 
     manual = TrainingState()
-    assert all(guard_fires(0.3, 0.6, FitConfig(auto=False), manual) is None for _ in range(LOCK_EPOCHS))
-    assert manual.extra["auto"]["guard"]["recoveries"] == 0
+    assert all(Rules(FitConfig(auto=False), manual).after_split(0.3, 0.6, "gmm") is None for _ in range(LOCK_EPOCHS))
+    assert manual.decisions.guard.recoveries == 0
 
 
 @pytest.mark.slow
@@ -260,9 +265,9 @@ def test_adaptive_warmup_chooses_and_records_the_settings(digits, tmp_path):
     noise = NoiseEstimate(**decided["noise"])
     assert noise.rate == pytest.approx(1 - agreement[best_warmup_epoch(agreement)], abs=1e-6)  # float32 mean
     assert noise.kind == ("pair" if noise.pair_share >= 0.5 else "spread")
-    assert decided["settings"] == choose_settings(noise, 10)
-    chosen = decided["settings"]
-    assert run.fit_config.lambda_u is None  # left to the rules, which then decide every DivideMix epoch:
+    assert decided["chosen"] == choose_settings(noise, 10)
+    chosen = decided["chosen"]
+    assert run.fit_config.lambda_u is None and run.settings.lambda_u == chosen["lambda_u"]  # left to the rules:
     assert [h["lambda_u"] for h in run.history[2:]] == pytest.approx(
         [chosen["lambda_u"] * linear_rampup(e + 1, 2, 16) for e in range(2, 7)])
     phases = [epoch["phase"] for epoch in run.history]
@@ -309,12 +314,12 @@ def test_explicit_values_and_no_auto_win_over_the_rules(digits, tmp_path, option
     assert config["fit"]["auto"] == ("--no-auto" not in options)
     assert config["fit"]["lambda_u"] == (3.0 if "--lambda-u" in options else None)
     decided = config["auto"]
-    assert decided["settings"] == choose_settings(NoiseEstimate(**decided["noise"]), 10)  # recorded either way
-    expected = decided["settings"]["lambda_u"] if lambda_u is None else lambda_u
+    assert decided["chosen"] == choose_settings(NoiseEstimate(**decided["noise"]), 10)  # recorded either way
+    expected = decided["chosen"]["lambda_u"] if lambda_u is None else lambda_u
     assert lambda_u_per_epoch(run) == pytest.approx([expected, expected])
     if kind:
         assert decided["noise"]["kind"] == kind
-    chosen = {k: v for k, v in decided["settings"].items() if config["fit"][k] is None}
+    chosen = {k: v for k, v in decided["chosen"].items() if config["fit"][k] is None}
     announced = "; chose " + ", ".join(f"{k} {v:g}" if isinstance(v, float | int) else f"{k} {v}"
                                        for k, v in chosen.items())
     note = run.history[1]["note"]
@@ -323,7 +328,7 @@ def test_explicit_values_and_no_auto_win_over_the_rules(digits, tmp_path, option
 
 @pytest.mark.slow
 def test_the_guard_fires_inside_a_real_fit_and_recovers_with_a_warm_up_epoch(digits, tmp_path, caplog):
-    """--p-threshold 1 leaves every labeled set empty: the split is locked from the first DivideMix epoch."""
+    """--threshold 1 leaves every labeled set empty: the split is locked from the first DivideMix epoch."""
     settings = dict(TINY, epochs=6, warmup=1, p_threshold=1.0)
     run = labelclean.fit(digits.images_dir, digits.labels_csv, tmp_path / "auto", **settings)
     phases = [h["phase"] for h in run.history]

@@ -156,4 +156,4 @@ def test_the_cli_documents_and_checks_the_options(digits, tmp_path):
     assert "--cache-dir" in help_text and "--max-ram-gb" in help_text
     result = runner.invoke(app, ["fit", str(digits.images_dir), str(digits.labels_csv), "--output",
                                  str(tmp_path / "run"), "--max-ram-gb", "-1"])
-    assert result.exit_code == 1 and "'max_ram_gb' option must be at least 0" in result.stderr
+    assert result.exit_code == 1 and "--max-ram-gb must be at least 0" in result.stderr

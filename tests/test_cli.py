@@ -91,11 +91,11 @@ def test_fit_export_predict_from_the_command_line(digits, tmp_path):
 def test_user_errors_are_one_line_with_exit_code_1(digits, tiny_run, tmp_path):
     cases = [
         (["fit", digits.images_dir, tmp_path / "none.csv"], "does not exist"),
-        (["fit", digits.images_dir, digits.labels_csv, "--epochs", "2", "--warmup", "5"], "'warmup' option"),
-        (["fit", digits.images_dir, digits.labels_csv, "--threshold", "1.5"], "'p_threshold' option must be in"),
+        (["fit", digits.images_dir, digits.labels_csv, "--epochs", "2", "--warmup", "5"], "--warmup"),
+        (["fit", digits.images_dir, digits.labels_csv, "--threshold", "1.5"], "--threshold must be in"),
         (["fit", digits.images_dir, digits.labels_csv, "--output", tiny_run.directory], "already holds a finished run"),
         (["export", tmp_path / "nothing"], "Run directory .* does not exist"),
-        (["export", tiny_run.directory, "--threshold", "2"], "'threshold' option must be in \\[0, 1\\]"),
+        (["export", tiny_run.directory, "--threshold", "2"], "--threshold must be in \\[0, 1\\]"),
         (["export", tiny_run.directory, "--format", "parquet"], "Parquet is binary"),
         (["predict", tiny_run.directory, tmp_path / "missing.png"], "does not exist"),
     ]

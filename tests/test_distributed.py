@@ -74,7 +74,9 @@ def test_ctrl_c_stops_both_processes_and_the_run_resumes_exactly(digits, tmp_pat
     out = tmp_path / "cut"
     launcher = subprocess.Popen(nproc(str(digits.images_dir), str(digits.labels_csv), f"--output={out}"), env=env(),
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    deadline = time.monotonic() + 600  # generous: two processes import torch and decode on a busy machine
     while not (out / "checkpoint.pt").exists() and launcher.poll() is None:
+        assert time.monotonic() < deadline, "the fit saved no checkpoint"
         time.sleep(0.02)
     os.killpg(launcher.pid, signal.SIGINT)  # Ctrl-C in a terminal reaches the launcher and both processes
     output, _ = launcher.communicate(timeout=600)

@@ -4,31 +4,35 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY
+from conftest import TINY, effective
 
 import labelclean
-from labelclean import dividemix
+from labelclean import dividemix, evaluation
 from labelclean.augment import Augment
-from labelclean.config import FitConfig
+from labelclean.auto import NoiseEstimate
+from labelclean.config import Decisions, FitConfig
 from labelclean.dividemix import (
-    clean_probability,
     co_guess,
     co_refine,
     evaluate,
     linear_rampup,
     mixmatch,
-    negative_entropy,
-    normalized_loss,
     semi_supervised_loss,
     sharpen,
-    split_clean_prob,
     train_epoch,
     train_step,
     uniform_prior_penalty,
+)
+from labelclean.evaluation import clean_probability, normalized_loss, split_clean_prob
+from labelclean.models import build_model
+from labelclean.training import (
+    TrainingData,
+    TrainingState,
+    make_optimizer,
+    negative_entropy,
+    predict_logits,
     warmup_epoch,
 )
-from labelclean.models import build_model
-from labelclean.training import TrainingData, TrainingState, make_optimizer, predict_logits
 
 
 def test_sharpen_lowers_entropy_and_keeps_rows_normalized():
@@ -140,8 +144,9 @@ def test_identical_losses_call_every_sample_clean_with_a_warning(caplog):
 
 def test_a_fit_whose_losses_are_all_equal_ends_with_a_warning_and_an_export(digits, tmp_path, monkeypatch, caplog):
     # Networks that predict the same for every image: every per-sample loss is log(k), in training and at the end.
-    monkeypatch.setattr(dividemix, "predict_logits", lambda net, data, batch_size: torch.zeros(len(data),
-                                                                                              data.num_classes))
+    for module in (dividemix, evaluation):  # co-divide's, and the agreement's and final evaluation's
+        monkeypatch.setattr(module, "predict_logits", lambda net, data, batch_size: torch.zeros(len(data),
+                                                                                                 data.num_classes))
     run = labelclean.fit(digits.images_dir, digits.labels_csv, tmp_path / "run", **TINY)
     table = run.export()
     assert "same loss" in caplog.text
@@ -157,7 +162,8 @@ def test_the_final_split_averages_the_loss_window_and_uses_the_training_selectio
     for selection, window in (("gmm", 3), ("quota", 5), ("gmm", 1)):
         cfg = FitConfig(epochs=4, warmup=1, auto=False, lambda_u=0.0, p_threshold=0.5, loss_window=window,
                         selection=selection)
-        state = TrainingState(4, [list(h) for h in earlier], extra={"auto": {"noise": {"rate": 0.6}}})
+        noise = NoiseEstimate(0.6, 0.1, "spread")
+        state = TrainingState(4, [list(h) for h in earlier], decisions=Decisions(median_side=8, noise=noise))
         result = evaluate(nets, data, cfg, state)
         for k, net in enumerate(nets):
             logits = predict_logits(net, data, 512)
@@ -180,7 +186,7 @@ def tiny_training_data(n: int = 24, classes: int = 3, padding: int = 1, flip: bo
 @pytest.mark.parametrize("noise_mode", ["sym", "asym"])
 def test_warmup_is_one_sgd_step_of_cross_entropy_per_batch_plus_a_confidence_penalty_under_pair_noise(noise_mode, fp32):
     data = tiny_training_data(n=16, padding=0, flip=False)  # no random augmentation: the step can be redone
-    cfg = FitConfig(batch_size=8, noise_mode=noise_mode)  # one batch of 2 × 8: the whole set
+    cfg = effective(batch_size=8, noise_mode=noise_mode)  # one batch of 2 × 8: the whole set
     net, manual = build_model("small_cnn", 1, 3, 8), build_model("small_cnn", 1, 3, 8)
     manual.load_state_dict(net.state_dict())
     loss = warmup_epoch(net, make_optimizer(net, cfg), data, cfg)
@@ -199,7 +205,7 @@ def test_train_step_follows_the_paper_co_refine_co_guess_mixmatch_then_one_sgd_s
     """Algorithm 1 of the paper, redone by hand on a batch without random augmentation: the only
     random draw left is MixMatch's partner permutation, seeded alike for both."""
     data = tiny_training_data(n=12, padding=0, flip=False)
-    cfg = FitConfig(batch_size=4, temperature=0.5, weight_decay=0.0)
+    cfg = effective(batch_size=4, temperature=0.5, weight_decay=0.0)
     labeled, unlabeled = torch.tensor([0, 3, 5, 7]), torch.tensor([1, 2, 10, 11])
     clean_prob = torch.tensor([0.9, 0.6, 0.8, 0.7])
     net, peer, manual = (build_model("small_cnn", 1, 3, 8) for _ in range(3))
@@ -226,7 +232,7 @@ def test_train_step_follows_the_paper_co_refine_co_guess_mixmatch_then_one_sgd_s
 @pytest.mark.parametrize("clean", ["none", "all", "half", "at threshold"])
 def test_train_epoch_survives_an_empty_labeled_or_unlabeled_set(clean):
     data = tiny_training_data()
-    cfg = FitConfig(epochs=2, warmup=0, batch_size=8, p_threshold=0.5, lambda_u=25.0, weight_decay=0.0)
+    cfg = effective(epochs=2, warmup=0, batch_size=8, p_threshold=0.5, lambda_u=25.0, weight_decay=0.0)
     net, peer = build_model("small_cnn", 1, 3, 8), build_model("small_cnn", 1, 3, 8)
     peer_before = {k: v.clone() for k, v in peer.state_dict().items()}
     clean_prob = {"none": torch.zeros(len(data)), "all": torch.ones(len(data)),

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 import labelclean
 from labelclean.auto import class_quota, quota_clean_prob
 from labelclean.cli import app
-from labelclean.dividemix import clean_probability, normalized_loss
 from labelclean.errors import LabelcleanError
+from labelclean.evaluation import clean_probability, normalized_loss
 from labelclean.export import COLUMNS, format_from_suffix, select_rows
 
 # Five samples of a 10-class run: (given, clean_prob of net 1 and net 2, the ensemble's softmax as {class: p}).

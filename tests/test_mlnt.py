@@ -18,8 +18,8 @@ from labelclean import training
 from labelclean.augment import Augment
 from labelclean.cli import app
 from labelclean.config import FitConfig
-from labelclean.dividemix import clean_probability, normalized_loss
 from labelclean.errors import LabelcleanError
+from labelclean.evaluation import clean_probability, normalized_loss
 from labelclean.export import COLUMNS
 from labelclean.mlnt import (
     consistency_loss,

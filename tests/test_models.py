@@ -71,7 +71,7 @@ def test_every_arch_fits_saves_and_predicts(few_digits, tmp_path, arch):
     # torchvision's ResNets downsample 32x: at 8 px their bf16 activations overflowed to NaN (fp32 did not)
     size = {"image_size": 32} if arch.startswith("resnet") else {}
     run = labelclean.fit(few_digits.images_dir, few_digits.labels_csv, tmp_path / "run", arch=arch, **{**SHORT, **size})
-    assert run.config["fit"]["arch"] == arch
+    assert run.config["fit"]["arch"] == run.config["settings"]["arch"] == arch
     for state in torch.load(run.directory / "model.pt", weights_only=True)["nets"]:
         assert {k: v.shape for k, v in state.items()} == REFERENCES[arch]()
     exported = run.export()
@@ -137,8 +137,8 @@ def test_self_supervised_weights_are_blended_with_each_networks_random_start(few
     result = runner.invoke(app, [str(a) for a in args])
     assert result.exit_code == 0, result.output
     config = labelclean.Run(tmp_path / "run").config
-    assert config["fit"]["start_blend"] == share and config["auto"]["start"].get("start_blend") == (
-        0.5 if share < 1 else None)  # the default, chosen for a self-supervised start; a given one is the user's
+    assert config["settings"]["start_blend"] == share and config["auto"]["start"]["kind"] == "self-supervised"
+    assert config["fit"]["start_blend"] == (None if share < 1 else 1)  # the default, chosen for the kind of start
     torch.manual_seed(0)  # the fit's two random starts
     fresh = [small_cnn(1, 10, 8) for _ in range(2)]
     nets = torch.load(tmp_path / "run" / "model.pt", weights_only=True)["nets"]

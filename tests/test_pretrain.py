@@ -12,7 +12,7 @@ import labelclean
 from labelclean.augment import colour_jitter, gray, random_gray, random_resized_crop, rotate_hue
 from labelclean.cli import app
 from labelclean.models import build_model, classifier_name
-from labelclean.pretrain import checkpoint_file, encoder, nt_xent
+from labelclean.simclr import checkpoint_of, encoder, nt_xent
 
 TINY_PRETRAIN = {"epochs": 2, "batch_size": 32, "arch": "small_cnn", "device": "cpu"}
 
@@ -66,14 +66,15 @@ def test_the_encoder_is_the_fit_network_without_its_classifier(arch):
 def test_pretrained_weights_start_a_fit(digits, tmp_path):
     weights = labelclean.pretrain(digits.images_dir, digits.labels_csv, tmp_path / "ssl.pt", **TINY_PRETRAIN)
     saved = torch.load(weights, weights_only=True)
-    assert not checkpoint_file(weights).exists()  # removed once the weights are saved
+    assert not checkpoint_of(weights).path.exists()  # removed once the weights are saved
     result = CliRunner().invoke(app, [
         "fit", str(digits.images_dir), str(digits.labels_csv), "--output", str(tmp_path / "run"), "--init-weights",
         str(weights), "--epochs", "3", "--warmup", "1", "--batch-size", "32", "--arch", "small_cnn", "--device", "cpu"])
     assert result.exit_code == 0, result.output
-    start = labelclean.Run(tmp_path / "run").config["auto"]["start"]
+    config = labelclean.Run(tmp_path / "run").config
+    start = config["auto"]["start"]
     assert start["kind"] == "self-supervised" and start["loaded_tensors"] == len(saved)
-    assert start["lr"] == 0.02 and len(start["new_tensors"]) == 2  # the classifier's weight and bias
+    assert config["settings"]["lr"] == 0.02 and len(start["new_tensors"]) == 2  # the classifier's weight and bias
     assert f"Loaded {len(saved)} of the network's {len(saved) + 2} tensors" in " ".join(result.stderr.split())
 
 
@@ -88,7 +89,7 @@ def test_interrupted_pretraining_resumes_to_the_same_weights(digits, tmp_path):
     out = tmp_path / "parts.pt"
     with pytest.raises(KeyboardInterrupt):
         labelclean.pretrain(digits.images_dir, digits.labels_csv, out, on_epoch=stop, **TINY_PRETRAIN)
-    assert checkpoint_file(out).exists() and not out.exists()
+    assert checkpoint_of(out).path.exists() and not out.exists()
     resumed = torch.load(labelclean.pretrain(digits.images_dir, digits.labels_csv, out, resume=True), weights_only=True)
     assert resumed.keys() == whole.keys()
     assert all(torch.allclose(resumed[k].float(), whole[k].float()) for k in whole)

@@ -65,7 +65,7 @@ def test_both_precisions_train(native_bf16):
     data = tiny_data()
     net = place(build_model("small_cnn", 1, 3, 8), CPU)
     before = [p.detach().clone() for p in net.parameters()]
-    cfg = FitConfig(epochs=2, warmup=1, batch_size=4)
+    cfg = FitConfig(epochs=2, warmup=1, batch_size=4, lr=0.02)
     loss = warmup_epoch(net, make_optimizer(net, cfg), data, cfg)
     assert torch.isfinite(loss) and loss.dtype == torch.float32
     assert any(not torch.equal(a, b) for a, b in zip(before, net.parameters()))

@@ -64,9 +64,9 @@ def test_pretrained_reads_the_hub_cache_offline_and_fine_tunes(digits, tmp_path,
     assert result.exit_code == 0, result.output
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     start = config["auto"]["start"]
-    assert config["fit"]["arch"] == "resnet18" and config["fit"]["pretrained"]
+    assert config["settings"]["arch"] == "resnet18" and config["fit"]["arch"] == "auto" and config["fit"]["pretrained"]
     assert (config["preprocessing"]["mean"], config["preprocessing"]["std"]) == imagenet_stats(1)  # as the weights expect
-    assert start["kind"] == "supervised" and start["lr"] == config["fit"]["lr"] == 0.002
+    assert start["kind"] == "supervised" and config["settings"]["lr"] == 0.002 and config["fit"]["lr"] is None
     assert start["loaded_tensors"] == RESNET18_TENSORS - 2 and start["new_tensors"] == ["fc.weight", "fc.bias"]
     log = " ".join(result.stderr.split())
     assert f"Loaded {RESNET18_TENSORS - 2} of the network's {RESNET18_TENSORS} tensors" in log
@@ -84,7 +84,7 @@ def test_init_weights_loads_every_backbone_tensor_of_a_torchvision_file(digits, 
     assert result.exit_code == 0, result.output
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["auto"]["start"]["loaded_tensors"] == RESNET18_TENSORS - 2
-    assert config["fit"]["lr"] == 0.01 and "lr" not in config["auto"]["start"]  # the user's lr wins
+    assert config["fit"]["lr"] == config["settings"]["lr"] == 0.01  # the user's lr wins
 
 
 def test_the_summed_stem_sees_a_gray_image_as_the_colour_one_sees_it_in_rgb():

@@ -1,5 +1,6 @@
-"""Self-supervised pretraining on the user's own images: SimCLR (Chen et al., ICML 2020), as C2D
-("Contrast to Divide", Zheltonozhskii et al., WACV 2022) uses it to start DivideMix.
+"""Self-supervised pretraining on the user's own images (``labelclean pretrain``, whose steps are
+:func:`labelclean.api.pretrain`): SimCLR (Chen et al., ICML 2020), as C2D ("Contrast to Divide",
+Zheltonozhskii et al., WACV 2022) uses it to start DivideMix.
 
 No label is used. Every step takes N images and makes two random views of each (:func:`views`:
 a random resized crop, a flip, colour distortion). The encoder f — the network ``labelclean fit``
@@ -20,7 +21,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,58 +29,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import files
 from .augment import colour_jitter, random_gray, random_resized_crop
-from .auto import crop_scale
-from .config import FitConfig, for_device, resolve_device
-from .data import channel_stats, read_labels
+from .config import PretrainConfig
+from .data import channel_stats
 from .errors import LabelcleanError
-from .images import decode_listed, place_images
-from .models import ARCHS, build_model, classifier_name
-from .run import Progress
-from .training import EpochReport, autocast, stable_seed
+from .models import build_model, classifier_name
+from .run import Checkpoint
+from .training import EpochReport, TrainingData, autocast, stable_seed
 
 log = logging.getLogger("labelclean")
-
-
-@dataclass
-class PretrainConfig:
-    """Options of :func:`pretrain`; SimCLR's where they suit small data on a CPU (see docs/photos.md)."""
-
-    epochs: int = 100  # passes over the images
-    batch_size: int = 256  # N images per step, 2N views; the other 2N − 2 views are each view's negatives
-    temperature: float = 0.5  # τ of NT-Xent (SimCLR's for CIFAR-10)
-    lr: float = 0.3  # SGD learning rate at batch 256 (SimCLR: 0.3·N/256), cosine-annealed to 0 over all steps
-    weight_decay: float = 1e-4
-    projection_dim: int = 128  # output of the projection head g
-    crop_scale: float | None = None  # a crop covers between this share and all of the image's area;
-    #                                  None: by image size (auto.crop_scale: 0.2, 0.5 below 16 px)
-    flip: bool = True  # random horizontal flips; turn off where mirroring changes the class
-    arch: str = "auto"  # the network the fit will train (models.ARCHS); 'auto' chooses as fit does
-    image_size: int | None = None  # None: as fit chooses (median shorter side, ≤ 32 px on CPU)
-    device: str = "auto"
-    seed: int = 0
-
-    def validate(self) -> PretrainConfig:
-        def bad(name: str, rule: str) -> LabelcleanError:
-            return LabelcleanError(f"The '{name}' option must be {rule}. Got {getattr(self, name)!r}.")
-
-        for name in ("epochs", "projection_dim"):
-            if getattr(self, name) < 1:
-                raise bad(name, "at least 1")
-        if self.batch_size < 2:
-            raise bad("batch_size", "at least 2 (each view needs other images as negatives)")
-        for name in ("temperature", "lr"):
-            if not getattr(self, name) > 0:
-                raise bad(name, "greater than 0")
-        if self.weight_decay < 0:
-            raise bad("weight_decay", "at least 0")
-        if self.crop_scale is not None and not 0 < self.crop_scale <= 1:
-            raise bad("crop_scale", "in (0, 1]")
-        if self.arch not in ARCHS:
-            raise bad("arch", f"one of {', '.join(ARCHS)}")
-        FitConfig(image_size=self.image_size, device=self.device).validate()
-        return self
 
 
 # ---------------------------------------------------------------------------------------------
@@ -177,71 +135,24 @@ def train_epoch(p: Pretraining) -> float:
 # The command: files in, weights out, resumable.
 
 
-def checkpoint_file(out: Path) -> Path:
+def checkpoint_of(out: Path) -> Checkpoint:
     """Where an unfinished pretraining keeps its state: next to the weights file."""
-    return out.with_name(out.stem + ".checkpoint.pt")
+    return Checkpoint(out.with_name(out.stem + ".checkpoint.pt"), "pretraining")
 
 
 def check_out(out: Path, resume: bool, overwrite: bool) -> dict[str, Any] | None:
     """Check what ``out`` and its checkpoint hold; the checkpoint when resuming."""
-    checkpoint = checkpoint_file(out)
-    if resume:
-        if not checkpoint.exists():
-            raise LabelcleanError(f"Nothing to resume: {checkpoint} does not exist. Drop --resume.")
-        return files.load_torch(checkpoint)
-    if checkpoint.exists() and not overwrite:
-        raise LabelcleanError(f"{checkpoint} holds an unfinished pretraining; add --resume to continue it, or "
-                              f"--overwrite to start again.")
-    if out.exists() and not overwrite:
+    saved = checkpoint_of(out).check(resume, overwrite)
+    if saved is None and out.exists() and not overwrite:
         raise LabelcleanError(f"{out} already exists; pass --overwrite to replace it or choose another --output.")
-    return None
+    return saved
 
 
-def pretrain(
-    images_dir: str | Path,
-    labels_csv: str | Path | None,
-    out: str | Path = "pretrained.pt",
-    *,
-    config: PretrainConfig | None = None,
-    path_column: str | None = None,
-    label_column: str | None = None,
-    resume: bool = False,
-    overwrite: bool = False,
-    skip_missing: bool = False,
-    skip_bad: bool = False,
-    dedupe: bool = False,
-    cache_dir: str | Path | None = None,
-    on_epoch: Callable[[EpochReport], None] | None = None,
-    on_progress: Progress | None = None,
-    **options: Any,
-) -> Path:
-    """Learn the fit's network from the images listed in ``labels_csv``, or (None) in ``images_dir``'s class
-    folders (their labels are not used)
-    and save its weights without the classifier to ``out``, for ``fit(..., init_weights=out)``.
-
-    The arguments are :func:`labelclean.fit`'s. A checkpoint next to ``out`` is written after each
-    epoch; ``resume`` continues from it with its saved settings. The decoded images are kept in
-    ``cache_dir`` (default: the folder of ``out``); a fit given the same ``cache_dir`` reuses them.
-    """
-    out = Path(out)
-    saved = check_out(out, resume, overwrite)
-    cfg = (PretrainConfig(**saved["settings"]) if saved else replace(config or PretrainConfig(), **options)).validate()
-    device = resolve_device(cfg.device)
-    source = labels_csv or images_dir
-    labeled = read_labels(Path(images_dir), labels_csv and Path(labels_csv), path_column=path_column,
-                          label_column=label_column,
-                          skip_missing=skip_missing, dedupe=dedupe)
-    chosen = for_device(FitConfig(arch=cfg.arch, image_size=cfg.image_size, seed=cfg.seed), device.type,
-                        labeled.files)
-    cfg = replace(cfg, arch=chosen.arch, image_size=chosen.image_size,
-                  crop_scale=cfg.crop_scale or crop_scale(chosen.image_size))
-    if len(labeled.paths) < 2 * cfg.batch_size:
-        raise LabelcleanError(f"{source} has {len(labeled.paths)} usable images, fewer than two batches of "
-                              f"{cfg.batch_size}; lower --batch-size (e.g. {max(2, len(labeled.paths) // 4)}).")
-    reading = {"cache_dir": str(cache_dir or out.parent.resolve()), "skip_bad": skip_bad, "labels_csv": str(source)}
-    decoded, labeled = decode_listed(labeled, cfg.image_size, saved["channels"] if saved else None, reading, out.parent,
-                               on_progress)
-    p = start(place_images(decoded, device, None), cfg, device, saved)
+def train(images: torch.Tensor, cfg: PretrainConfig, device: torch.device, out: Path, saved: dict[str, Any] | None,
+          on_epoch: Callable[[EpochReport], None] | None) -> dict[str, torch.Tensor]:
+    """Pretrain on the placed uint8 ``images`` from ``saved`` (or a fresh start), with a checkpoint next to
+    ``out`` after each epoch; the encoder's weights, without the projection head."""
+    p = start(images, cfg, device, saved)
     log.info("Pretraining %s at %d px on %d images (SimCLR, batch %d, τ %g, crops of %g-1 of the area) for %d "
              "epochs.", cfg.arch, cfg.image_size, len(p.images), cfg.batch_size, cfg.temperature, cfg.crop_scale,
              cfg.epochs)
@@ -251,15 +162,11 @@ def pretrain(
         p.epoch += 1
         p.history.append({"epoch": p.epoch, "loss": loss, "lr": p.lr(p.epoch * p.steps_per_epoch()),
                           "seconds": time.perf_counter() - started})
-        files.save_torch(checkpoint_file(out), state_of(p))
+        checkpoint_of(out).save(state_of(p))
         if on_epoch:
             on_epoch(EpochReport(p.epoch, cfg.epochs, "pretrain", p.history[-1]["lr"], p.history[-1]["seconds"],
                                  loss=[loss]))
-    files.save_torch(out, {k: v.detach().cpu() for k, v in p.encoder.state_dict().items()})
-    checkpoint_file(out).unlink(missing_ok=True)
-    log.info("Saved the %s encoder (%d tensors, projection head dropped) to %s; start a fit from it with "
-             "--init-weights %s --arch %s.", cfg.arch, len(p.encoder.state_dict()), out, out, cfg.arch)
-    return out
+    return {k: v.detach().cpu() for k, v in p.encoder.state_dict().items()}
 
 
 def start(images: torch.Tensor, cfg: PretrainConfig, device: torch.device,
@@ -271,8 +178,8 @@ def start(images: torch.Tensor, cfg: PretrainConfig, device: torch.device,
     net, head = net.to(device), head.to(device)
     optimizer = torch.optim.SGD([*net.parameters(), *head.parameters()], lr=cfg.lr, momentum=0.9,
                                 weight_decay=cfg.weight_decay)
-    mean, std = (torch.tensor(s, device=device).view(1, -1, 1, 1) for s in channel_stats(images))
-    p = Pretraining(images, mean, std, net, head, optimizer, cfg, device)
+    standardize = TrainingData.build(images, None, 0, *channel_stats(images), device).augment  # as the fit does
+    p = Pretraining(images, standardize.mean, standardize.std, net, head, optimizer, cfg, device)
     if saved is not None:
         net.load_state_dict(saved["encoder"])
         head.load_state_dict(saved["head"])
