@@ -5,10 +5,10 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from .config import FitConfig, PretrainConfig
+from .config import DataOptions, FitConfig, PretrainConfig
 from .errors import LabelcleanError
 
-__all__ = ["FitConfig", "LabelcleanError", "PretrainConfig", "Run", "demo", "fit", "pretrain"]
+__all__ = ["DataOptions", "FitConfig", "LabelcleanError", "PretrainConfig", "Run", "demo", "fit", "pretrain"]
 _LAZY = {"Run": "run", "demo": "api", "fit": "api", "pretrain": "api"}  # these import torch: on first use
 
 

@@ -26,7 +26,7 @@ from torch import nn
 from . import distributed, dividemix, files, mlnt, simclr
 from .augment import crop_padding, imagenet_stats
 from .auto import crop_scale, start_kind, threshold_hint
-from .config import Decisions, FitConfig, PretrainConfig, Settings, Start, settings
+from .config import DataOptions, Decisions, FitConfig, PretrainConfig, Settings, Start, settings
 from .data import LabeledImages, channel_stats, median_side, read_labels
 from .demo import DEMO_SETTINGS, DigitsDataset, score, write_digits
 from .distributed import barrier, is_main, local_processes, record_error, started_processes, world_size
@@ -49,7 +49,8 @@ from .training import (
     threads,
 )
 
-__all__ = ["DemoResult", "EpochReport", "Interrupted", "PretrainConfig", "Run", "demo", "fit", "pretrain",
+__all__ = ["DataOptions", "DemoResult", "EpochReport", "Interrupted", "PretrainConfig", "Run", "demo", "fit",
+           "pretrain",
            # the processes of a multi-process fit, for the command line
            "barrier", "is_main", "launch_processes", "local_processes", "record_error", "started_processes",
            "world_size"]
@@ -67,16 +68,11 @@ def fit(
     out: str | Path = "labelclean-run",
     *,
     config: FitConfig | None = None,
-    path_column: str | None = None,
-    label_column: str | None = None,
+    data: DataOptions | None = None,
     keep_model: bool = True,
     resume: bool = False,
     overwrite: bool = False,
-    skip_missing: bool = False,
-    skip_bad: bool = False,
-    dedupe: bool = False,
     init_weights: str | Path | None = None,
-    cache_dir: str | Path | None = None,
     max_ram_gb: float | None = None,
     on_epoch: Callable[[EpochReport], None] | None = None,
     on_progress: Progress | None = None,
@@ -90,15 +86,16 @@ def fit(
     labels_csv : CSV with a path and a label column, auto-detected or named; None: the labels are the names
         of ``images_dir``'s class folders (``images_dir/CLASS/IMAGE``), or, when resuming, as the run read them
     out : run directory to create
-    config : all hyper-parameters; ``**options`` override single fields (e.g. ``epochs=30, method="mlnt"``)
+    config : all hyper-parameters
+    data : how the images and labels are read (:class:`DataOptions`: CSV columns, ``skip_missing``,
+        ``skip_bad``, ``dedupe``, ``cache_dir``; left-out rows are listed in skipped.csv). With ``resume``,
+        the run's own, but for a new ``cache_dir``. The decoded images stay in ``cache_dir`` (default ``out``);
+        the next fit on the same, unchanged files maps them from there instead of decoding again
+    **options : override single fields of ``config`` or ``data`` (e.g. ``epochs=30, skip_missing=True``)
     keep_model : keep both networks so that ``Run.predict`` works
     resume : continue the unfinished run in ``out`` from its last checkpoint, with its saved settings
     overwrite : replace a run that ``out`` already holds
-    skip_missing, skip_bad : leave out rows whose image is missing / unreadable (listed in skipped.csv)
-    dedupe : keep the first of rows that repeat a path (the others are listed in skipped.csv)
     init_weights : a local state-dict file to start both networks from (matching layers only)
-    cache_dir : folder for the decoded images (default ``out``, or the one a resumed run used); the next
-        fit on the same, unchanged files maps them from there instead of decoding again
     max_ram_gb : load the decoded images into RAM only up to this size (default: half of the RAM);
         larger ones are read batch by batch from the memory-mapped file in ``cache_dir``
     on_epoch : called with an :class:`EpochReport` after every epoch
@@ -111,9 +108,9 @@ def fit(
     started = time.perf_counter()
     directory = RunDirectory(out)
     saved = directory.check(resume, overwrite)
-    inputs = _inputs(saved, images_dir, labels_csv, path_column=path_column, label_column=label_column,
-                     skip_missing=skip_missing, dedupe=dedupe, skip_bad=skip_bad, cache_dir=cache_dir,
-                     keep_model=keep_model)
+    data, options = DataOptions.taken_from(options, data)
+    inputs = _inputs(saved, images_dir, labels_csv, data)
+    keep_model = saved["keep_model"] if saved else keep_model
     cfg = FitConfig.from_dict(saved["fit"]) if saved else replace(config or FitConfig(), **options)
     _check_options(cfg.validate(), max_ram_gb, init_weights)
     # Under torchrun, init waits for every process, so all have read `out` before the main one changes it.
@@ -136,7 +133,7 @@ def fit(
     data, preprocessing = _training_data(images, labeled, plan, device, max_ram_gb)
     nets, optimizers = _networks(cfg, decided, data, start, device)
 
-    run_config = saved or new_config(cfg, decided, inputs, labeled, preprocessing)
+    run_config = saved or new_config(cfg, decided, inputs, labeled, preprocessing, keep_model)
     directory.start(run_config, labeled.skipped, device, kernel_threads)
     state = directory.restore(nets, optimizers, device) if saved else TrainingState(decisions=decided)
     if saved:
@@ -157,31 +154,29 @@ def fit(
                       settings=settings(cfg, state.decisions).to_dict(), auto=state.decisions.to_dict(),
                       threshold_hint=_threshold_hint(result.clean_prob.mean(0),
                                                      result.probs.argmax(1) != labeled.labels))
-    directory.finish(run_config, samples, result.probs, nets if inputs["keep_model"] else None)
+    directory.finish(run_config, samples, result.probs, nets if keep_model else None)
     distributed.barrier()  # the others return the run once the main process has written it
     return Run(directory.path)
 
 
 def _inputs(saved: dict[str, Any] | None, images_dir: str | Path | None, labels_csv: str | Path | None,
-            **reading: Any) -> dict[str, Any]:
-    """What the fit reads and how (``config.json``'s ``data``): as given, or as the resumed run read it.
-    ``labels`` records where the labels come from: the labels CSV, or (without one) the class folders."""
+            data: DataOptions) -> dict[str, Any]:
+    """What the fit or pretraining reads and how (``config.json``'s ``data``): as given, or as the resumed run
+    read it, with a new ``cache_dir`` if one is given. ``labels`` records where the labels come from: the labels
+    CSV, or (without one) the class folders."""
+    data.validate()
     if saved is None:
         if images_dir is None:
             raise LabelcleanError("Give the image folder and the labels CSV (labelclean fit IMAGES_DIR LABELS_CSV), "
                                   "or a folder of class folders alone (labelclean fit IMAGES_DIR).")
-        cache_dir = reading.pop("cache_dir")
         return {"images_dir": str(images_dir), "labels_csv": None if labels_csv is None else str(labels_csv),
-                "labels": "class folders" if labels_csv is None else "csv", **reading,
-                "cache_dir": str(Path(cache_dir).resolve()) if cache_dir else None}
+                "labels": "class folders" if labels_csv is None else "csv", **data.to_dict()}
     for given, name in [(images_dir, "images_dir"), (labels_csv, "labels_csv")]:
         was = saved["data"].get(name) or f"the class folders of {saved['data']['images_dir']}"
         if given is not None and Path(given).resolve() != Path(was):
             raise LabelcleanError(f"--resume continues the run on {was}, not {given}; "
                                   f"drop the argument or start a new run with another --output.")
-    cache_dir = reading["cache_dir"] and str(Path(reading["cache_dir"]).resolve())
-    return {**saved["data"], "cache_dir": cache_dir or saved["data"].get("cache_dir"),
-            "keep_model": saved["keep_model"]}
+    return {**saved["data"], "cache_dir": data.cache_dir or saved["data"].get("cache_dir")}
 
 
 def _read(inputs: dict[str, Any], listed: str = "; see skipped.csv in the run directory") -> LabeledImages:
@@ -322,14 +317,9 @@ def pretrain(
     out: str | Path = "pretrained.pt",
     *,
     config: PretrainConfig | None = None,
-    path_column: str | None = None,
-    label_column: str | None = None,
+    data: DataOptions | None = None,
     resume: bool = False,
     overwrite: bool = False,
-    skip_missing: bool = False,
-    skip_bad: bool = False,
-    dedupe: bool = False,
-    cache_dir: str | Path | None = None,
     on_epoch: Callable[[EpochReport], None] | None = None,
     on_progress: Progress | None = None,
     **options: Any,
@@ -339,15 +329,15 @@ def pretrain(
     SimCLR (:mod:`labelclean.simclr`) and save its weights without the classifier to ``out``, for
     ``fit(..., init_weights=out)``.
 
-    The data arguments are :func:`fit`'s, read the same way. A checkpoint next to ``out`` is written after
-    each epoch; ``resume`` continues from it with its saved settings. The decoded images are kept in
-    ``cache_dir`` (default: the folder of ``out``); a fit given the same ``cache_dir`` reuses them.
+    ``images_dir``, ``labels_csv``, ``data`` and ``**options`` are :func:`fit`'s, read the same way. A checkpoint
+    next to ``out`` is written after each epoch; ``resume`` continues from it with its saved settings. The decoded
+    images are kept in ``data.cache_dir`` (default: the folder of ``out``); a fit given the same one reuses them.
     """
     out = Path(out)
     saved = simclr.check_out(out, resume, overwrite)
+    data, options = DataOptions.taken_from(options, data)
     cfg = (PretrainConfig(**saved["settings"]) if saved else replace(config or PretrainConfig(), **options)).validate()
-    inputs = _inputs(None, images_dir, labels_csv, path_column=path_column, label_column=label_column,
-                     skip_missing=skip_missing, dedupe=dedupe, skip_bad=skip_bad, cache_dir=cache_dir or out.parent)
+    inputs = _inputs(None, images_dir, labels_csv, replace(data, cache_dir=data.cache_dir or out.parent))
     device = resolve_device(cfg.device)
     labeled = _read(inputs, listed="")
     fit_like = FitConfig(arch=cfg.arch, image_size=cfg.image_size, seed=cfg.seed)

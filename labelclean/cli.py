@@ -25,7 +25,7 @@ from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Column, Table
 
-from .config import IMAGE_SIZE_RULE, FitConfig, PretrainConfig
+from .config import IMAGE_SIZE_RULE, DataOptions, FitConfig, PretrainConfig
 from .errors import LabelcleanError
 from .export import DEFAULT_THRESHOLD, FORMATS, SORT_KEYS, format_from_suffix, write_table
 
@@ -104,6 +104,7 @@ app = typer.Typer(
 stderr = Console(stderr=True)
 DEFAULTS = FitConfig()
 PRETRAIN = PretrainConfig()
+DATA = DataOptions()
 MLNT = "MLNT options (--method mlnt)"  # help panel of the options only MLNT reads
 state = {"debug": False}
 
@@ -261,6 +262,18 @@ Labels = Annotated[Path | None, typer.Argument(help="CSV with one row per image:
                                                     "(leave it out for class folders, and with --resume).",
                                                show_default=False)]
 RunDir = Annotated[Path, typer.Argument(help="Run directory written by 'labelclean fit'.")]
+# The data options of fit and pretrain, with config.DataOptions's defaults (DATA); DataOptions.from_dict collects them.
+PathColumn = Annotated[str | None, typer.Option(help="CSV column with image paths \\[default: auto-detect].",
+                                                show_default=False)]
+LabelColumn = Annotated[str | None, typer.Option(help="CSV column with labels \\[default: auto-detect].",
+                                                 show_default=False)]
+SkipMissing = Annotated[bool, typer.Option(help="Leave out rows whose image file is missing.")]
+SkipBad = Annotated[bool, typer.Option(help="Leave out rows whose image cannot be decoded.")]
+Dedupe = Annotated[bool, typer.Option(help="Keep the first of rows that repeat an image path.")]
+CacheDir = Annotated[Path | None, typer.Option(help="Folder for the decoded images (a memory-mapped file); a fit or "
+                                                    "pretrain on the same, unchanged images reuses them instead of "
+                                                    "decoding again \\[default: fit: --output; pretrain: the folder "
+                                                    "of --output].", show_default=False)]
 
 
 @command
@@ -269,10 +282,8 @@ def fit(
     images_dir: Images = None,
     labels_csv: Labels = None,
     out: Annotated[Path, typer.Option("--output", "-o", help="Run directory to write.")] = Path("labelclean-run"),
-    path_column: Annotated[str | None, typer.Option(help="CSV column with image paths \\[default: auto-detect].",
-                                                    show_default=False)] = None,
-    label_column: Annotated[str | None, typer.Option(help="CSV column with labels \\[default: auto-detect].",
-                                                     show_default=False)] = None,
+    path_column: PathColumn = DATA.path_column,
+    label_column: LabelColumn = DATA.label_column,
     method: Annotated[str, typer.Option(help="'dividemix' (two networks, GMM split, semi-supervised MixMatch) "
                                              "or 'mlnt' (meta-learning on synthetic label noise with an EMA "
                                              "teacher; see the MLNT options). Both write the same outputs.")]
@@ -364,13 +375,10 @@ def fit(
     resume: Annotated[bool, typer.Option(help="Continue the unfinished run in --output from its last "
                                               "checkpoint, with its saved settings.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace a run already in --output.")] = False,
-    skip_missing: Annotated[bool, typer.Option(help="Leave out rows whose image file is missing.")] = False,
-    skip_bad: Annotated[bool, typer.Option(help="Leave out rows whose image cannot be decoded.")] = False,
-    dedupe: Annotated[bool, typer.Option(help="Keep the first of rows that repeat an image path.")] = False,
-    cache_dir: Annotated[Path | None, typer.Option(help="Folder for the decoded images (a memory-mapped file); "
-                                                        "the next fit on the same, unchanged images reuses them "
-                                                        "instead of decoding again \\[default: --output].",
-                                                   show_default=False)] = None,
+    skip_missing: SkipMissing = DATA.skip_missing,
+    skip_bad: SkipBad = DATA.skip_bad,
+    dedupe: Dedupe = DATA.dedupe,
+    cache_dir: CacheDir = DATA.cache_dir,
     max_ram_gb: Annotated[float | None, typer.Option(help="Load the decoded images into RAM only up to this "
                                                           "many GB; larger ones are read from the memory-mapped "
                                                           "file batch by batch \\[default: half of the RAM].",
@@ -393,13 +401,12 @@ def fit(
     if not api.is_main():  # under torchrun the main process reports for all
         logging.getLogger("labelclean").setLevel(logging.ERROR)
     refuse_fit_combinations(ctx, method, resume)
-    config = FitConfig.from_dict(locals())  # every option named as its FitConfig field
+    config, data = FitConfig.from_dict(locals()), DataOptions.from_dict(locals())  # options named as their fields
     try:
         with progress_bars() if api.is_main() else nullcontext((None, None)) as (on_epoch, on_progress):
-            run = api.fit(images_dir, labels_csv, out, config=config, path_column=path_column,
-                          label_column=label_column, keep_model=keep_model, resume=resume, overwrite=overwrite,
-                          skip_missing=skip_missing, skip_bad=skip_bad, dedupe=dedupe, init_weights=init_weights,
-                          cache_dir=cache_dir, max_ram_gb=max_ram_gb, on_epoch=on_epoch, on_progress=on_progress)
+            run = api.fit(images_dir, labels_csv, out, config=config, data=data, keep_model=keep_model, resume=resume,
+                          overwrite=overwrite, init_weights=init_weights, max_ram_gb=max_ram_gb, on_epoch=on_epoch,
+                          on_progress=on_progress)
     except KeyboardInterrupt as stop:
         resume = f"continue with: labelclean fit --output {out} --resume" + (
             f" --nproc {api.local_processes()}" if api.world_size() > 1 else "")
@@ -493,16 +500,12 @@ def pretrain(
     seed: Annotated[int, typer.Option(help="Random seed.")] = PRETRAIN.seed,
     resume: Annotated[bool, typer.Option(help="Continue the unfinished pretraining of --output.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace --output (and its unfinished checkpoint).")] = False,
-    path_column: Annotated[str | None, typer.Option(help="CSV column with image paths \\[default: auto-detect].",
-                                                    show_default=False)] = None,
-    label_column: Annotated[str | None, typer.Option(help="CSV label column \\[default: auto-detect].",
-                                                     show_default=False)] = None,
-    skip_missing: Annotated[bool, typer.Option(help="Leave out rows whose image file is missing.")] = False,
-    skip_bad: Annotated[bool, typer.Option(help="Leave out rows whose image cannot be decoded.")] = False,
-    dedupe: Annotated[bool, typer.Option(help="Keep the first of rows that repeat an image path.")] = False,
-    cache_dir: Annotated[Path | None, typer.Option(help="Folder for the decoded images; give fit the same to "
-                                                        "decode once \\[default: the folder of --output].",
-                                                   show_default=False)] = None,
+    path_column: PathColumn = DATA.path_column,
+    label_column: LabelColumn = DATA.label_column,
+    skip_missing: SkipMissing = DATA.skip_missing,
+    skip_bad: SkipBad = DATA.skip_bad,
+    dedupe: Dedupe = DATA.dedupe,
+    cache_dir: CacheDir = DATA.cache_dir,
 ) -> None:
     """Learn the fit's network from the images alone (SimCLR, as C2D does) and save it for 'fit --init-weights'."""
     from . import api
@@ -512,12 +515,11 @@ def pretrain(
                    "with --resume, which continues with the settings the pretraining was started with")
     config = PretrainConfig(epochs=epochs, batch_size=batch_size, temperature=temperature, lr=lr, arch=arch,
                             image_size=image_size, flip=flip, device=device, seed=seed)
+    data = DataOptions.from_dict(locals())
     try:
         with progress_bars() as (on_epoch, on_progress):
-            weights = api.pretrain(images_dir, labels_csv, out, config=config, path_column=path_column,
-                                   label_column=label_column, resume=resume, overwrite=overwrite,
-                                   skip_missing=skip_missing, skip_bad=skip_bad, dedupe=dedupe,
-                                   cache_dir=cache_dir, on_epoch=on_epoch, on_progress=on_progress)
+            weights = api.pretrain(images_dir, labels_csv, out, config=config, data=data, resume=resume,
+                                   overwrite=overwrite, on_epoch=on_epoch, on_progress=on_progress)
     except KeyboardInterrupt:
         stderr.print(f"Interrupted. Finished epochs are saved; continue with: labelclean pretrain {images_dir} "
                      f"{labels_csv or ''} --output {out} --resume", highlight=False, soft_wrap=True)

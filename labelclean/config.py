@@ -5,15 +5,18 @@ decides each setting's effective value. Imports no torch (``labelclean --help`` 
 * ``Decisions`` is what the data showed (size, image side, device, start) and what the rules decided
   from it during the fit (warm-up length, noise estimate, the guard's actions): a typed record;
 * :func:`settings` turns the two into ``Settings``, every effective value with nothing left to choose.
-  Nothing else decides a setting; training, evaluation and the outputs read ``Settings``.
+  Nothing else decides a setting; training, evaluation and the outputs read ``Settings``;
+* ``DataOptions`` is how ``fit`` and ``pretrain`` read the images and labels (the same object for both).
 
-``config.json`` records all three: ``fit`` (declared), ``auto`` (decisions), ``settings`` (effective).
+``config.json`` records all three: ``fit`` (declared), ``auto`` (decisions), ``settings`` (effective); its
+``data`` records the ``DataOptions`` with the image folder and the labels CSV.
 Nothing here depends on facts a user cannot know (such as the true noise rate).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
 from .auto import (
@@ -314,6 +317,53 @@ def may_choose_quota(cfg: FitConfig) -> bool:
     """Whether the rules may choose the 'quota' selection: with ``auto``, no --selection, and the split at
     the quota's boundary (CLEAN_SPLIT), since the quota is the samples above it."""
     return cfg.auto and cfg.selection is None and cfg.p_threshold in (None, CLEAN_SPLIT)
+
+
+@dataclass
+class DataOptions:
+    """How ``fit`` and ``pretrain`` read the images and their labels (:func:`labelclean.data.read_labels`,
+    :func:`labelclean.images.decode_listed`); config.json's ``data`` records them."""
+
+    path_column: str | None = None  # the labels CSV's column of image paths; None: detected (data.PATH_COLUMNS)
+    label_column: str | None = None  # its column of labels; None: detected (data.LABEL_COLUMNS)
+    skip_missing: bool = False  # leave out rows whose image file is missing, instead of refusing them
+    dedupe: bool = False  # keep the first of rows that repeat an image path, instead of refusing them
+    skip_bad: bool = False  # leave out images that cannot be decoded, instead of refusing them
+    cache_dir: str | Path | None = None  # folder for the decoded images (absolute once given); None: the fit's
+    #                                      run directory (new images replace older ones), pretrain's output folder
+
+    def __post_init__(self) -> None:
+        self.cache_dir = str(Path(self.cache_dir).resolve()) if self.cache_dir else None
+
+    def validate(self) -> DataOptions:
+        """Refuse options that cannot work, before any image is read."""
+        if self.path_column is not None and self.path_column == self.label_column:
+            raise LabelcleanError(f"--path-column and --label-column both name the column '{self.path_column}'; "
+                                  f"name the labels CSV's column of image paths and its column of labels.")
+        if self.cache_dir is not None and Path(self.cache_dir).exists() and not Path(self.cache_dir).is_dir():
+            raise LabelcleanError(f"The 'cache_dir' option must be a folder; {self.cache_dir} is a file.")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> DataOptions:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    @classmethod
+    def taken_from(cls, options: dict[str, Any], data: DataOptions | None) -> tuple[DataOptions, dict[str, Any]]:
+        """``data`` (default: the defaults) with the fields that ``options`` name replaced, and the other
+        options: ``fit(..., skip_missing=True, epochs=30)`` sets a data option and a training option.
+
+        >>> data, rest = DataOptions.taken_from({"skip_missing": True, "epochs": 30}, None)
+        >>> data.skip_missing, rest
+        (True, {'epochs': 30})
+        """
+        ours = {f.name for f in fields(cls)}
+        return (replace(data or cls(), **{k: v for k, v in options.items() if k in ours}),
+                {k: v for k, v in options.items() if k not in ours})
 
 
 @dataclass

@@ -191,13 +191,12 @@ class RunDirectory:
 
 
 def new_config(cfg: FitConfig, decided: Decisions, inputs: dict[str, Any], labeled: LabeledImages,
-               preprocessing: dict[str, Any]) -> dict[str, Any]:
+               preprocessing: dict[str, Any], keep_model: bool) -> dict[str, Any]:
     """The ``config.json`` of a fit that starts: versions, declared options, what the data showed so far
     (``auto``: a resumed fit decides its image size and network from it again), its data, classes,
     preprocessing."""
-    data = {k: v for k, v in inputs.items() if k != "keep_model"}
-    data.update(images_dir=str(Path(data["images_dir"]).resolve()),
-                labels_csv=data["labels_csv"] and str(Path(data["labels_csv"]).resolve()))  # None: class folders
+    data = {**inputs, "images_dir": str(Path(inputs["images_dir"]).resolve()),
+            "labels_csv": inputs["labels_csv"] and str(Path(inputs["labels_csv"]).resolve())}  # None: class folders
     return {
         "labelclean_version": version("labelclean"),
         "torch_version": torch.__version__,
@@ -210,7 +209,7 @@ def new_config(cfg: FitConfig, decided: Decisions, inputs: dict[str, Any], label
         "data": {**data, "n_samples": len(labeled.paths), "n_skipped": len(labeled.skipped)},
         "classes": labeled.classes,
         "preprocessing": preprocessing,
-        "keep_model": inputs["keep_model"],
+        "keep_model": keep_model,
     }
 
 

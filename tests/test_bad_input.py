@@ -277,6 +277,25 @@ def test_bad_input_is_a_one_line_error(name, tmp_path, tiny_run):
     assert all(Path(path).name.startswith("decoded-") for path in written), (name, sorted(written))
 
 
+@pytest.mark.parametrize("inputs, options, message", [
+    (fit_with_options(), ["--path-column", "file"], r"\S+labels.csv has no column 'file' .*--path-column option."),
+    (fit_with_options(), ["--path-column", "path", "--label-column", "path"],
+     r"--path-column and --label-column both name the column 'path'; .*"),
+    (fit_with_options(), ["--cache-dir", "NOTES"], r"--cache-dir must be a folder; \S+notes.txt is a file."),
+    (fit_with_folders(lambda p: None), ["--path-column", "file"],
+     r"--path-column names a column of a labels CSV, but none was given .*"),
+], ids=["absent column", "one column for both", "cache dir a file", "column of class folders"])
+def test_fit_and_pretrain_refuse_the_same_bad_data_options_alike(tmp_path, inputs, options, message):
+    (tmp_path / "notes.txt").write_text("not a folder\n")
+    options = [tmp_path / "notes.txt" if option == "NOTES" else option for option in options]
+    errors = []
+    for command in (inputs, pretrain_with(inputs)):
+        result = runner.invoke(app, [str(a) for a in command(tmp_path) + options])
+        assert result.exit_code == 1 and result.stdout == "" and "Traceback" not in result.output, result.output
+        errors.append(result.stderr.strip())
+    assert errors[0] == errors[1] and re.fullmatch("error: " + message, errors[0]), errors
+
+
 def files_under(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 

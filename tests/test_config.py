@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import fields
+from pathlib import Path
 
 import pytest
 from conftest import TINY
@@ -12,7 +13,7 @@ from typer.testing import CliRunner
 import labelclean
 from labelclean.auto import CLEAN_SPLIT, NoiseEstimate, choose_settings
 from labelclean.cli import app
-from labelclean.config import Decisions, FitConfig, Guard, Settings, Start, settings
+from labelclean.config import DataOptions, Decisions, FitConfig, Guard, Settings, Start, settings
 from labelclean.errors import LabelcleanError
 from labelclean.export import DEFAULT_THRESHOLD
 
@@ -70,3 +71,31 @@ def test_a_run_started_before_decisions_were_recorded_is_not_resumed_with_a_trac
     (run / "checkpoint.pt").write_bytes(b"")
     with pytest.raises(LabelcleanError, match="started by an older labelclean.*--overwrite"):
         labelclean.fit(None, None, run, resume=True)
+
+
+def test_data_options_round_trip_and_take_their_keywords_from_the_options():
+    data = DataOptions(path_column="file", label_column="y", skip_missing=True, dedupe=True, skip_bad=True,
+                       cache_dir=Path("cache"))
+    assert data.cache_dir == str(Path("cache").resolve())  # absolute, as config.json records it
+    assert DataOptions.from_dict(json.loads(json.dumps(data.to_dict()))) == data
+    taken, rest = DataOptions.taken_from({"skip_bad": True, "epochs": 3}, DataOptions(dedupe=True))
+    assert taken == DataOptions(dedupe=True, skip_bad=True) and rest == {"epochs": 3}
+
+
+def test_config_json_records_the_data_options_with_what_was_read(tiny_run, digits):
+    data = tiny_run.config["data"]
+    assert DataOptions.from_dict(data) == DataOptions()
+    assert data == {"images_dir": str(digits.images_dir.resolve()), "labels_csv": str(digits.labels_csv.resolve()),
+                    "labels": "csv", **DataOptions().to_dict(), "n_samples": 300, "n_skipped": 0}
+
+
+def test_fit_and_pretrain_take_the_data_options_as_an_object_or_as_keywords(digits, tmp_path):
+    same = {"path_column": "path", "label_column": "path"}
+    images, labels = digits.images_dir, digits.labels_csv
+    for start in (lambda: labelclean.fit(images, labels, tmp_path / "run", data=DataOptions(**same)),
+                  lambda: labelclean.fit(images, labels, tmp_path / "run", **same, epochs=3),
+                  lambda: labelclean.pretrain(images, labels, tmp_path / "ssl.pt", data=DataOptions(**same)),
+                  lambda: labelclean.pretrain(images, labels, tmp_path / "ssl.pt", **same, epochs=3)):
+        with pytest.raises(LabelcleanError, match="both name the column 'path'"):
+            start()
+    assert not (tmp_path / "run").exists() and not (tmp_path / "ssl.pt").exists()
