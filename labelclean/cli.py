@@ -391,8 +391,9 @@ def fit(
     """Train DivideMix or MLNT on IMAGES_DIR + LABELS_CSV, or class folders; write clean probabilities to --output.
 
     Both methods give every sample a clean probability from a 2-component GMM on its loss under each
-    of two networks (DivideMix: its two networks; MLNT: the student and its EMA teacher) and a refined
-    label that blends the given label with the networks' mean prediction.
+    of two networks (DivideMix: its two networks; MLNT: the student and its EMA teacher), and to the
+    ones it flags whose given label the networks do not predict (is_error) their prediction as the
+    suggested label.
     """
     from . import api
 
