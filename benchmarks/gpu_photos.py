@@ -73,7 +73,7 @@ Without a GPU everything runs on the CPU at toy sizes (``mfu`` and utilisation a
         --official-clothing DIR --official-workers 1 --official-val 8 --cifar-images 128 --no-compile \\
         --official-cifar PATH/run_official.py --cifar-test 16 --cifar-budget 600 --out /tmp/gpu-photos.json
 
-On one GPU (an H200: about 7 minutes; the procedure for the device machine, from the repository
+On one GPU (an H200: about 8 minutes; the procedure for the device machine, from the repository
 root): put the upstream files and the official CIFAR harness in a git-ignored folder that travels
 with the working tree::
 
@@ -127,7 +127,7 @@ from labelclean.data import LabeledImages, read_labels
 from labelclean.files import write_json
 from labelclean.images import decode_listed
 from labelclean.models import build_model
-from labelclean.training import cpu_threads, place, precision, predict_logits, resolve_device
+from labelclean.training import cpu_threads, per_step, place, precision, predict_logits, resolve_device
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 CLASSES = 14  # Clothing1M's
@@ -310,8 +310,9 @@ def step_flops(data: Any, cfg: FitConfig) -> dict[str, float]:
     b = cfg.batch_size
     idx = torch.arange(2 * b, device=data.device)
     clean = torch.ones(b, device=data.device)
+    scalars = per_step([0.7, 1.0], data.device)  # λ and λu
     train = counted(lambda: dividemix.train_step(nets[0], nets[1], optimizer, data, idx[:b], clean, idx[b:],
-                                                 0.7, 1.0, cfg))
+                                                 scalars[0], scalars[1], cfg))
     warm = counted(lambda: dividemix.warmup_epoch(nets[0], optimizer, rows(data, idx.cpu()), cfg))
     evaluated = counted(lambda: predict_logits(nets[0], rows(data, idx.cpu()), cfg.eval_batch_size))
     return {"dividemix_step": train, "warmup_per_image": warm / (2 * b), "eval_per_image": evaluated / (2 * b)}
