@@ -193,7 +193,7 @@ def train_epoch(net: nn.Module, peer: nn.Module, optimizer: torch.optim.Optimize
     lams = per_step(torch.distributions.Beta(cfg.alpha, cfg.alpha).sample((steps,)), data.device)
     lambda_us = per_step([cfg.lambda_u * linear_rampup(epoch + step / steps, cfg.warmup, cfg.rampup_epochs)
                           for step in range(steps)], data.device)
-    step_fn = compiled(train_step, data.device) if cfg.compile_step else train_step
+    step_fn = compiled(train_step, data) if cfg.compile_step else train_step
     totals = torch.zeros(2, device=data.device)
     for step in loop.steps(steps, totals) if loop else range(steps):
         labeled = distributed.part(labeled_batches[step])

@@ -45,7 +45,7 @@ def recorded_epoch(monkeypatch: pytest.MonkeyPatch, cfg, clean_prob: torch.Tenso
         return torch.tensor(0.0), torch.tensor(0.0)
 
     monkeypatch.setattr(dividemix, "train_step", step)
-    monkeypatch.setattr(dividemix, "compiled", lambda step, device: step)  # the plan, not the compiler
+    monkeypatch.setattr(dividemix, "compiled", lambda step, data: step)  # the plan, not the compiler
     net, peer, images = build_model("small_cnn", 1, 3, 8), build_model("small_cnn", 1, 3, 8), data()
     torch.manual_seed(7)
     train_epoch(net, peer, make_optimizer(net, cfg), images, clean_prob, epoch, cfg)
