@@ -682,6 +682,10 @@ def print_table(result: dict[str, Any]) -> None:
             official_s = cifar.get("official", {}).get("dividemix_epoch_s")
             table.add_row("cifar_32", f"{key} DivideMix epoch s", cell(cifar[key].get("dividemix_epoch_s")),
                           cell(official_s), cell(cifar.get("ratio_epoch_like_for_like" + key[10:]), "×"))
+    if "compile_seconds" in cifar.get("labelclean_compiled_step", {}):
+        table.add_row("cifar_32", "compiled step: compilation s / eager ÷ compiled epoch",
+                      f"{cell(cifar['labelclean_compiled_step']['compile_seconds'])} / "
+                      f"{cell(cifar.get('compiled_step_speedup'), '×')}", "-", "")
     big = result.get("larger_than_memory", {})
     if "projected_1M" in big:
         table.add_row("larger_than_memory", "DivideMix epoch s (mapped, cold) / GPU %",

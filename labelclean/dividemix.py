@@ -88,7 +88,7 @@ def co_guess(own_probs: torch.Tensor, peer_probs: torch.Tensor, temperature: flo
 def mixmatch(inputs: torch.Tensor, targets: torch.Tensor, lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mix every sample with a random partner: ``λ'·a + (1−λ')·b`` with ``λ' = max(λ, 1−λ) ≥ 0.5``, so each
     mix stays closer to its own sample (and so to its own labeled/unlabeled loss term). ``λ`` is a 0-dim
-    tensor on the device; ``1−λ'`` is taken as ``min(λ, 1−λ)``, the same number, rounded alike whichever is larger."""
+    tensor on the device; ``1−λ'`` is ``min(λ, 1−λ)``, the same number without a second float32 rounding."""
     lam, rest = torch.maximum(lam, 1 - lam), torch.minimum(lam, 1 - lam)
     partner = torch.randperm(inputs.shape[0], device=inputs.device)
     return (lam * inputs + rest * inputs[partner],
