@@ -26,7 +26,8 @@ that does not fit is skipped with the reason in the JSON):
   official CIFAR code first (W=1, D=1), then labelclean (PreAct ResNet-18, batch 64) with its labeled
   sets fixed to the sizes the official GMMs picked: ``cifar_32.ratio_epoch_like_for_like``. With
   ``--compile`` (on by default) twice more, W=1 and D=2 each (the first DivideMix epoch compiles, the
-  last is compared; ``compile_seconds`` = first − last): ``labelclean_compiled_step``, the whole
+  last is compared; ``compile_seconds`` = first − last; ``torch_compile``: graphs compiled, graph breaks
+  by reason, graphs CUDA graphs skipped): ``labelclean_compiled_step``, the whole
   DivideMix step compiled as ``labelclean fit --compile`` does (``dynamic=False``, CUDA graphs through
   ``mode="reduce-overhead"``, full-size batches, λ and λu as device tensors), key
   ``cifar_32.compiled_step_speedup`` (eager ÷ compiled DivideMix epoch seconds); and
@@ -117,7 +118,7 @@ from common import RESULTS, record, rows
 from PIL import Image
 from rich.console import Console
 from rich.table import Table
-from speed import compile_seconds, run_official, slug, synthetic_images, time_epochs, training_data
+from speed import compile_counters, compile_seconds, run_official, slug, synthetic_images, time_epochs, training_data
 from torch.utils.flop_counter import FlopCounterMode
 
 from labelclean import dividemix
@@ -633,9 +634,10 @@ def cifar_section(o: dict[str, Any], dev: torch.device, peak: float | None) -> d
             continue
         console.print(f"cifar_32: {key}…")
         try:
+            compile_counters(clear=True)
             out[key] = labelclean_fit(data, run_cfg, sizes, peak, compile_mode=mode,
                                       count_flops=key == "labelclean")
-            out[key]["compile_seconds"] = compile_seconds(out[key]["epochs"])
+            out[key].update(compile_seconds=compile_seconds(out[key]["epochs"]), torch_compile=compile_counters())
         except Exception as failed:  # noqa: BLE001 - a compile failure is a finding, not the end of the run
             out[key] = {"failed": f"{type(failed).__name__}: {str(failed)[-1500:]}"}
     official = out.get("official", {})

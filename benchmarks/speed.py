@@ -256,6 +256,17 @@ def compile_seconds(figures: list[dict[str, Any]]) -> float | None:
     return train[0]["training_seconds"] - train[-1]["training_seconds"] if len(train) > 1 else None
 
 
+def compile_counters(clear: bool = False) -> dict[str, Any]:
+    """What torch.compile did since the counters were last cleared (``clear``: clear them after reading):
+    graphs compiled, graph breaks by reason, and graphs that ran without CUDA graphs in mode 'reduce-overhead'."""
+    counters = torch._dynamo.utils.counters
+    figures = {"graphs": counters["stats"]["unique_graphs"], "cudagraph_skips": counters["inductor"]["cudagraph_skips"],
+               "graph_breaks": {reason[:300]: n for reason, n in counters["graph_break"].items()}}
+    if clear:
+        counters.clear()
+    return figures
+
+
 def run_official(harness: Path, samples: int, test_samples: int, cfg: FitConfig, workers: int,
                  timeout: float) -> dict[str, Any]:
     """Run the official code's timing harness on the same images and settings; its JSON line, with
@@ -398,12 +409,14 @@ def compile_step_side_by_side(
                               "precision": precision(dev), "settings": cfg.to_dict()}
     for name, compiled in (("eager", False), ("compiled", True)):
         console.print(f"{name} step: 1 warm-up + {dividemix_epochs} DivideMix epochs of {arch} on {samples:,} images…")
+        compile_counters(clear=True)
         start = time.perf_counter()
         figures = time_epochs(data, replace(cfg, compile_step=compiled))
         last = [e for e in figures if e["phase"] == "train"][-1]
         result[name] = {"seconds": time.perf_counter() - start, "epochs": figures,
                         "train_step_seconds": last["training_seconds"] / last["steps"],
-                        "compile_seconds": compile_seconds(figures) if compiled else None}
+                        "compile_seconds": compile_seconds(figures) if compiled else None,
+                        "torch_compile": compile_counters() if compiled else None}
     result["eager_over_compiled_step"] = result["eager"]["train_step_seconds"] / result["compiled"]["train_step_seconds"]
     name = f"speed-compile-step-{slug(result['machine']['device'])}-{arch}-{image_size}px-b{batch_size}.json"
     write_json(out or RESULTS / name, result)

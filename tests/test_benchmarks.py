@@ -281,6 +281,7 @@ def test_speed_compile_step_times_the_eager_and_the_compiled_step_side_by_side(b
     first, last = compiled["epochs"][1], compiled["epochs"][2]
     assert compiled["compile_seconds"] == pytest.approx(first["training_seconds"] - last["training_seconds"])
     assert compiled["compile_seconds"] > 0 and eager["compile_seconds"] is None  # the first epoch compiled
+    assert compiled["torch_compile"]["graphs"] >= 3 and compiled["torch_compile"]["cudagraph_skips"] == 0
     assert compiled["train_step_seconds"] == pytest.approx(last["training_seconds"] / last["steps"])
     assert saved["eager_over_compiled_step"] == pytest.approx(eager["train_step_seconds"] / compiled["train_step_seconds"])
 
