@@ -108,6 +108,7 @@ def test_the_compiled_step_traces_whole_and_trains_as_the_eager_one(monkeypatch,
     monkeypatch.setattr(training, "_compile", functools.cache(
         lambda step, device_type: torch.compile(step, dynamic=False, backend="aot_eager")))
     torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
     try:
         compiled = epoch_of(True)
         assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 3  # views to loss, backward's rest, SGD
