@@ -76,8 +76,8 @@ class TrainingData:
 # The device's fast path. Measured on a 2-core Xeon with AMX (docs/speed.md): bf16 + channels-last
 # made a small-CNN training step 3.1x and an evaluation pass 3.4x faster than fp32 NCHW;
 # channels-last alone 1.4x and 1.6x. torch.compile (``--compile``, :func:`compiled`) is off by
-# default: on the CPU it took minutes to compile and the compiled step was no faster; on a GPU it
-# has not been measured yet.
+# default: on the CPU it took about a minute to compile and the compiled DivideMix step was 1.4x
+# slower; on a GPU it has not been measured yet.
 
 
 def resolve_device(name: str) -> torch.device:
