@@ -24,10 +24,15 @@ that does not fit is skipped with the reason in the JSON):
   ``photos_224.mfu``, ``photos_224.supervised_mfu``.
 * ``cifar_32`` — 50,000 random 32-px images: with ``--official-cifar PATH/run_official.py`` the
   official CIFAR code first (W=1, D=1), then labelclean (PreAct ResNet-18, batch 64) with its labeled
-  sets fixed to the sizes the official GMMs picked: ``cifar_32.ratio_epoch_like_for_like``. Again with
-  the networks ``torch.compile(mode="reduce-overhead")``'d (what ``benchmarks/speed.py --compile``
-  does; labelclean itself does not compile): ``…_compiled`` (its first epochs pay the compilation;
-  the last DivideMix epoch is compared).
+  sets fixed to the sizes the official GMMs picked: ``cifar_32.ratio_epoch_like_for_like``. With
+  ``--compile`` (on by default) twice more, W=1 and D=2 each (the first DivideMix epoch compiles, the
+  last is compared; ``compile_seconds`` = first − last; ``torch_compile``: graphs compiled, graph breaks
+  by reason, graphs CUDA graphs skipped): ``labelclean_compiled_step``, the whole
+  DivideMix step compiled as ``labelclean fit --compile`` does (``dynamic=False``, CUDA graphs through
+  ``mode="reduce-overhead"``, full-size batches, λ and λu as device tensors), key
+  ``cifar_32.compiled_step_speedup`` (eager ÷ compiled DivideMix epoch seconds); and
+  ``labelclean_compiled``, the networks alone ``torch.compile(mode="reduce-overhead")``'d (what
+  ``benchmarks/speed.py epochs --compile reduce-overhead`` does).
 * ``larger_than_memory`` — the ResNet-50 fit of ``photos_224`` with the decoded images left in the
   memory-mapped cache file (labelclean's placement for images over ``--max-ram-gb``, here 0, and
   kept off the GPU), the file's pages dropped from the OS cache before every epoch
@@ -69,7 +74,7 @@ Without a GPU everything runs on the CPU at toy sizes (``mfu`` and utilisation a
         --official-clothing DIR --official-workers 1 --official-val 8 --cifar-images 128 --no-compile \\
         --official-cifar PATH/run_official.py --cifar-test 16 --cifar-budget 600 --out /tmp/gpu-photos.json
 
-On one GPU (an H200: about 7 minutes; the procedure for the device machine, from the repository
+On one GPU (an H200: about 8 minutes; the procedure for the device machine, from the repository
 root): put the upstream files and the official CIFAR harness in a git-ignored folder that travels
 with the working tree::
 
@@ -113,7 +118,7 @@ from common import RESULTS, record, rows
 from PIL import Image
 from rich.console import Console
 from rich.table import Table
-from speed import run_official, slug, synthetic_images, time_epochs, training_data
+from speed import compile_counters, compile_seconds, run_official, slug, synthetic_images, time_epochs, training_data
 from torch.utils.flop_counter import FlopCounterMode
 
 from labelclean import dividemix
@@ -123,7 +128,7 @@ from labelclean.data import LabeledImages, read_labels
 from labelclean.files import write_json
 from labelclean.images import decode_listed
 from labelclean.models import build_model
-from labelclean.training import cpu_threads, place, precision, predict_logits, resolve_device
+from labelclean.training import cpu_threads, per_step, place, precision, predict_logits, resolve_device
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 CLASSES = 14  # Clothing1M's
@@ -306,8 +311,9 @@ def step_flops(data: Any, cfg: FitConfig) -> dict[str, float]:
     b = cfg.batch_size
     idx = torch.arange(2 * b, device=data.device)
     clean = torch.ones(b, device=data.device)
+    scalars = per_step([0.7, 1.0], data.device)  # λ and λu
     train = counted(lambda: dividemix.train_step(nets[0], nets[1], optimizer, data, idx[:b], clean, idx[b:],
-                                                 0.7, 1.0, cfg))
+                                                 scalars[0], scalars[1], cfg))
     warm = counted(lambda: dividemix.warmup_epoch(nets[0], optimizer, rows(data, idx.cpu()), cfg))
     evaluated = counted(lambda: predict_logits(nets[0], rows(data, idx.cpu()), cfg.eval_batch_size))
     return {"dividemix_step": train, "warmup_per_image": warm / (2 * b), "eval_per_image": evaluated / (2 * b)}
@@ -619,21 +625,29 @@ def cifar_section(o: dict[str, Any], dev: torch.device, peak: float | None) -> d
     out["labeled_sets"] = sizes
     data = training_data(*synthetic_images(n, 3, 32, 10), cfg, dev)
     runs = [("labelclean", None, cfg, o["part_needs"])]
-    if o["compile_"]:
-        runs.append(("labelclean_compiled", "reduce-overhead", replace(cfg, epochs=3), o["compile_needs"]))
+    if o["compile_"]:  # the whole step (fit --compile), then the networks alone; 2 DivideMix epochs: compile, then time
+        runs += [("labelclean_compiled_step", None, replace(cfg, epochs=3, compile_step=True), o["compile_needs"]),
+                 ("labelclean_compiled", "reduce-overhead", replace(cfg, epochs=3), o["compile_needs"])]
     for key, mode, run_cfg, needs in runs:
         if (skip := budget.skipped(needs)) is not None:
             out[key] = skip
             continue
         console.print(f"cifar_32: {key}…")
         try:
-            out[key] = labelclean_fit(data, run_cfg, sizes, peak, compile_mode=mode, count_flops=mode is None)
+            compile_counters(clear=True)
+            out[key] = labelclean_fit(data, run_cfg, sizes, peak, compile_mode=mode,
+                                      count_flops=key == "labelclean")
+            out[key].update(compile_seconds=compile_seconds(out[key]["epochs"]), torch_compile=compile_counters())
         except Exception as failed:  # noqa: BLE001 - a compile failure is a finding, not the end of the run
             out[key] = {"failed": f"{type(failed).__name__}: {str(failed)[-1500:]}"}
     official = out.get("official", {})
     official = {"dividemix_epoch_s": official["dividemix_epoch_s"]} if "dividemix_epoch_s" in official else None
     out.update(ratio_epoch_like_for_like=ratio(official, out.get("labelclean"), "dividemix_epoch_s"),
-               ratio_epoch_like_for_like_compiled=ratio(official, out.get("labelclean_compiled"), "dividemix_epoch_s"))
+               ratio_epoch_like_for_like_compiled_step=ratio(official, out.get("labelclean_compiled_step"),
+                                                             "dividemix_epoch_s"),
+               ratio_epoch_like_for_like_compiled=ratio(official, out.get("labelclean_compiled"), "dividemix_epoch_s"),
+               compiled_step_speedup=ratio(out.get("labelclean"), out.get("labelclean_compiled_step"),
+                                           "dividemix_epoch_s"))
     return out
 
 
@@ -665,11 +679,15 @@ def print_table(result: dict[str, Any]) -> None:
     if "decode" in photos:
         table.add_row("photos_224", "decode into the cache, images/s", cell(photos["decode"]["images_per_s"]), "-", "")
     cifar = result.get("cifar_32", {})
-    for key in ("labelclean", "labelclean_compiled"):
+    for key in ("labelclean", "labelclean_compiled_step", "labelclean_compiled"):
         if key in cifar:
             official_s = cifar.get("official", {}).get("dividemix_epoch_s")
             table.add_row("cifar_32", f"{key} DivideMix epoch s", cell(cifar[key].get("dividemix_epoch_s")),
                           cell(official_s), cell(cifar.get("ratio_epoch_like_for_like" + key[10:]), "×"))
+    if "compile_seconds" in cifar.get("labelclean_compiled_step", {}):
+        table.add_row("cifar_32", "compiled step: compilation s / eager ÷ compiled epoch",
+                      f"{cell(cifar['labelclean_compiled_step']['compile_seconds'])} / "
+                      f"{cell(cifar.get('compiled_step_speedup'), '×')}", "-", "")
     big = result.get("larger_than_memory", {})
     if "projected_1M" in big:
         table.add_row("larger_than_memory", "DivideMix epoch s (mapped, cold) / GPU %",
@@ -702,12 +720,13 @@ def main(
     cifar_images: Annotated[int, typer.Option(min=128, help="32-px images of cifar_32.")] = 50_000,
     official_cifar: Annotated[Path | None, typer.Option(help="The official CIFAR harness, run_official.py.")] = None,
     cifar_test: Annotated[int, typer.Option(min=1, help="Its test images (not timed).")] = 1000,
-    compile_: Annotated[bool, typer.Option("--compile/--no-compile", help="Also time torch.compile "
-                                           "(mode='reduce-overhead') in cifar_32.")] = True,
-    cifar_budget: Annotated[float, typer.Option(help="Seconds for cifar_32.")] = 170,
+    compile_: Annotated[bool, typer.Option("--compile/--no-compile", help="Also time in cifar_32 the step "
+                                           "compiled as fit --compile does, then the networks compiled "
+                                           "(mode='reduce-overhead').")] = True,
+    cifar_budget: Annotated[float, typer.Option(help="Seconds for cifar_32.")] = 200,
     ltm_budget: Annotated[float, typer.Option(help="Seconds for larger_than_memory.")] = 60,
     part_needs: Annotated[float, typer.Option(help="Seconds a section must have left to start a fit.")] = 20,
-    compile_needs: Annotated[float, typer.Option(help="Seconds cifar_32 must have left to start the compiled "
+    compile_needs: Annotated[float, typer.Option(help="Seconds cifar_32 must have left to start each compiled "
                                                  "fit (its compilation cannot be stopped).")] = 100,
     sections: Annotated[str, typer.Option(help="Comma-separated: " + ", ".join(SECTIONS) + ".")] = ",".join(SECTIONS),
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",

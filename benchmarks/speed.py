@@ -23,6 +23,7 @@ Usage::
     python benchmarks/speed.py parts                  # synthetic CIFAR-10 shape: 50,000 × 3×32×32
     python benchmarks/speed.py parts --images DIR --labels labels.csv --image-size 64   # your own data
     python benchmarks/speed.py threads                # a step on 1 thread vs every core, idle and loaded
+    python benchmarks/speed.py compile-step           # the DivideMix step eager vs compiled (fit --compile)
 
 Results go to ``benchmarks/results/speed-*.json`` and a table is printed.
 """
@@ -38,7 +39,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
@@ -219,9 +220,12 @@ def epoch_figures(report: EpochReport, samples: int, batch_size: int) -> dict[st
 def time_epochs(data: TrainingData, cfg: FitConfig, compile_mode: str | None = None) -> list[dict[str, Any]]:
     """Train two fresh networks for ``cfg.epochs`` epochs (``cfg.warmup`` of warm-up) with labelclean's
     own loop, as ``labelclean.fit`` does without the checkpoints; the figures of every epoch, with the
-    seconds of a DivideMix epoch's training passes (co-divide left out) timed apart. With
-    ``compile_mode`` ('default', 'reduce-overhead', …) the networks are torch.compile'd in that mode
-    (an experiment: labelclean does not compile; the first epochs of each kind pay the compilation)."""
+    seconds of a DivideMix epoch's training passes (co-divide left out) timed apart.
+
+    ``cfg.compile_step`` compiles DivideMix's whole training step as ``fit --compile`` does (full-size
+    batches; CUDA graphs on CUDA); the first DivideMix epoch pays the compilation (:func:`compile_seconds`).
+    With ``compile_mode`` ('default', 'reduce-overhead', …) the networks alone are torch.compile'd in that
+    mode instead (an experiment; the first epochs of each kind pay the compilation)."""
     torch.manual_seed(cfg.seed)
     nets = [place(build_model(cfg.arch, data.images.shape[1], data.num_classes, cfg.image_size), data.device)
             for _ in range(2)]
@@ -242,6 +246,24 @@ def time_epochs(data: TrainingData, cfg: FitConfig, compile_mode: str | None = N
     figures = [epoch_figures(r, len(data), cfg.batch_size) for r in reports]
     for epoch in (f for f in figures if f["phase"] == "train"):
         epoch["training_seconds"] = passes.pop(0) + passes.pop(0)
+    return figures
+
+
+def compile_seconds(figures: list[dict[str, Any]]) -> float | None:
+    """What compiling cost: the first DivideMix epoch's training passes (which compile the step) less the
+    last one's (compiled); None with fewer than two DivideMix epochs."""
+    train = [e for e in figures if e["phase"] == "train"]
+    return train[0]["training_seconds"] - train[-1]["training_seconds"] if len(train) > 1 else None
+
+
+def compile_counters(clear: bool = False) -> dict[str, Any]:
+    """What torch.compile did since the counters were last cleared (``clear``: clear them after reading):
+    graphs compiled, graph breaks by reason, and graphs that ran without CUDA graphs in mode 'reduce-overhead'."""
+    counters = torch._dynamo.utils.counters
+    figures = {"graphs": counters["stats"]["unique_graphs"], "cudagraph_skips": counters["inductor"]["cudagraph_skips"],
+               "graph_breaks": {reason[:300]: n for reason, n in counters["graph_break"].items()}}
+    if clear:
+        counters.clear()
     return figures
 
 
@@ -327,6 +349,8 @@ def epochs(
     official_timeout: Annotated[float, typer.Option(help="Seconds before the official run is stopped.")] = 3600,
     compile_mode: Annotated[str | None, typer.Option("--compile", help=(
         "torch.compile labelclean's networks in this mode (default, reduce-overhead, …): an experiment."))] = None,
+    compile_step: Annotated[bool, typer.Option("--compile-step", help=(
+        "Compile labelclean's whole DivideMix step, as 'fit --compile' does."))] = False,
     cudnn_benchmark: Annotated[bool, typer.Option(help="Let cuDNN time its algorithms per shape (CUDA).")] = False,
     out: Annotated[Path | None, typer.Option(help="JSON file (default: benchmarks/results/speed-epochs-….json).")] = None,
 ) -> None:
@@ -338,7 +362,8 @@ def epochs(
     dev = resolve_device(device)
     torch.set_num_threads(threads or cpu_threads(dev))
     cfg = settings(FitConfig(epochs=warmup + dividemix_epochs, warmup=warmup, batch_size=batch_size,
-                             image_size=image_size, arch=arch, device=device, auto=False, **PAPER_SETTINGS).validate(),
+                             image_size=image_size, arch=arch, device=device, auto=False, compile_step=compile_step,
+                             **PAPER_SETTINGS).validate(),
                    Decisions(device=dev.type))
     data = training_data(*synthetic_images(samples, channels, image_size, 10), cfg, dev)
     result: dict[str, Any] = {"benchmark": "speed epochs", **record(dev, seeds=[cfg.seed]), "samples": samples,
@@ -358,6 +383,53 @@ def epochs(
     name = f"speed-epochs-{slug(result['machine']['device'])}-{arch}-{samples}.json"
     write_json(out or RESULTS / name, result)
     print_epochs(result)
+
+
+@app.command("compile-step")
+def compile_step_side_by_side(
+    samples: Annotated[int, typer.Option(min=5, help="Synthetic training images.")] = 256,
+    arch: Annotated[str, typer.Option(help="Network.")] = "small_cnn",
+    image_size: Annotated[int, typer.Option(min=4, help="Side in pixels.")] = 28,
+    channels: Annotated[int, typer.Option(min=1, max=3, help="Image channels.")] = 1,
+    batch_size: Annotated[int, typer.Option(min=1, help="B: labeled (and unlabeled) samples per step.")] = 32,
+    dividemix_epochs: Annotated[int, typer.Option(min=2, help="DivideMix epochs after 1 warm-up epoch; the "
+                                                  "first compiles, the last is timed.")] = 3,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    threads: Annotated[int | None, typer.Option(min=1, help="torch CPU threads (default: labelclean's choice).")] = None,
+    out: Annotated[Path | None, typer.Option(help="JSON file (default: results/speed-compile-step-….json).")] = None,
+) -> None:
+    """DivideMix epochs with the training step eager and compiled ('fit --compile'), one after the other in
+    one run: seconds per training step of the last epoch, and the seconds the compilation cost."""
+    dev = resolve_device(device)
+    torch.set_num_threads(threads or cpu_threads(dev))
+    cfg = settings(FitConfig(epochs=1 + dividemix_epochs, warmup=1, batch_size=batch_size, image_size=image_size,
+                             arch=arch, device=device, auto=False, **PAPER_SETTINGS).validate(), Decisions(device=dev.type))
+    data = training_data(*synthetic_images(samples, channels, image_size, 10), cfg, dev)
+    result: dict[str, Any] = {"benchmark": "speed compile-step", **record(dev, seeds=[cfg.seed]), "samples": samples,
+                              "precision": precision(dev), "settings": cfg.to_dict()}
+    for name, compiled in (("eager", False), ("compiled", True)):
+        console.print(f"{name} step: 1 warm-up + {dividemix_epochs} DivideMix epochs of {arch} on {samples:,} images…")
+        compile_counters(clear=True)
+        start = time.perf_counter()
+        figures = time_epochs(data, replace(cfg, compile_step=compiled))
+        last = [e for e in figures if e["phase"] == "train"][-1]
+        result[name] = {"seconds": time.perf_counter() - start, "epochs": figures,
+                        "train_step_seconds": last["training_seconds"] / last["steps"],
+                        "compile_seconds": compile_seconds(figures) if compiled else None,
+                        "torch_compile": compile_counters() if compiled else None}
+    result["eager_over_compiled_step"] = result["eager"]["train_step_seconds"] / result["compiled"]["train_step_seconds"]
+    name = f"speed-compile-step-{slug(result['machine']['device'])}-{arch}-{image_size}px-b{batch_size}.json"
+    write_json(out or RESULTS / name, result)
+    table = Table(title=f"DivideMix training step, {arch}, {image_size}px, batch {batch_size}, {samples:,} images, "
+                        f"{result['machine']['device']}, {result['precision']}; last of {dividemix_epochs} epochs")
+    for column in ("step", "s per training step", "compilation s", "whole run s"):
+        table.add_column(column, justify="left" if column == "step" else "right")
+    for name in ("eager", "compiled"):
+        r = result[name]
+        table.add_row(name, f"{r['train_step_seconds']:.4f}",
+                      "-" if r["compile_seconds"] is None else f"{r['compile_seconds']:.1f}", f"{r['seconds']:.1f}")
+    table.add_row("eager ÷ compiled", f"{result['eager_over_compiled_step']:.2f}", "", "")
+    Console(width=140).print(table)
 
 
 def print_parts(result: dict[str, Any]) -> None:

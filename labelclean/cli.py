@@ -359,6 +359,10 @@ def fit(
                                                                 "mirroring changes the class).")] = DEFAULTS.flip,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = DEFAULTS.device,
     seed: Annotated[int, typer.Option(help="Random seed.")] = DEFAULTS.seed,
+    compile_step: Annotated[bool, typer.Option("--compile/--no-compile", help=(
+        "torch.compile DivideMix's training step (CUDA graphs on a GPU), with full-size batches (the last "
+        "labeled batch of an epoch wraps around). Not yet measured to pay; see docs/speed.md."))]
+    = DEFAULTS.compile_step,
     keep_model: Annotated[bool, typer.Option("--keep-model/--no-keep-model",
                                              help="Keep both networks for 'labelclean predict'.")] = True,
     pretrained: Annotated[bool, typer.Option("--pretrained", help="Start both networks from torchvision's "
@@ -440,7 +444,7 @@ def refuse_fit_combinations(ctx: typer.Context, method: str, resume: bool) -> No
         refuse_typed(ctx, [p.name for p in params if getattr(p, "rich_help_panel", None) == MLNT],
                      f"with --method {method}: only MLNT reads it (add --method mlnt)")
     else:
-        refuse_typed(ctx, ["lambda_u", "loss_window", "selection", "alpha", "temperature"],
+        refuse_typed(ctx, ["lambda_u", "loss_window", "selection", "alpha", "temperature", "compile_step"],
                      "with --method mlnt: only DivideMix reads it")
 
 

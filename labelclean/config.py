@@ -119,6 +119,9 @@ class FitConfig:
     device: str = "auto"  # 'auto' = CUDA when available
     seed: int = 0
     eval_batch_size: int = 512  # samples per forward pass in evaluation (no gradients kept)
+    compile_step: bool = False  # torch.compile DivideMix's training step (training.compiled; CUDA graphs on
+    #                             CUDA), with fixed-size batches: the last labeled batch of an epoch is filled
+    #                             by wrap-around. Off: not yet measured to pay on a GPU; slower on CPUs (docs/speed.md)
 
     def validate(self) -> FitConfig:
         """Check every value before any work starts; raise LabelcleanError naming the option."""
@@ -161,6 +164,8 @@ class FitConfig:
             raise bad("arch", f"one of {', '.join(ARCHS)}")
         if self.device not in DEVICES:
             raise bad("device", f"one of {', '.join(DEVICES)}")
+        if self.compile_step and self.method != "dividemix":
+            raise LabelcleanError("--compile compiles DivideMix's training step; drop it with --method mlnt.")
         if self.image_size is not None and not 4 <= self.image_size <= 1024:
             raise bad("image_size", "between 4 and 1024 pixels")
         return self

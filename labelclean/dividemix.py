@@ -40,8 +40,11 @@ from .training import (
     TrainingData,
     TrainingState,
     autocast,
+    batches,
+    compiled,
     learning_rate,
     once,
+    per_step,
     predict_logits,
     run_epochs,
     set_learning_rate,
@@ -82,13 +85,14 @@ def co_guess(own_probs: torch.Tensor, peer_probs: torch.Tensor, temperature: flo
     return sharpen(torch.cat([own_probs, peer_probs]).mean(0), temperature)
 
 
-def mixmatch(inputs: torch.Tensor, targets: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mix every sample with a random partner: ``λ·a + (1−λ)·b``, with ``λ ≥ 0.5`` so each mix
-    stays closer to its own sample (and so to its own labeled/unlabeled loss term)."""
-    lam = max(lam, 1 - lam)
+def mixmatch(inputs: torch.Tensor, targets: torch.Tensor, lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mix every sample with a random partner: ``λ'·a + (1−λ')·b`` with ``λ' = max(λ, 1−λ) ≥ 0.5``, so each
+    mix stays closer to its own sample (and so to its own labeled/unlabeled loss term). ``λ`` is a 0-dim
+    tensor on the device; ``1−λ'`` is ``min(λ, 1−λ)``, the same number without a second float32 rounding."""
+    lam, rest = torch.maximum(lam, 1 - lam), torch.minimum(lam, 1 - lam)
     partner = torch.randperm(inputs.shape[0], device=inputs.device)
-    return (lam * inputs + (1 - lam) * inputs[partner],
-            lam * targets + (1 - lam) * targets[partner])
+    return (lam * inputs + rest * inputs[partner],
+            lam * targets + rest * targets[partner])
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -103,7 +107,7 @@ def uniform_prior_penalty(logits: torch.Tensor) -> torch.Tensor:
 
 
 def semi_supervised_loss(logits: torch.Tensor, targets: torch.Tensor, n_labeled: int,
-                         lambda_u: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                         lambda_u: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """DivideMix's loss on a mixed batch whose first ``n_labeled`` rows come from labeled samples.
 
     Returns the total loss, the labeled (soft cross-entropy) and the unlabeled (MSE) parts.
@@ -128,8 +132,9 @@ def linear_rampup(epoch: float, warmup: int, length: float) -> float:
 
 def train_step(net: nn.Module, peer: nn.Module, optimizer: torch.optim.Optimizer, data: TrainingData,
                labeled: torch.Tensor, clean_prob: torch.Tensor, unlabeled: torch.Tensor,
-               lam: float, lambda_u: float, cfg: Settings) -> tuple[torch.Tensor, torch.Tensor]:
-    """One DivideMix step for ``net``; ``labeled``/``unlabeled`` are index batches from the peer's split.
+               lam: torch.Tensor, lambda_u: torch.Tensor, cfg: Settings) -> tuple[torch.Tensor, torch.Tensor]:
+    """One DivideMix step for ``net``; ``labeled``/``unlabeled`` are index batches from the peer's split,
+    ``lam`` (mixup's draw) and ``lambda_u`` 0-dim tensors on the device: the step never waits for the host.
 
     Either batch may be empty (a split that put every sample on one side): that term is skipped.
     Returns the labeled and unlabeled losses (device tensors).
@@ -170,6 +175,7 @@ def train_epoch(net: nn.Module, peer: nn.Module, optimizer: torch.optim.Optimize
 
     As in the official code, an epoch is one pass over the labeled set, with unlabeled
     batches of the same size drawn cyclically. Returns mean losses and the labeled count.
+    With ``cfg.compile_step`` the step is compiled and the last labeled batch filled to full size.
     """
     net.train()
     peer.eval()
@@ -179,19 +185,21 @@ def train_epoch(net: nn.Module, peer: nn.Module, optimizer: torch.optim.Optimize
     unlabeled_idx = (~is_labeled).nonzero().squeeze(1)
     n_labeled, n_unlabeled = len(labeled_idx), len(unlabeled_idx)  # host sync, once per epoch
     steps = math.ceil((n_labeled or n_unlabeled) / cfg.batch_size)
-    labeled_batches = labeled_idx[torch.randperm(n_labeled, device=data.device)].split(cfg.batch_size) \
-        if n_labeled else [labeled_idx] * steps
+    labeled_batches = batches(labeled_idx[torch.randperm(n_labeled, device=data.device)], cfg.batch_size,
+                              full=cfg.compile_step) if n_labeled else [labeled_idx] * steps
     cycles = math.ceil(steps * cfg.batch_size / max(n_unlabeled, 1))
     unlabeled_order = torch.cat([unlabeled_idx[torch.randperm(n_unlabeled, device=data.device)]
                                  for _ in range(cycles)]) if n_unlabeled else unlabeled_idx
-    lams = torch.distributions.Beta(cfg.alpha, cfg.alpha).sample((steps,)).tolist()
+    lams = per_step(torch.distributions.Beta(cfg.alpha, cfg.alpha).sample((steps,)), data.device)
+    lambda_us = per_step([cfg.lambda_u * linear_rampup(epoch + step / steps, cfg.warmup, cfg.rampup_epochs)
+                          for step in range(steps)], data.device)
+    step_fn = compiled(train_step, data) if cfg.compile_step else train_step
     totals = torch.zeros(2, device=data.device)
     for step in loop.steps(steps, totals) if loop else range(steps):
         labeled = distributed.part(labeled_batches[step])
         unlabeled = distributed.part(unlabeled_order[step * cfg.batch_size:(step + 1) * cfg.batch_size])
-        lambda_u = cfg.lambda_u * linear_rampup(epoch + step / steps, cfg.warmup, cfg.rampup_epochs)
-        loss_x, loss_u = train_step(net, peer, optimizer, data, labeled, clean_prob[labeled], unlabeled,
-                                    lams[step], lambda_u, cfg)
+        loss_x, loss_u = step_fn(net, peer, optimizer, data, labeled, clean_prob[labeled], unlabeled,
+                                 lams[step], lambda_us[step], cfg)
         totals += torch.stack([loss_x, loss_u])
     means = distributed.average(totals) / steps
     return means[0], means[1], n_labeled

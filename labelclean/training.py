@@ -12,7 +12,7 @@ import signal
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +28,7 @@ from .config import DEVICES, Decisions, Settings
 from .errors import LabelcleanError
 
 log = logging.getLogger("labelclean")
+T = TypeVar("T")
 
 
 @dataclass
@@ -74,8 +75,9 @@ class TrainingData:
 # ---------------------------------------------------------------------------------------------
 # The device's fast path. Measured on a 2-core Xeon with AMX (docs/speed.md): bf16 + channels-last
 # made a small-CNN training step 3.1x and an evaluation pass 3.4x faster than fp32 NCHW;
-# channels-last alone 1.4x and 1.6x. torch.compile took 2 minutes to compile and the compiled
-# step was no faster, so it is not used.
+# channels-last alone 1.4x and 1.6x. torch.compile (``--compile``, :func:`compiled`) is off by
+# default: on the CPU it took about a minute to compile and the compiled DivideMix step was 1.4x
+# slower; on a GPU it has not been measured yet.
 
 
 def resolve_device(name: str) -> torch.device:
@@ -105,7 +107,13 @@ def cpu_has_fast_bf16() -> bool:
 
 def uses_bf16(device: torch.device) -> bool:
     """bf16 autocast on CUDA (tensor cores, no loss scaling needed) and on CPUs with native bf16."""
-    return device.type == "cuda" or (device.type == "cpu" and cpu_has_fast_bf16())
+    return device.type == "cuda" or (device.type == "cpu" and _cpu_has_fast_bf16())
+
+
+@torch.compiler.assume_constant_result
+def _cpu_has_fast_bf16() -> bool:
+    """:func:`cpu_has_fast_bf16` as a constant to a compiled step, which would otherwise trace the question."""
+    return cpu_has_fast_bf16()
 
 
 def precision(device: torch.device) -> str:
@@ -167,6 +175,51 @@ def predict_logits(net: nn.Module, data: TrainingData, batch_size: int) -> torch
 
 
 # ---------------------------------------------------------------------------------------------
+# A training step without per-step overhead: its scalars on the device, fixed shapes, compiled.
+
+
+def per_step(values: Sequence[float] | torch.Tensor, device: torch.device) -> torch.Tensor:
+    """An epoch's per-step scalars (mixup's λ, the ramp of λu) as one float32 tensor on ``device``, moved
+    once per epoch: a step reads its element, a device tensor, so it neither waits for the host nor, once
+    compiled, is compiled again for every new value (a Python number is a constant to torch.compile)."""
+    return torch.as_tensor(values, dtype=torch.float32).to(device)
+
+
+def batches(order: torch.Tensor, size: int, full: bool = False) -> tuple[torch.Tensor, ...]:
+    """``order`` in batches of ``size``, the last one shorter. With ``full`` the last one is filled to
+    ``size`` by wrapping around to the start of ``order`` (those samples are seen twice in the epoch):
+    every step has the same shapes, which a compiled step needs to run without compiling again."""
+    if full and len(order) % size:
+        total = math.ceil(len(order) / size) * size
+        order = order.repeat(math.ceil(total / len(order)))[:total]
+    return order.split(size)
+
+
+@functools.cache
+def _compile(step: Callable[..., T], device_type: str) -> Callable[..., T]:
+    return torch.compile(step, dynamic=False, mode="reduce-overhead" if device_type == "cuda" else None)
+
+
+def compiled(step: Callable[..., T], data: TrainingData) -> Callable[..., T]:
+    """``step`` (a whole training step on ``data``: forward, loss, backward, optimizer step) compiled by
+    torch.compile for fixed shapes (``dynamic=False``; feed it :func:`batches` with ``full``), and on CUDA
+    replayed as CUDA graphs (``mode='reduce-overhead'``), which leaves no per-kernel launch overhead.
+    Compiled once per process and device type. ``data``'s images and labels are marked as staying at
+    their address, so that a graph reads them in place instead of copying them in at every step. The
+    compiled step draws its random numbers in its own kernels, so its results are not bit-identical
+    to the eager step's."""
+    for tensor in (data.images, data.labels):
+        torch._dynamo.mark_static_address(tensor)
+    fast = _compile(step, data.device.type)
+
+    def run(*args: Any, **kwargs: Any) -> T:
+        torch.compiler.cudagraph_mark_step_begin()  # a new step: the last step's graph outputs may be reused
+        return fast(*args, **kwargs)
+
+    return run
+
+
+# ---------------------------------------------------------------------------------------------
 # Training.
 
 
@@ -212,7 +265,6 @@ class TrainingState:
 # Stopping at a step boundary and resuming there.
 
 STOP = threading.Event()  # set on Ctrl-C (see api.fit): stop at the next step boundary
-T = TypeVar("T")
 
 
 class Interrupted(KeyboardInterrupt):

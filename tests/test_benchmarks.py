@@ -266,6 +266,26 @@ def test_pretrain_benchmark_probes_your_own_images(benchmarks, tmp_path):
     assert half.exit_code != 0 and "both --images and --truth" in half.output
 
 
+@pytest.mark.slow  # compiles the step: about a minute on the CPU
+def test_speed_compile_step_times_the_eager_and_the_compiled_step_side_by_side(benchmarks, tmp_path):
+    import speed
+
+    out = tmp_path / "compile.json"
+    result = runner.invoke(speed.app, ["compile-step", "--samples", "64", "--image-size", "8", "--batch-size", "16",
+                                       "--dividemix-epochs", "2", "--device", "cpu", "--threads", "1", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    saved = json.loads(out.read_text())
+    eager, compiled = saved["eager"], saved["compiled"]
+    assert saved["settings"]["compile_step"] is False and {"commit", "machine", "command"} <= saved.keys()
+    assert [e["phase"] for e in compiled["epochs"]] == ["warm-up", "train", "train"]
+    first, last = compiled["epochs"][1], compiled["epochs"][2]
+    assert compiled["compile_seconds"] == pytest.approx(first["training_seconds"] - last["training_seconds"])
+    assert compiled["compile_seconds"] > 0 and eager["compile_seconds"] is None  # the first epoch compiled
+    assert compiled["torch_compile"]["graphs"] >= 3 and compiled["torch_compile"]["cudagraph_skips"] == 0
+    assert compiled["train_step_seconds"] == pytest.approx(last["training_seconds"] / last["steps"])
+    assert saved["eager_over_compiled_step"] == pytest.approx(eager["train_step_seconds"] / compiled["train_step_seconds"])
+
+
 @pytest.mark.slow
 def test_speed_benchmark_projects_an_epoch(benchmarks, tmp_path):
     import speed

@@ -75,7 +75,7 @@ def test_mixmatch_keeps_lambda_at_least_half_and_mixes_inputs_and_targets_alike(
     torch.manual_seed(0)
     x = torch.arange(8.0).view(8, 1)
     y = torch.eye(8)
-    mixed_x, mixed_y = mixmatch(x, y, 0.2)  # 0.2 → 0.8
+    mixed_x, mixed_y = mixmatch(x, y, torch.tensor(0.2))  # 0.2 → 0.8
     partner = ((mixed_x - 0.8 * x) / 0.2).round().long().squeeze(1)
     assert sorted(partner.tolist()) == list(range(8))
     torch.testing.assert_close(mixed_y, 0.8 * y + 0.2 * y[partner])
@@ -203,7 +203,8 @@ def test_warmup_is_one_sgd_step_of_cross_entropy_per_batch_plus_a_confidence_pen
 
 def test_train_step_follows_the_paper_co_refine_co_guess_mixmatch_then_one_sgd_step(fp32):
     """Algorithm 1 of the paper, redone by hand on a batch without random augmentation: the only
-    random draw left is MixMatch's partner permutation, seeded alike for both."""
+    random draw left is MixMatch's partner permutation, seeded alike for both. The step takes λ and λu
+    as device tensors; the reference mixes with Python numbers, λ' = max(λ, 1−λ), as the paper writes it."""
     data = tiny_training_data(n=12, padding=0, flip=False)
     cfg = effective(batch_size=4, temperature=0.5, weight_decay=0.0)
     labeled, unlabeled = torch.tensor([0, 3, 5, 7]), torch.tensor([1, 2, 10, 11])
@@ -211,8 +212,9 @@ def test_train_step_follows_the_paper_co_refine_co_guess_mixmatch_then_one_sgd_s
     net, peer, manual = (build_model("small_cnn", 1, 3, 8) for _ in range(3))
     manual.load_state_dict(net.state_dict())
     torch.manual_seed(5)
+    lam = torch.tensor(0.3)  # below 0.5: the step mixes with 1 − λ = 0.7
     loss_x, loss_u = train_step(net, peer, make_optimizer(net, cfg), data, labeled, clean_prob, unlabeled,
-                                lam=0.3, lambda_u=2.0, cfg=cfg)
+                                lam=lam, lambda_u=torch.tensor(2.0), cfg=cfg)
 
     x, u = data.augment.plain(data.images[labeled]), data.augment.plain(data.images[unlabeled])
     with torch.no_grad():
@@ -220,7 +222,9 @@ def test_train_step_follows_the_paper_co_refine_co_guess_mixmatch_then_one_sgd_s
         refined = co_refine(own[:, :4], F.one_hot(data.labels[labeled], 3).float(), clean_prob, 0.5)
         guessed = co_guess(own[:, 4:], torch.softmax(peer(torch.cat([u, u])), dim=1).view(2, 4, 3), 0.5)
     torch.manual_seed(5)
-    mixed_x, mixed_y = mixmatch(torch.cat([x, x, u, u]), torch.cat([refined, refined, guessed, guessed]), 0.3)
+    inputs, targets = torch.cat([x, x, u, u]), torch.cat([refined, refined, guessed, guessed])
+    partner, mix = torch.randperm(16), max(lam.item(), 1 - lam.item())
+    mixed_x, mixed_y = (mix * inputs + (1 - mix) * inputs[partner], mix * targets + (1 - mix) * targets[partner])
     total, expected_x, expected_u = semi_supervised_loss(manual(mixed_x), mixed_y, 8, 2.0)
     torch.testing.assert_close((loss_x, loss_u), (expected_x.detach(), expected_u.detach()))
     total.backward()

@@ -126,3 +126,23 @@ def test_a_part_starts_only_with_the_seconds_it_needs_left(gpu_photos):
     assert gpu_photos.Budget(100).skipped(20) is None
     assert "20 s needed" in gpu_photos.Budget(10).skipped(20)["skipped"]
     assert gpu_photos.Budget(-1).skipped() is not None
+
+
+def test_cifar_32_times_the_eager_step_then_the_compiled_step_then_the_compiled_networks(gpu_photos, monkeypatch):
+    runs = []
+
+    def fit(data, cfg, labeled, peak, compile_mode=None, count_flops=True):
+        runs.append((cfg.compile_step, compile_mode, cfg.epochs, count_flops))
+        seconds = {False: 2.0, True: 1.0}[cfg.compile_step or compile_mode is not None]
+        epochs = [{"phase": "warm-up", "seconds": 1.0},
+                  *({"phase": "train", "seconds": s, "training_seconds": s} for s in [30.0, seconds][:cfg.epochs - 1])]
+        return {"dividemix_epoch_s": seconds, "epochs": epochs}
+
+    monkeypatch.setattr(gpu_photos, "labelclean_fit", fit)
+    options = {"cifar_budget": 60, "cifar_images": 128, "official_cifar": None, "compile_": True, "part_needs": 1,
+               "compile_needs": 1}
+    out = gpu_photos.cifar_section(options, torch.device("cpu"), None)
+    assert runs == [(False, None, 2, True), (True, None, 3, False), (False, "reduce-overhead", 3, False)]
+    assert out["labelclean"]["compile_seconds"] is None  # one DivideMix epoch: nothing compiled
+    assert out["labelclean_compiled_step"]["compile_seconds"] == 29.0  # first DivideMix epoch − last
+    assert out["compiled_step_speedup"] == 2.0 and out["ratio_epoch_like_for_like_compiled_step"] is None

@@ -81,7 +81,7 @@ def test_a_train_epoch_labels_the_samples_above_the_threshold_weighted_by_their_
         torch.testing.assert_close(weights, clean_prob[batch])  # co-refinement weights: the batch's own
         assert (clean_prob[unlabeled] <= 0.5).all() and len(unlabeled) == len(batch)
     # The unlabeled weight ramps within the epoch, step by step, as the paper's linear ramp-up.
-    ramp = [s[3] for s in steps]
+    ramp = [s[3].item() for s in steps]  # device tensors
     assert ramp == pytest.approx([25.0 * linear_rampup(5 + k / len(steps), 2, 16) for k in range(len(steps))])
     assert all(a < b for a, b in zip(ramp, ramp[1:]))
 
