@@ -101,9 +101,11 @@ def fp32(monkeypatch: pytest.MonkeyPatch) -> None:
 def one_cpu_thread() -> Iterator[None]:
     """Fits in tests run on one CPU thread, not on every core ``training.cpu_threads`` gives: CI's
     cores are shared, and one thread keeps the suite's fits cheap and alike wherever it runs.
-    Session-wide, so that session fixtures' fits get it too."""
+    Session-wide, so that session fixtures' fits get it too; through OMP_NUM_THREADS, the fits of the
+    processes tests start too (on a busy machine two threads of a child fit ran 4x slower than one)."""
     from labelclean import api
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(api, "cpu_threads", lambda device: 1)
+        patch.setenv("OMP_NUM_THREADS", "1")
         yield
