@@ -7,7 +7,7 @@ Two networks are warmed up on all labels. Then, every epoch, for each network:
    used to train the *other*, so the networks do not confirm their own mistakes. At very high noise a
    class-wise quota replaces the GMM's split (docs/high-noise.md);
 2. **co-refine** — labeled samples get ``sharpen(w·y + (1−w)·p)``, with ``w`` the clean
-   probability (:func:`co_refine`; 1 under the quota, :func:`labelclean.evaluation.refine_weight`);
+   probability (:func:`co_refine`);
 3. **co-guess** — unlabeled samples get the sharpened mean prediction of both networks
    (:func:`co_guess`);
 4. **MixMatch** — mix up labeled and unlabeled samples (:func:`mixmatch`) and train on
@@ -32,7 +32,7 @@ from torch import nn
 
 from . import distributed
 from .config import FitConfig, Settings, settings
-from .evaluation import FinalEvaluation, final_evaluation, normalized_loss, refine_weight, split_clean_prob
+from .evaluation import FinalEvaluation, final_evaluation, normalized_loss, split_clean_prob
 from .rules import Rules
 from .training import (
     EpochReport,
@@ -259,8 +259,7 @@ def one_epoch(nets: list[nn.Module], optimizers: list[torch.optim.Optimizer], da
     switched = once(state, "lenient guard", lambda: rules.lenient(plan.selection))
 
     def train_on_peer_split(k: int) -> tuple[float, float, int]:
-        weights = refine_weight(divided[1 - k][0], plan.selection)  # the peer's split; 1 if labeled by the quota
-        peer_split = weights.to(data.device)  # a checkpoint's copy comes back on the CPU
+        peer_split = divided[1 - k][0].to(data.device)  # a checkpoint's copy comes back on the CPU
         loss_x, loss_u, n_labeled = train_epoch(nets[k], nets[1 - k], optimizers[k], data, peer_split,
                                                 epoch, plan, Loop(state, f"train {k + 1}", plan.seed))
         return loss_x.item(), loss_u.item(), n_labeled

@@ -16,7 +16,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 from torch import nn
 
-from .auto import CLEAN_SPLIT, class_quota, quota_clean_prob
+from .auto import class_quota, quota_clean_prob
 from .config import Settings
 from .training import TrainingData, predict_logits
 
@@ -84,23 +84,6 @@ def split_clean_prob(loss: np.ndarray, given: np.ndarray, num_classes: int, sele
     if selection == "quota":
         return quota_clean_prob(loss, given, class_quota(given, num_classes, share)), True
     return clean_probability(loss, seed=seed)
-
-
-def refine_weight(clean_prob: torch.Tensor, selection: str) -> torch.Tensor:
-    """The weight ``w`` of each sample's given label in co-refinement, from its clean probability (n,).
-
-    'gmm': the clean probability itself (the paper). 'quota': 1 for every labeled sample (above
-    CLEAN_SPLIT), as UNICON's and ProMix's selection treats a selected label as clean; the quota's
-    clean probability only ranks the samples (1 down to just above 0.5 in each class), and as a weight
-    it would train the lower half of each class's labeled set on targets half given label, half prediction.
-    Unlabeled samples keep their value; the split is unchanged, and so is the exported clean_prob.
-
-    >>> refine_weight(torch.tensor([1.0, 0.6, 0.4]), "quota").tolist()
-    [1.0, 1.0, 0.4000000059604645]
-    """
-    if selection != "quota":
-        return clean_prob
-    return torch.where(clean_prob > CLEAN_SPLIT, torch.ones_like(clean_prob), clean_prob)
 
 
 def ensemble_agreement(nets: list[nn.Module], data: TrainingData, cfg: Settings) -> tuple[float, np.ndarray]:

@@ -62,28 +62,6 @@ def test_each_network_trains_on_its_peers_split_with_its_own_loss_history(monkey
     assert report.labeled == [int((splits[1] > 0.5).sum()), int((splits[0] > 0.5).sum())]
 
 
-@pytest.mark.parametrize("selection", ["gmm", "quota"])
-def test_co_refinement_weights_are_the_clean_probability_under_the_gmm_and_1_under_the_quota(monkeypatch, selection):
-    data = random_data()
-    nets = [build_model("small_cnn", 1, 4, 8) for _ in range(2)]
-    cfg = FitConfig(epochs=3, warmup=1, batch_size=8, selection=selection)
-    state = after_warmup(cfg)
-    splits = [torch.linspace(0, 1, 40), torch.linspace(1, 0, 40)]
-    trained = []
-    monkeypatch.setattr(dividemix, "co_divide", lambda net, *args: (splits[nets.index(net)], True, 0.5))
-    monkeypatch.setattr(dividemix, "train_epoch", lambda net, peer, opt, data, clean_prob, *args: (
-        trained.append(clean_prob), (torch.tensor(1.0), torch.tensor(0.5), int((clean_prob > 0.5).sum())))[1])
-    optimizers = [make_optimizer(net, effective()) for net in nets]
-    one_epoch(nets, optimizers, data, Rules(cfg, state), state, epoch=1)
-    for k, weights in enumerate(trained):
-        peer = splits[1 - k]
-        labeled = peer > 0.5
-        assert torch.equal(weights > 0.5, labeled)  # the split is the peer's either way
-        expected = torch.ones(int(labeled.sum())) if selection == "quota" else peer[labeled]
-        torch.testing.assert_close(weights[labeled], expected)  # quota: a selected label counts as clean (UNICON)
-        torch.testing.assert_close(weights[~labeled], peer[~labeled])
-
-
 def test_a_train_epoch_labels_the_samples_above_the_threshold_weighted_by_their_clean_probability(monkeypatch):
     data = random_data()
     cfg = effective(epochs=30, warmup=2, batch_size=4, p_threshold=0.5, lambda_u=25.0)
