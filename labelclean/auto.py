@@ -179,26 +179,46 @@ class NoiseEstimate:
     """What the warmed-up networks say about the label noise."""
 
     rate: float  # share of samples whose given label the networks do not predict
-    pair_share: float  # among those, how concentrated the predictions are (1 = one class per given class)
+    pair_share: float  # among those, the share on one partner per class, partners distinct (1 = class pairs)
     kind: str  # 'pair' (class-pair flips) or 'spread' (any other class)
 
 
 def estimate_noise(predicted: np.ndarray, given: np.ndarray, num_classes: int) -> NoiseEstimate:
     """Noise rate and kind from the networks' predictions (n,) and the given labels (n,).
 
-    ``pair_share`` is, over the samples whose prediction differs from the given label, the
-    count-weighted mean (per given class) of the share taken by the most common predicted class.
-    Flips to any other class spread over k−1 classes (share ≈ 1/(k−1)); class-pair flips put
-    almost all of a class's disagreements on its partner. With three or fewer classes every kind
-    of flip looks concentrated, so the kind is only called 'pair' above three classes.
+    ``pair_share`` is the share of the disagreements (given label ≠ prediction) that one pairing of
+    classes explains: each given class paired with one predicted class, no predicted class with two
+    given classes (:func:`pair_share`). Class-pair flips send a class's wrong labels to its partner,
+    so nearly all disagreements sit on such pairs; flips to any other class spread over k−1 classes.
+    Networks that predict few classes concentrate every class's disagreements on the same few
+    predictions, which one pairing cannot explain (docs/high-noise.md). With three or fewer classes
+    every kind of flip looks concentrated, so the kind is only called 'pair' above three classes.
     """
     disagree = predicted != given
-    rate = float(disagree.mean())
     counts = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(counts, (given[disagree], predicted[disagree]), 1)
-    pair_share = float(counts.max(1).sum() / disagree.sum()) if disagree.any() else 0.0
-    kind = "pair" if num_classes > 3 and pair_share >= PAIR_SHARE else "spread"
-    return NoiseEstimate(rate, pair_share, kind)
+    share = pair_share(counts)
+    kind = "pair" if num_classes > 3 and share >= PAIR_SHARE else "spread"
+    return NoiseEstimate(float(disagree.mean()), share, kind)
+
+
+def pair_share(counts: np.ndarray) -> float:
+    """Share of the disagreements ``counts`` (k, k: given class × predicted class, zero diagonal) on the
+    pairing of classes that holds the most: each given class with at most one predicted class and each
+    predicted class with at most one given class (the assignment problem); 0 without disagreements.
+
+    >>> pair_share(np.array([[0, 9, 1], [9, 0, 1], [0, 0, 0]]))  # 0 ↔ 1
+    0.9
+    >>> pair_share(np.array([[0, 9, 1], [0, 0, 0], [1, 9, 0]]))  # both classes' disagreements on class 1
+    0.5
+    """
+    from scipy.optimize import linear_sum_assignment  # here, not at the top: the CLI's --help imports this module
+
+    total = counts.sum()
+    if total == 0:
+        return 0.0
+    rows, cols = linear_sum_assignment(counts, maximize=True)
+    return float(counts[rows, cols].sum() / total)
 
 
 def choose_settings(noise: NoiseEstimate, num_classes: int) -> dict[str, float | int | str]:

@@ -56,6 +56,41 @@ def test_noise_estimate_finds_the_rate_and_the_kind(mode, rate):
         assert set(DIGIT_PAIRS) >= set(np.unique(given[predicted != given]).tolist()) - set(DIGIT_PAIRS.values())
 
 
+def per_given_class_share(predicted: np.ndarray, given: np.ndarray) -> float:
+    """The share of the disagreements on each given class's most common prediction (no pairing asked)."""
+    counts = np.zeros((10, 10), dtype=np.int64)
+    np.add.at(counts, (given[predicted != given], predicted[predicted != given]), 1)
+    return counts.max(1).sum() / counts.sum()
+
+
+def test_networks_that_predict_few_classes_are_not_read_as_class_pair_noise():
+    """Near chance at 80% spread noise, networks predicting mostly 0, 1 and 2 put every class's disagreements
+    on those few classes: concentrated per given class, yet no pairing of classes explains them."""
+    rng = np.random.default_rng(0)
+    _, given, _ = networks_that_know_the_truth("sym", 0.8)
+    predicted = rng.choice(10, size=len(given), p=[0.5, 0.25, 0.15] + [0.1 / 7] * 7)
+    assert per_given_class_share(predicted, given) > 0.5  # what the kind was read from before
+    noise = estimate_noise(predicted, given, 10)
+    assert noise.kind == "spread" and noise.pair_share < 0.2
+
+
+def test_class_pair_noise_is_still_found_by_networks_that_make_their_own_mistakes():
+    truth, given, _ = networks_that_know_the_truth("asym", 0.4)
+    rng = np.random.default_rng(1)
+    wrong = rng.random(len(truth)) < 0.1  # the networks also err on 10% of the images, anywhere
+    predicted = np.where(wrong, rng.integers(0, 10, len(truth)), truth)
+    noise = estimate_noise(predicted, given, 10)
+    assert noise.kind == "pair" and noise.pair_share > 0.6
+
+
+def test_the_pairing_share_is_never_above_the_per_given_class_share():
+    """The pairing only withdraws 'pair' calls: it explains at most what each class's most common prediction does."""
+    rng = np.random.default_rng(2)
+    for _ in range(50):
+        given, predicted = rng.integers(0, 10, 300), rng.choice(10, 300, p=rng.dirichlet(np.full(10, 0.3)))
+        assert estimate_noise(predicted, given, 10).pair_share <= per_given_class_share(predicted, given) + 1e-12
+
+
 def test_noise_kind_is_not_called_pair_with_three_classes_or_fewer():
     predicted = np.array([0, 0, 1, 1, 0, 1])
     given = np.array([1, 1, 0, 0, 0, 1])  # every disagreement concentrated, as any flip is with 2 classes
