@@ -42,7 +42,8 @@ def cpu_model() -> str:
 def git(*args: str) -> str | None:
     """The output of a git command in this checkout, or None where there is no git or no repository."""
     try:
-        done = subprocess.run(["git", "-C", str(REPOSITORY), *args], capture_output=True, text=True, timeout=30)
+        done = subprocess.run(["git", "-C", str(REPOSITORY), *args], capture_output=True, text=True, timeout=30,
+                              check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
     return done.stdout.strip() if done.returncode == 0 else None

@@ -145,8 +145,8 @@ CLOTHING_PATCHES = [
     (T, "torch.cuda.set_device(args.gpuid)\n",
      "if torch.cuda.is_available(): torch.cuda.set_device(args.gpuid)  # [timing]\n", 1),
     (T, "args = parser.parse_args()\n",
-     "parser.add_argument('--num_workers', default=5, type=int)  # [timing]\n"
-     "parser.add_argument('--arch', default='resnet50')  # [timing]\nargs = parser.parse_args()\n", 1),
+     ("parser.add_argument('--num_workers', default=5, type=int)  # [timing]\n"
+     "parser.add_argument('--arch', default='resnet50')  # [timing]\nargs = parser.parse_args()\n"), 1),
     (T, "unlabeled_train_iter.next()", "next(unlabeled_train_iter)", 2),
     (T, "models.resnet50(pretrained=True)", "getattr(models, args.arch)(pretrained=False)  # [timing]", 1),
     (T, "nn.Linear(2048,args.num_class)", "nn.Linear(model.fc.in_features,args.num_class)", 1),
@@ -156,10 +156,10 @@ CLOTHING_PATCHES = [
     (T, "pred1 = (prob1 > args.p_threshold)", "pred1 = _photo_timing.fixed(prob1 > args.p_threshold, 1)", 1),
     (T, "pred2 = (prob2 > args.p_threshold)", "pred2 = _photo_timing.fixed(prob2 > args.p_threshold, 0)", 1),
     (T, "print('| Building net')\n",
-     "loader.run = _photo_timing.timed_loader(loader.run)  # [timing]\n"
+     ("loader.run = _photo_timing.timed_loader(loader.run)  # [timing]\n"
      "warmup, train, eval_train, val = (_photo_timing.timed(n, f) for n, f in  # [timing]\n"
      "    [('warmup', warmup), ('train', train), ('eval_train', eval_train), ('val', val)])\n"
-     "print('| Building net')\n", 1),
+     "print('| Building net')\n"), 1),
     (T, "for epoch in range(args.num_epochs+1):   \n",
      "for epoch in range(args.num_epochs+1):   \n    _photo_timing.EPOCH[0] = epoch  # [timing]\n", 1),
     (T, "test_loader = loader.run('test')\n",
@@ -481,7 +481,7 @@ def run_official_clothing(upstream: Path, root: Path, work: Path, arch: str, bat
         start = time.perf_counter()
         try:
             code_rc: int | str = subprocess.run(command, cwd=code, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                                timeout=max(timeout, 1)).returncode
+                                                timeout=max(timeout, 1), check=False).returncode
         except subprocess.TimeoutExpired:
             code_rc = "timeout"
         seconds = time.perf_counter() - start

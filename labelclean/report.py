@@ -161,8 +161,8 @@ def per_class_section(table: pd.DataFrame, rows: pd.DataFrame, classes: list[str
         n, bad = int(samples.get(name, 0)), int(suspects.get(name, 0))
         rate = bad / n if n else 0.0
         count = f'<a href="#{_anchor(k)}">{bad:,}</a>' if bad else "0"
-        cells.append([escape(name), f"{n:,}", count, f'{rate:.1%} <span class="rate" style="width:{rate * 80:.0f}px">'
-                      f"</span>"])
+        cells.append([escape(name), f"{n:,}", count, (f'{rate:.1%} <span class="rate" style="width:{rate * 80:.0f}px">'
+                      f"</span>")])
     return ("<h2>Suspects per given label</h2><p class=muted>Click a count to see that class's suspects.</p>"
             + _rows(cells, ["given label", "samples", "suspects", "share"]))
 

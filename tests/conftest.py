@@ -31,7 +31,7 @@ settings.register_profile("labelclean", derandomize=True, database=None, deadlin
 settings.load_profile("labelclean")
 
 # Settings that train in seconds on a 2-core CPU; enough to exercise every code path.
-TINY = dict(epochs=3, warmup=1, batch_size=32, arch="small_cnn", device="cpu")
+TINY = {"epochs": 3, "warmup": 1, "batch_size": 32, "arch": "small_cnn", "device": "cpu"}
 
 
 @pytest.fixture(autouse=True)

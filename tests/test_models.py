@@ -11,7 +11,7 @@ from labelclean.cli import app
 from labelclean.models import blend_start, build_model, classifier_name, load_weights, small_cnn
 
 runner = CliRunner()
-SHORT = dict(epochs=2, warmup=1, batch_size=8, image_size=8, device="cpu")
+SHORT = {"epochs": 2, "warmup": 1, "batch_size": 8, "image_size": 8, "device": "cpu"}
 
 
 def torchvision_reference(name: str) -> dict[str, torch.Size]:

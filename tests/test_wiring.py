@@ -3,6 +3,8 @@ unlabeled weight, the loss window, the warm-up's hand-over, augmented views, the
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -83,7 +85,7 @@ def test_a_train_epoch_labels_the_samples_above_the_threshold_weighted_by_their_
     # The unlabeled weight ramps within the epoch, step by step, as the paper's linear ramp-up.
     ramp = [s[3].item() for s in steps]  # device tensors
     assert ramp == pytest.approx([25.0 * linear_rampup(5 + k / len(steps), 2, 16) for k in range(len(steps))])
-    assert all(a < b for a, b in zip(ramp, ramp[1:]))
+    assert all(a < b for a, b in itertools.pairwise(ramp))
 
 
 def test_co_divide_averages_the_loss_window_and_keeps_only_that_many_epochs():
@@ -150,7 +152,7 @@ def test_the_image_size_is_the_median_shorter_side_of_mixed_non_square_images(tm
 
 
 def test_a_fit_stopped_after_an_epoch_resumes_to_the_same_result(few_digits, tmp_path):
-    options = dict(epochs=3, warmup=1, batch_size=8, arch="small_cnn", device="cpu")
+    options = {"epochs": 3, "warmup": 1, "batch_size": 8, "arch": "small_cnn", "device": "cpu"}
     reference = labelclean.fit(few_digits.images_dir, few_digits.labels_csv, tmp_path / "ref", **options)
     fit_interrupted_after(2, few_digits, tmp_path / "cut", **options)
     resumed = labelclean.fit(None, None, tmp_path / "cut", resume=True)
