@@ -34,10 +34,10 @@ import typer
 from common import RESULTS, record
 from fit_time import write_shifted_digits
 from rich.console import Console
-from speed import run_official, side_by_side, synthetic_images, time_epochs, training_data
+from speed import fixed_settings, run_official, side_by_side, synthetic_images, time_epochs, training_data
 
 import labelclean
-from labelclean.config import PAPER_SETTINGS, Decisions, FitConfig, settings
+from labelclean.config import FitConfig
 from labelclean.files import write_json
 from labelclean.training import cpu_threads, precision, resolve_device
 
@@ -55,9 +55,8 @@ def peak_memory_mb(device: torch.device) -> float | None:
 
 
 def labelclean_epochs(samples: int, warmup: int, dividemix_epochs: int, arch: str, device: torch.device) -> dict[str, Any]:
-    cfg = settings(FitConfig(epochs=warmup + dividemix_epochs, warmup=warmup, batch_size=64, image_size=32,
-                             arch=arch, device=device.type, auto=False, **PAPER_SETTINGS).validate(),
-                   Decisions(device=device.type))
+    cfg = fixed_settings(device, epochs=warmup + dividemix_epochs, warmup=warmup, batch_size=64, image_size=32,
+                         arch=arch, device=device.type, auto=False)
     data = training_data(*synthetic_images(samples, 3, 32, 10), cfg, device)
     epochs = time_epochs(data, cfg)
     return {"settings": cfg.to_dict(), "epochs": epochs, "peak_memory_mb": peak_memory_mb(device)}

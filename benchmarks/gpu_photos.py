@@ -118,12 +118,21 @@ from common import RESULTS, record, rows
 from PIL import Image
 from rich.console import Console
 from rich.table import Table
-from speed import compile_counters, compile_seconds, run_official, slug, synthetic_images, time_epochs, training_data
+from speed import (
+    compile_counters,
+    compile_seconds,
+    fixed_settings,
+    run_official,
+    slug,
+    synthetic_images,
+    time_epochs,
+    training_data,
+)
 from torch.utils.flop_counter import FlopCounterMode
 
 from labelclean import dividemix
 from labelclean.api import _training_data
-from labelclean.config import PAPER_SETTINGS, Decisions, FitConfig, Settings, settings
+from labelclean.config import Decisions, FitConfig, Settings, settings
 from labelclean.data import LabeledImages, read_labels
 from labelclean.files import write_json
 from labelclean.images import decode_listed
@@ -367,9 +376,8 @@ def cold_cache_each_epoch(data_file: Path) -> Iterator[None]:
 def fit_config(arch: str, image_size: int, batch_size: int, dividemix_epochs: int, device: torch.device) -> Settings:
     """labelclean's fit settings for a timing: W=1 warm-up epoch (the official Clothing1M code's),
     D DivideMix epochs, the paper's fixed settings (no adaptive rules, which would change the work)."""
-    declared = FitConfig(epochs=1 + dividemix_epochs, warmup=1, batch_size=batch_size, image_size=image_size,
-                         arch=arch, device=device.type, auto=False, **PAPER_SETTINGS).validate()
-    return settings(declared, Decisions(device=device.type))
+    return fixed_settings(device, epochs=1 + dividemix_epochs, warmup=1, batch_size=batch_size,
+                          image_size=image_size, arch=arch, device=device.type, auto=False)
 
 
 def summarise(epochs: list[dict[str, Any]], images: int, flops: dict[str, float] | None,

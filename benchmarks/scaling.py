@@ -39,11 +39,11 @@ import typer
 from common import RESULTS, record, rows
 from rich.console import Console
 from rich.table import Table
-from speed import Parts, project, slug, synthetic_images
+from speed import Parts, fixed_settings, project, slug, synthetic_images
 
 from labelclean import distributed
 from labelclean.augment import crop_padding
-from labelclean.config import PAPER_SETTINGS, Decisions, FitConfig, settings
+from labelclean.config import FitConfig
 from labelclean.data import channel_stats
 from labelclean.dividemix import co_divide, train_epoch
 from labelclean.files import write_json
@@ -149,8 +149,8 @@ def main(
 ) -> None:
     """Time a DivideMix epoch with each process count and compare their throughput."""
     dev = resolve_device(device)
-    cfg = settings(FitConfig(epochs=1, warmup=0, batch_size=batch_size, image_size=image_size, device=device,
-                             **PAPER_SETTINGS, arch=arch).validate(), Decisions(device=dev.type))
+    cfg = fixed_settings(dev, epochs=1, warmup=0, batch_size=batch_size, image_size=image_size, device=device,
+                         arch=arch)
     if worker_out is not None:
         torch.set_num_threads(threads)
         worker(cfg.to_dict(), samples, classes, worker_out)

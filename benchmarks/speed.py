@@ -56,7 +56,7 @@ from torch import nn
 
 from labelclean import dividemix
 from labelclean.augment import crop_padding
-from labelclean.config import PAPER_SETTINGS, Decisions, FitConfig, settings
+from labelclean.config import PAPER_SETTINGS, Decisions, FitConfig, Settings, settings
 from labelclean.data import channel_stats, decode_images, read_labels
 from labelclean.dividemix import train_epoch, warmup_epoch
 from labelclean.evaluation import clean_probability, normalized_loss
@@ -185,6 +185,12 @@ def peak_memory_mb(device: torch.device) -> dict[str, float]:
 
 def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def fixed_settings(dev: torch.device, **declared: Any) -> Settings:
+    """The settings labelclean trains with for a timing: ``declared`` with the paper's fixed DivideMix
+    settings (PAPER_SETTINGS), so that no rule reading the data changes the work being timed."""
+    return settings(FitConfig(**PAPER_SETTINGS, **declared).validate(), Decisions(device=dev.type))
 
 
 def training_data(raw: torch.Tensor, given: torch.Tensor, classes: int, cfg: FitConfig,
@@ -361,10 +367,8 @@ def epochs(
                                  "--arch preact_resnet18 --image-size 32 --channels 3.")
     dev = resolve_device(device)
     torch.set_num_threads(threads or cpu_threads(dev))
-    cfg = settings(FitConfig(epochs=warmup + dividemix_epochs, warmup=warmup, batch_size=batch_size,
-                             image_size=image_size, arch=arch, device=device, auto=False, compile_step=compile_step,
-                             **PAPER_SETTINGS).validate(),
-                   Decisions(device=dev.type))
+    cfg = fixed_settings(dev, epochs=warmup + dividemix_epochs, warmup=warmup, batch_size=batch_size,
+                         image_size=image_size, arch=arch, device=device, auto=False, compile_step=compile_step)
     data = training_data(*synthetic_images(samples, channels, image_size, 10), cfg, dev)
     result: dict[str, Any] = {"benchmark": "speed epochs", **record(dev, seeds=[cfg.seed]), "samples": samples,
                               "precision": precision(dev), "settings": cfg.to_dict(), "load_average_1min": {},
@@ -402,8 +406,8 @@ def compile_step_side_by_side(
     one run: seconds per training step of the last epoch, and the seconds the compilation cost."""
     dev = resolve_device(device)
     torch.set_num_threads(threads or cpu_threads(dev))
-    cfg = settings(FitConfig(epochs=1 + dividemix_epochs, warmup=1, batch_size=batch_size, image_size=image_size,
-                             arch=arch, device=device, auto=False, **PAPER_SETTINGS).validate(), Decisions(device=dev.type))
+    cfg = fixed_settings(dev, epochs=1 + dividemix_epochs, warmup=1, batch_size=batch_size, image_size=image_size,
+                         arch=arch, device=device, auto=False)
     data = training_data(*synthetic_images(samples, channels, image_size, 10), cfg, dev)
     result: dict[str, Any] = {"benchmark": "speed compile-step", **record(dev, seeds=[cfg.seed]), "samples": samples,
                               "precision": precision(dev), "settings": cfg.to_dict()}
@@ -610,9 +614,8 @@ def parts(
         raise typer.BadParameter("Your own data needs both --images and --labels.")
     raw, given, k = (synthetic_images(samples, channels, image_size, classes) if images is None
                   else folder_images(images, labels, image_size))
-    cfg = settings(FitConfig(epochs=epochs, warmup=warmup, batch_size=batch_size, eval_batch_size=eval_batch_size,
-                             image_size=image_size, device=device, **PAPER_SETTINGS, arch=arch).validate(),
-                   Decisions(device=dev.type))
+    cfg = fixed_settings(dev, epochs=epochs, warmup=warmup, batch_size=batch_size, eval_batch_size=eval_batch_size,
+                         image_size=image_size, device=device, arch=arch)
     data = training_data(raw, given, k, cfg, dev)
     if len(data) < 2 * batch_size * steps:
         raise typer.BadParameter(f"{len(data)} images are too few to time {steps} steps of batch {batch_size}; "
