@@ -88,6 +88,8 @@ def test_labelclean_trains_on_fixed_labeled_sets_of_the_sizes_asked(gpu_photos):
     assert fit["epoch_flops"]["dividemix_epoch"] == 2 * 48 * flops["eval_per_image"] + 6 * flops["dividemix_step"]
     assert fit["mfu"] == pytest.approx(fit["epoch_flops"]["dividemix_epoch"] / fit["dividemix_epoch_s"] / 1e12)
     assert fit["gpu_utilisation"] is None  # no GPU here
+    assert fit["gmm_s"] > 0  # the two GMMs of the one co-divide, timed on the host
+    assert fit["gmm_share_of_dividemix_epoch"] == pytest.approx(2 * fit["gmm_s"] / fit["dividemix_epoch_s"])
 
 
 def test_photos_have_mixed_sizes_and_the_official_lists_match_them(gpu_photos, tmp_path):
