@@ -28,7 +28,7 @@ import numpy as np
 
 from .data import DECODE_CHUNK, Progress, decoded_chunks, has_colour, to_channels
 from .errors import LabelcleanError
-from .files import atomic_write, write_json
+from .files import atomic_write, remove_stale_temps, write_json
 
 CACHE_FORMAT = 2  # part of the key: bump it when decoding changes, so that older caches are not reused
 
@@ -63,6 +63,7 @@ def decode_cached(files: Sequence[Path], size: int, channels: int | None, cache_
             log.info("Reusing decoded images from %s.", data_file)
             return open_images(data_file, *cached)
     data_file = candidates[0]
+    remove_stale_temps(data_file.parent)
     try:
         shape, bad = write_cache(files, size, channels, data_file, progress)
     except OSError as e:

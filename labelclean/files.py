@@ -6,8 +6,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,6 +19,8 @@ import numpy as np
 from .errors import LabelcleanError
 
 T = TypeVar("T")
+log = logging.getLogger("labelclean")
+STALE_SECONDS = 600  # a temp file nobody wrote to for this long was left by a killed process
 
 
 def atomic_write(path: Path, write: Callable[[io.BufferedRandom], T]) -> T:
@@ -38,6 +42,22 @@ def atomic_write(path: Path, write: Callable[[io.BufferedRandom], T]) -> T:
         Path(tmp).unlink(missing_ok=True)
         raise
     return result
+
+
+def remove_stale_temps(folder: Path) -> None:
+    """Delete the temp files :func:`atomic_write` left in ``folder`` when its process was killed
+    mid-write (SIGKILL, the out-of-memory killer: no ``except`` runs), once nothing has written to them
+    for ``STALE_SECONDS``; a half-written decode cache can hold gigabytes."""
+    stale = []
+    for file in Path(folder).glob(".*.tmp"):
+        try:
+            if time.time() - file.stat().st_mtime > STALE_SECONDS:
+                file.unlink()
+                stale.append(file.name)
+        except FileNotFoundError:  # its own process finished or cleaned up meanwhile
+            continue
+    if stale:
+        log.info("Removed %d temp file(s) an interrupted process left in %s.", len(stale), folder)
 
 
 def _umask() -> int:

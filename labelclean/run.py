@@ -45,6 +45,7 @@ from .files import (
     load_torch,
     read_json,
     read_jsonl,
+    remove_stale_temps,
     save_torch,
     write_json,
     write_jsonl,
@@ -142,6 +143,7 @@ class RunDirectory:
         config.update(device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                       processes=distributed.world_size(), precision=precision(device), threads=threads)
         if distributed.is_main():
+            remove_stale_temps(self.path)  # of a fit killed while it saved a checkpoint
             write_json(self.path / CONFIG, config)
             write_skipped(self.path / SKIPPED, skipped)
 

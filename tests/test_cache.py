@@ -122,6 +122,21 @@ def test_an_interrupted_decode_leaves_no_cache_behind(files, tmp_path):
     assert os.listdir(tmp_path / "cache") == []
 
 
+def test_a_decode_killed_mid_write_leaves_no_lasting_temp_file(files, tmp_path, caplog):
+    caplog.set_level(logging.INFO, "labelclean")
+    cache_dir = tmp_path / "cache"
+    cache_dir.mkdir()
+    killed, writing = cache_dir / ".decoded-old.u8.x1.tmp", cache_dir / ".decoded-new.u8.x2.tmp"
+    killed.write_bytes(b"half an image")
+    writing.write_bytes(b"still being written by another process")
+    an_hour_ago = os.stat(killed).st_mtime - 3600
+    os.utime(killed, (an_hour_ago, an_hour_ago))
+
+    decode_cached(files, 8, None, cache_dir)
+    assert not killed.exists() and writing.exists()
+    assert "Removed 1 temp file(s)" in caplog.text
+
+
 @pytest.mark.parametrize("channels", [None, 1, 3])
 def test_the_cache_holds_what_in_memory_decoding_gives(tmp_path, monkeypatch, decoded, channels):
     monkeypatch.setattr(data, "DECODE_CHUNK", 3)  # several chunks, and gray rows shrunk across them
