@@ -51,9 +51,11 @@ def git(*args: str) -> str | None:
 
 def commit() -> tuple[str | None, bool | None]:
     """The checked-out commit and whether tracked files differ from it (None, None outside a git checkout).
-    Untracked files (a result being written) do not count."""
+    Untracked files and ``benchmarks/results/`` do not count: the result files that earlier runs rewrote
+    are outputs, not the code being measured."""
     head = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no") if head else None
+    results = f":(exclude){RESULTS.relative_to(REPOSITORY).as_posix()}"
+    status = git("status", "--porcelain", "--untracked-files=no", "--", ".", results) if head else None
     return head, None if status is None else bool(status)
 
 

@@ -156,6 +156,30 @@ def test_a_result_records_the_commit_the_machine_the_command_and_the_seeds(bench
     assert {"cpu", "cpu_count", "gpu", "torch", "device"} <= set(stamp["machine"])
 
 
+def test_a_rewritten_result_file_does_not_make_the_code_dirty(benchmarks, tmp_path, monkeypatch):
+    import subprocess
+
+    import common
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                       check=True, capture_output=True)
+
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "benchmarks" / "results" / "quality.json").write_text("{}\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "start")
+    monkeypatch.setattr(common, "REPOSITORY", tmp_path)
+    monkeypatch.setattr(common, "RESULTS", tmp_path / "benchmarks" / "results")
+
+    (tmp_path / "benchmarks" / "results" / "quality.json").write_text('{"seeds": [0]}\n')  # an earlier run's output
+    assert common.commit()[1] is False
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert common.commit()[1] is True
+
+
 def test_quality_benchmark_can_add_seeds_to_a_run(benchmarks, tmp_path):
     import quality
 
