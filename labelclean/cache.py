@@ -63,7 +63,7 @@ def decode_cached(files: Sequence[Path], size: int, channels: int | None, cache_
             log.info("Reusing decoded images from %s.", data_file)
             return open_images(data_file, *cached)
     data_file = candidates[0]
-    remove_stale_temps(data_file.parent)
+    remove_stale_temps(data_file.parent, "decoded-*")  # --cache-dir may be a folder of the user's own
     try:
         shape, bad = write_cache(files, size, channels, data_file, progress)
     except OSError as e:

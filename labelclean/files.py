@@ -44,12 +44,12 @@ def atomic_write(path: Path, write: Callable[[io.BufferedRandom], T]) -> T:
     return result
 
 
-def remove_stale_temps(folder: Path) -> None:
-    """Delete the temp files :func:`atomic_write` left in ``folder`` when its process was killed
-    mid-write (SIGKILL, the out-of-memory killer: no ``except`` runs), once nothing has written to them
-    for ``STALE_SECONDS``; a half-written decode cache can hold gigabytes."""
+def remove_stale_temps(folder: Path, names: str = "*") -> None:
+    """Delete the temp files :func:`atomic_write` left in ``folder`` for outputs named like ``names`` (a
+    glob) when its process was killed mid-write (SIGKILL, the out-of-memory killer: no ``except`` runs),
+    once nothing has written to them for ``STALE_SECONDS``; a half-written decode cache can hold gigabytes."""
     stale = []
-    for file in Path(folder).glob(".*.tmp"):
+    for file in Path(folder).glob(f".{names}.*.tmp"):
         try:
             if time.time() - file.stat().st_mtime > STALE_SECONDS:
                 file.unlink()

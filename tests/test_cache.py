@@ -127,13 +127,16 @@ def test_a_decode_killed_mid_write_leaves_no_lasting_temp_file(files, tmp_path, 
     cache_dir = tmp_path / "cache"
     cache_dir.mkdir()
     killed, writing = cache_dir / ".decoded-old.u8.x1.tmp", cache_dir / ".decoded-new.u8.x2.tmp"
+    someone_elses = cache_dir / ".notes.txt.x3.tmp"  # --cache-dir may be a folder of the user's own
     killed.write_bytes(b"half an image")
     writing.write_bytes(b"still being written by another process")
+    someone_elses.write_bytes(b"not ours")
     an_hour_ago = os.stat(killed).st_mtime - 3600
-    os.utime(killed, (an_hour_ago, an_hour_ago))
+    for old in (killed, someone_elses):
+        os.utime(old, (an_hour_ago, an_hour_ago))
 
     decode_cached(files, 8, None, cache_dir)
-    assert not killed.exists() and writing.exists()
+    assert not killed.exists() and writing.exists() and someone_elses.exists()
     assert "Removed 1 temp file(s)" in caplog.text
 
 
