@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .auto import (
     CLEAN_SPLIT,
@@ -50,8 +50,24 @@ IMAGE_SIZE_RULE = (f"median of the data, at most {CPU_MAX_IMAGE_SIZE} on CPU ({P
 BASELINE_EPOCHS = 10  # MLNT's baseline without --warmup: the DivideMix paper's CIFAR warm-up
 
 
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self from Python 3.11 on
+
+
+class Options:
+    """Options that config.json records: to a dict and back, names this version does not know ignored."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # every subclass is a dataclass
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Self:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
 @dataclass
-class FitConfig:
+class FitConfig(Options):
     """Options of ``labelclean.fit``: the DivideMix paper's settings where they do not depend on the
     data; ``None`` where they do (chosen by :mod:`labelclean.auto`); for MLNT, those of the MLNT
     paper and its official code (``LiJunnan1992/MLNT``, ``main.py``).
@@ -183,14 +199,6 @@ class FitConfig:
                 f"The 'warmup' option must be in [0, epochs) so that DivideMix trains after warm-up. "
                 f"Got warmup={warmup}, epochs={epochs}."
             )
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> FitConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
 
 
 def warmup_limit(cfg: FitConfig) -> int:
@@ -325,7 +333,7 @@ def may_choose_quota(cfg: FitConfig) -> bool:
 
 
 @dataclass
-class DataOptions:
+class DataOptions(Options):
     """How ``fit`` and ``pretrain`` read the images and their labels (:func:`labelclean.data.read_labels`,
     :func:`labelclean.images.decode_listed`); config.json's ``data`` records them."""
 
@@ -348,14 +356,6 @@ class DataOptions:
         if self.cache_dir is not None and Path(self.cache_dir).exists() and not Path(self.cache_dir).is_dir():
             raise LabelcleanError(f"The 'cache_dir' option must be a folder; {self.cache_dir} is a file.")
         return self
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> DataOptions:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
 
     @classmethod
     def taken_from(cls, options: dict[str, Any], data: DataOptions | None) -> tuple[DataOptions, dict[str, Any]]:
