@@ -49,11 +49,9 @@ from .training import (
     threads,
 )
 
-__all__ = ["DataOptions", "DemoResult", "EpochReport", "Interrupted", "PretrainConfig", "Run", "demo", "fit",
-           "pretrain",
-           # the processes of a multi-process fit, for the command line
-           "barrier", "is_main", "launch_processes", "local_processes", "record_error", "started_processes",
-           "world_size"]
+__all__ = ["DataOptions", "DemoResult", "EpochReport", "Interrupted", "PretrainConfig", "Run", "barrier", "demo", "fit",
+           "is_main", "launch_processes", "local_processes", "pretrain", "record_error", "started_processes",
+           "world_size"]  # barrier … world_size: the processes of a multi-process fit, for the command line
 
 log = logging.getLogger("labelclean")
 
