@@ -73,6 +73,9 @@ MAX_RECOVERIES = 3  # extra warm-up epochs the guard may add in one run
 # Its other side, and the export's threshold hint: a split that labels LENIENT_GAP more than the networks
 # agree with holds mostly wrong labels (docs/high-noise.md).
 LENIENT_GAP = 0.25
+# Below this many images of at most 64 px, at HIGH_NOISE or more, the small CNN did better than PreAct
+# ResNet-18 from a random start (1,438 digits at 8 and 28 px; the paper's ResNet is measured on 50,000).
+SMALL_SET = 10_000
 
 
 def image_side(median_side: int, cuda: bool, pretrained: bool) -> int:
@@ -95,6 +98,23 @@ def default_arch(device_type: str, image_size: int, pretrained: bool = False) ->
     if device_type != "cuda":
         return "small_cnn"
     return "preact_resnet18" if image_size <= 64 else "resnet18"
+
+
+def network_hint(arch: str, image_size: int, n_samples: int, noise_rate: float, start: str) -> str | None:
+    """Advice to train the small CNN, when a ResNet from a random start meets fewer than SMALL_SET images of
+    at most 64 px and the networks estimate HIGH_NOISE or more after warm-up: there the small CNN did
+    better (docs/high-noise.md). None elsewhere; at lower noise the ResNet did as well or better.
+
+    >>> network_hint("preact_resnet18", 28, 1_438, 0.83, "random")[:41]
+    'Warm-up estimated 83% noise on 1,438 imag'
+    >>> network_hint("small_cnn", 28, 1_438, 0.83, "random"), network_hint("preact_resnet18", 28, 1_438, 0.4, "random")
+    (None, None)
+    """
+    if arch == "small_cnn" or start != "random" or image_size > 64 or n_samples >= SMALL_SET or noise_rate < HIGH_NOISE:
+        return None
+    return (f"Warm-up estimated {noise_rate:.0%} noise on {n_samples:,} images of {image_size} px. At such noise "
+            f"on so few small images the small CNN did better than {arch} (docs/high-noise.md); "
+            "if this fit's flags look poor, fit again with --arch small_cnn.")
 
 
 def start_kind(loaded: bool, with_classifier: bool) -> str:

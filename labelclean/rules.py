@@ -29,6 +29,7 @@ from .auto import (
     estimate_noise,
     is_lenient,
     is_locked,
+    network_hint,
     warmup_over,
 )
 from .config import FitConfig, Settings, may_choose_quota, settings, warmup_limit
@@ -105,6 +106,8 @@ class Rules:
             note += "; chose " + ", ".join(f"{k} {v:g}" if isinstance(v, float | int) else f"{k} {v}"
                                            for k, v in chosen.items())
         log.info("%s.", note)
+        if hint := network_hint(plan.arch, plan.image_size, len(data), noise.rate, decided.start.kind):
+            log.warning(hint)
         return note
 
     def after_split(self, labeled: float, agreement: float, selection: str) -> str | None:

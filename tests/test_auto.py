@@ -378,3 +378,27 @@ def test_the_guard_fires_inside_a_real_fit_and_recovers_with_a_warm_up_epoch(dig
     assert manual.config["auto"]["guard"]["recoveries"] == 0
     assert "Consider a longer --warmup (or --auto)" in caplog.text
 
+
+
+@pytest.mark.parametrize(("device", "noise", "start", "advised"), [
+    ("cuda", 0.8, "random", True),  # the GPU's PreAct ResNet-18 on 200 8-px images at 80% noise
+    ("cpu", 0.8, "random", False),  # the small CNN already
+    ("cuda", 0.4, "random", False),  # at 40% the ResNet did as well
+    ("cuda", 0.8, "self-supervised", False),  # learned weights: not what was measured
+])
+def test_a_resnet_on_few_small_images_at_very_high_noise_is_advised_the_small_cnn(device, noise, start, advised,
+                                                                                   caplog):
+    labels = np.arange(200) % 10
+    predicted = labels.copy()
+    wrong = int(noise * len(labels))
+    predicted[:wrong] = (labels[:wrong] + 1 + np.random.default_rng(0).integers(0, 9, wrong)) % 10
+    data = TrainingData.build(torch.zeros(200, 1, 8, 8, dtype=torch.uint8), labels, 10, [0.0], [1.0],
+                              torch.device("cpu"))
+    state = TrainingState(decisions=Decisions(n_samples=200, median_side=8, device=device))
+    state.decisions.start.kind = start
+    with caplog.at_level("WARNING", logger="labelclean"):
+        Rules(FitConfig(), state).end_warmup(predicted, data, 5)
+    assert state.decisions.noise.rate == pytest.approx(noise)
+    assert ("--arch small_cnn" in caplog.text) == advised
+    if advised:
+        assert "80% noise on 200 images of 8 px" in caplog.text and "preact_resnet18" in caplog.text
