@@ -26,6 +26,7 @@ CLEAN_SPLIT = 0.5
 CPU_MAX_IMAGE_SIZE = 32
 PRETRAINED_CPU_MAX_IMAGE_SIZE = 112
 MAX_IMAGE_SIZE = 224
+CIFAR_NET_SIDE = 64  # up to this, a GPU trains the paper's PreAct ResNet-18 (made for 32-px CIFAR)
 
 # The start: the paper's lr for random and self-supervised starts (as C2D), a tenth of it to fine-tune
 # weights trained with labels (as DivideMix on Clothing1M), so the first noisy epochs keep what they know.
@@ -73,7 +74,7 @@ MAX_RECOVERIES = 3  # extra warm-up epochs the guard may add in one run
 # Its other side, and the export's threshold hint: a split that labels LENIENT_GAP more than the networks
 # agree with holds mostly wrong labels (docs/high-noise.md).
 LENIENT_GAP = 0.25
-# Below this many images of at most 64 px, at HIGH_NOISE or more, the small CNN did better than PreAct
+# Below this many images of at most CIFAR_NET_SIDE, at HIGH_NOISE or more, the small CNN did better than PreAct
 # ResNet-18 from a random start (1,438 digits at 8 and 28 px; the paper's ResNet is measured on 50,000).
 SMALL_SET = 10_000
 
@@ -97,12 +98,12 @@ def default_arch(device_type: str, image_size: int, pretrained: bool = False) ->
         return "resnet18"
     if device_type != "cuda":
         return "small_cnn"
-    return "preact_resnet18" if image_size <= 64 else "resnet18"
+    return "preact_resnet18" if image_size <= CIFAR_NET_SIDE else "resnet18"
 
 
 def network_hint(arch: str, image_size: int, n_samples: int, noise_rate: float, start: str) -> str | None:
     """Advice to train the small CNN, when a ResNet from a random start meets fewer than SMALL_SET images of
-    at most 64 px and the networks estimate HIGH_NOISE or more after warm-up: there the small CNN did
+    at most CIFAR_NET_SIDE and the networks estimate HIGH_NOISE or more after warm-up: there the small CNN did
     better (docs/high-noise.md). None elsewhere; at lower noise the ResNet did as well or better.
 
     >>> network_hint("preact_resnet18", 28, 1_438, 0.83, "random")[:41]
@@ -110,7 +111,8 @@ def network_hint(arch: str, image_size: int, n_samples: int, noise_rate: float, 
     >>> network_hint("small_cnn", 28, 1_438, 0.83, "random"), network_hint("preact_resnet18", 28, 1_438, 0.4, "random")
     (None, None)
     """
-    if arch == "small_cnn" or start != "random" or image_size > 64 or n_samples >= SMALL_SET or noise_rate < HIGH_NOISE:
+    if (arch == "small_cnn" or start != "random" or image_size > CIFAR_NET_SIDE or n_samples >= SMALL_SET
+            or noise_rate < HIGH_NOISE):
         return None
     return (f"Warm-up estimated {noise_rate:.0%} noise on {n_samples:,} images of {image_size} px. At such noise "
             f"on so few small images the small CNN did better than {arch} (docs/high-noise.md); "

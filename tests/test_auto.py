@@ -379,11 +379,10 @@ def test_the_guard_fires_inside_a_real_fit_and_recovers_with_a_warm_up_epoch(dig
     assert "Consider a longer --warmup (or --auto)" in caplog.text
 
 
-
 @pytest.mark.parametrize(("device", "noise", "start", "advised"), [
     ("cuda", 0.8, "random", True),  # the GPU's PreAct ResNet-18 on 200 8-px images at 80% noise
     ("cpu", 0.8, "random", False),  # the small CNN already
-    ("cuda", 0.4, "random", False),  # at 40% the ResNet did as well
+    ("cuda", 0.4, "random", False),  # at 40% the ResNet did better
     ("cuda", 0.8, "self-supervised", False),  # learned weights: not what was measured
 ])
 def test_a_resnet_on_few_small_images_at_very_high_noise_is_advised_the_small_cnn(device, noise, start, advised,
