@@ -476,7 +476,8 @@ def summarize(run: Run) -> None:
     stderr.print(f"Done in {run.config['fit_seconds']:.0f}s: {noisy:,} of {len(table):,} labels look suspect "
                  f"(clean_prob < {threshold:g}), {errors:,} of them wrong (the networks predict another class). "
                  f"Review them with:\n  labelclean export {run.directory} --only-errors --sort clean_prob"
-                 + (f" --threshold {threshold:g}" if threshold != DEFAULT_THRESHOLD else ""),
+                 + (f" --threshold {threshold:g}" if threshold != DEFAULT_THRESHOLD else "")
+                 + (f"\n{run.network_hint}" if run.network_hint else ""),
                  highlight=False, soft_wrap=True)
 
 

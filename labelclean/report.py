@@ -141,6 +141,8 @@ def overview_section(run: Run, table: pd.DataFrame, rows: pd.DataFrame, threshol
               f"{DEFAULT_THRESHOLD:g} flags far fewer labels than the networks predict another class for "
               f"(labelclean report --threshold {hint:g}).</p>"
               if hint and hint != threshold else "")
+    if network := run.network_hint:
+        advice += f"<p><b>{escape(network)}</b></p>"
     return (f'<p class="muted">{escape(str(run.directory))} · suspects = the rows a review relabels: flagged '
             f"(clean_prob &lt; {threshold:g}, lower = more likely mislabeled) and the networks predict another "
             f"class, which is the suggested label</p>" + advice + '<div class="cards">'

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from . import distributed
+from .auto import network_hint
 from .config import Decisions, FitConfig, Settings
 from .data import LabeledImages, decode_for_prediction, list_images
 from .errors import LabelcleanError
@@ -257,6 +258,16 @@ class Run:
         """The export threshold to use: the default, or the fit's ``threshold_hint`` when the final
         split flags far fewer labels than the networks disagree with (the fit warned about it)."""
         return self.config.get("threshold_hint") or DEFAULT_THRESHOLD
+
+    @property
+    def network_hint(self) -> str | None:
+        """The fit's advice on the network (:func:`labelclean.auto.network_hint`), from what it recorded; None
+        when it gave none (or estimated no noise: MLNT, or a fit stopped in warm-up)."""
+        decided, plan = self.config.get("auto", {}), self.config["settings"]
+        if not decided.get("noise"):
+            return None
+        return network_hint(plan["arch"], plan["image_size"], decided["n_samples"], decided["noise"]["rate"],
+                            decided["start"]["kind"])
 
     @property
     def history(self) -> list[dict[str, Any]]:

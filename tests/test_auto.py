@@ -401,3 +401,16 @@ def test_a_resnet_on_few_small_images_at_very_high_noise_is_advised_the_small_cn
     assert ("--arch small_cnn" in caplog.text) == advised
     if advised:
         assert "80% noise on 200 images of 8 px" in caplog.text and "preact_resnet18" in caplog.text
+
+
+def test_the_summary_and_report_repeat_the_advice_on_the_network(tiny_run, tmp_path, capsys):
+    run_dir = shutil.copytree(tiny_run.directory, tmp_path / "run")
+    config = json.loads((run_dir / "config.json").read_text())
+    assert labelclean.Run(run_dir).network_hint is None and "--arch small_cnn" not in render_report(tiny_run)
+    config["settings"]["arch"] = "preact_resnet18"  # as on a GPU
+    config["auto"]["noise"]["rate"] = 0.8
+    (run_dir / "config.json").write_text(json.dumps(config))
+    cli.summarize(labelclean.Run(run_dir))
+    assert "fit again with --arch small_cnn" in capsys.readouterr().err
+    page = render_report(labelclean.Run(run_dir))
+    assert "Warm-up estimated 80% noise on 300 images of 8 px" in page and "fit again with --arch small_cnn" in page
