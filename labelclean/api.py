@@ -289,8 +289,8 @@ def _log_plan(cfg: FitConfig, plan: Settings, images: int, device: torch.device)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "the CPU"
     warmup = (f"{plan.warmup} of warm-up" if cfg.warmup is not None or cfg.method == "mlnt"
               else f"warm-up until the networks stop improving, at most {plan.warmup}")
-    log.info("Training %s (%s) on %d images of %d px on %s: %d epochs planned (%s).", plan.method, plan.arch,
-             images, plan.image_size, where, plan.epochs, warmup)
+    log.info("Training %s (%s) on %s images of %d px on %s: %d epochs planned (%s).", plan.method, plan.arch,
+             f"{images:,}", plan.image_size, where, plan.epochs, warmup)
 
 
 def _estimating(on_epoch: Callable[[EpochReport], None]) -> Callable[[EpochReport], None]:
@@ -299,14 +299,24 @@ def _estimating(on_epoch: Callable[[EpochReport], None]) -> Callable[[EpochRepor
     paces: dict[str, float] = {}
 
     def report(r: EpochReport) -> None:
-        if r.phase not in paces:
+        if r.phase not in paces and r.epoch < r.epochs:
             paces[r.phase] = r.seconds
-            log.info("Epoch %d (%s) took %.1f s: the %d epoch(s) left take about %.1f min at this pace%s.", r.epoch,
-                     r.phase, r.seconds, r.epochs - r.epoch, (r.epochs - r.epoch) * r.seconds / 60,
+            log.info("Epoch %d (%s) took %.1f s: the %d epoch(s) left take about %s at this pace%s.", r.epoch,
+                     r.phase, r.seconds, r.epochs - r.epoch, duration((r.epochs - r.epoch) * r.seconds),
                      "" if len(paces) > 1 else " (estimated again after the first epoch of the next kind)")
         on_epoch(r)
 
     return report
+
+
+def duration(seconds: float) -> str:
+    """A time to wait, rounded as a person would say it.
+
+    >>> duration(42.4), duration(3_000), duration(20_000)
+    ('42 s', '50 min', '5.6 h')
+    """
+    return (f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min" if seconds < 90 * 60
+            else f"{seconds / 3600:.1f} h")
 
 
 def pretrain(
