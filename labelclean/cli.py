@@ -473,11 +473,12 @@ def summarize(run: Run) -> None:
     threshold = run.suggested_threshold  # the default, unless the fit warned that it flags far too few
     table = run.export(threshold)
     noisy, errors = int(table["is_noisy"].sum()), int(table["is_error"].sum())
+    advice = run.network_hint
     stderr.print(f"Done in {run.config['fit_seconds']:.0f}s: {noisy:,} of {len(table):,} labels look suspect "
                  f"(clean_prob < {threshold:g}), {errors:,} of them wrong (the networks predict another class). "
                  f"Review them with:\n  labelclean export {run.directory} --only-errors --sort clean_prob"
                  + (f" --threshold {threshold:g}" if threshold != DEFAULT_THRESHOLD else "")
-                 + (f"\n{run.network_hint}" if run.network_hint else ""),
+                 + (f"\n{advice}" if advice else ""),
                  highlight=False, soft_wrap=True)
 
 

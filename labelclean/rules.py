@@ -106,7 +106,7 @@ class Rules:
             note += "; chose " + ", ".join(f"{k} {v:g}" if isinstance(v, float | int) else f"{k} {v}"
                                            for k, v in chosen.items())
         log.info("%s.", note)
-        if hint := network_hint(plan.arch, plan.image_size, len(data), noise.rate, decided.start.kind):
+        if hint := network_hint(plan.arch, plan.image_size, decided.n_samples, noise.rate, decided.start.kind):
             log.warning(hint)
         return note
 
