@@ -100,6 +100,8 @@ class FitConfig(Options):
     lambda_u: float | None = None  # weight of the unlabeled (MSE) loss once ramped up
     rampup_epochs: float = 16.0  # epochs over which lambda_u ramps linearly from 0 after warm-up
     temperature: float = 0.5  # sharpening temperature T of refined and guessed labels
+    align: bool = False  # align the guessed labels to the unlabeled set's given-label distribution
+    #                      (dividemix.align, dividemix.unlabeled_prior)
     alpha: float = 4.0  # mixup: lambda ~ Beta(alpha, alpha), then max(lambda, 1 - lambda)
     noise_mode: str = "auto"  # 'asym': class-pair noise (confidence penalty in warm-up, λu 0 with auto);
     #                           'sym': any other class; 'auto': detected after warm-up (auto.estimate_noise)

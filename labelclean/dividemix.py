@@ -77,12 +77,33 @@ def co_refine(own_probs: torch.Tensor, given: torch.Tensor, clean_prob: torch.Te
     return sharpen(w * given + (1 - w) * own_probs.mean(0), temperature)
 
 
-def co_guess(own_probs: torch.Tensor, peer_probs: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Guessed targets for unlabeled samples: sharpened mean over both networks and all views.
+def co_guess(own_probs: torch.Tensor, peer_probs: torch.Tensor, temperature: float,
+             prior: torch.Tensor | None = None) -> torch.Tensor:
+    """Guessed targets for unlabeled samples: sharpened mean over both networks and all views, aligned
+    to ``prior`` (k,) before sharpening when given (:func:`align`).
 
     ``own_probs`` and ``peer_probs`` are (views, n, k).
     """
-    return sharpen(torch.cat([own_probs, peer_probs]).mean(0), temperature)
+    mean = torch.cat([own_probs, peer_probs]).mean(0)
+    return sharpen(mean if prior is None else align(mean, prior), temperature)
+
+
+def align(probs: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+    """Distribution alignment (ReMixMatch, Berthelot et al., ICLR 2020): scale each class's column of
+    ``probs`` (n, k) by ``prior`` over the batch's mean prediction, then renormalize each row, so that
+    the guesses do not drift toward the classes the networks already favour."""
+    scaled = probs * (prior / probs.mean(0).clamp_min(1e-6))
+    return scaled / scaled.sum(dim=1, keepdim=True)
+
+
+def unlabeled_prior(labels: torch.Tensor, is_labeled: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """The class distribution the unlabeled samples' guesses are aligned to: their given labels' share
+    of each class, one sample added to each. If the noise keeps each class's size about right and the
+    labeled samples are rightly labeled, this is the distribution of the unlabeled samples' true
+    classes; the rare classes' clean samples, whose losses are high, are many of them on long tails.
+    Counted on the device, without a host sync."""
+    counts = torch.ones(num_classes, device=labels.device).index_add_(0, labels, (~is_labeled).float())
+    return counts / counts.sum()
 
 
 def mixmatch(inputs: torch.Tensor, targets: torch.Tensor, lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -132,9 +153,11 @@ def linear_rampup(epoch: float, warmup: int, length: float) -> float:
 
 def train_step(net: nn.Module, peer: nn.Module, optimizer: torch.optim.Optimizer, data: TrainingData,
                labeled: torch.Tensor, clean_prob: torch.Tensor, unlabeled: torch.Tensor,
-               lam: torch.Tensor, lambda_u: torch.Tensor, cfg: Settings) -> tuple[torch.Tensor, torch.Tensor]:
+               lam: torch.Tensor, lambda_u: torch.Tensor, cfg: Settings,
+               prior: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One DivideMix step for ``net``; ``labeled``/``unlabeled`` are index batches from the peer's split,
     ``lam`` (mixup's draw) and ``lambda_u`` 0-dim tensors on the device: the step never waits for the host.
+    ``prior``: the class distribution the guesses are aligned to (:func:`unlabeled_prior`), or None.
 
     Either batch may be empty (a split that put every sample on one side): that term is skipped.
     Returns the labeled and unlabeled losses (device tensors).
@@ -153,7 +176,7 @@ def train_step(net: nn.Module, peer: nn.Module, optimizer: torch.optim.Optimizer
         targets_x = co_refine(own[:, :n_x], given, clean_prob, cfg.temperature)
         if n_u:
             peer_probs = torch.softmax(peer(torch.cat([v1[n_x:], v2[n_x:]])).float(), dim=1)
-            targets_u = co_guess(own[:, n_x:], peer_probs.view(2, n_u, data.num_classes), cfg.temperature)
+            targets_u = co_guess(own[:, n_x:], peer_probs.view(2, n_u, data.num_classes), cfg.temperature, prior)
         else:
             targets_u = given[:0]
     inputs = torch.cat([v1[:n_x], v2[:n_x], v1[n_x:], v2[n_x:]])
@@ -184,6 +207,7 @@ def train_epoch(net: nn.Module, peer: nn.Module, optimizer: torch.optim.Optimize
     labeled_idx = is_labeled.nonzero().squeeze(1)
     unlabeled_idx = (~is_labeled).nonzero().squeeze(1)
     n_labeled, n_unlabeled = len(labeled_idx), len(unlabeled_idx)  # host sync, once per epoch
+    prior = unlabeled_prior(data.labels, is_labeled, data.num_classes) if cfg.align else None
     steps = math.ceil((n_labeled or n_unlabeled) / cfg.batch_size)
     labeled_batches = batches(labeled_idx[torch.randperm(n_labeled, device=data.device)], cfg.batch_size,
                               full=cfg.compile_step) if n_labeled else [labeled_idx] * steps
@@ -199,7 +223,7 @@ def train_epoch(net: nn.Module, peer: nn.Module, optimizer: torch.optim.Optimize
         labeled = distributed.part(labeled_batches[step])
         unlabeled = distributed.part(unlabeled_order[step * cfg.batch_size:(step + 1) * cfg.batch_size])
         loss_x, loss_u = step_fn(net, peer, optimizer, data, labeled, clean_prob[labeled], unlabeled,
-                                 lams[step], lambda_us[step], cfg)
+                                 lams[step], lambda_us[step], cfg, prior)
         totals += torch.stack([loss_x, loss_u])
     means = distributed.average(totals) / steps
     return means[0], means[1], n_labeled
