@@ -312,6 +312,9 @@ def fit(
     temperature: Annotated[float, typer.Option(help="Sharpening temperature of refined/guessed labels.")]
     = DEFAULTS.temperature,
     alpha: Annotated[float, typer.Option(help="Mixup Beta(alpha, alpha) parameter.")] = DEFAULTS.alpha,
+    align: Annotated[bool, typer.Option("--align/--no-align", help="Align the guessed labels of the unlabeled "
+                                        "set to its given labels' class distribution, so that rare classes are "
+                                        "still guessed (docs/methods.md).")] = DEFAULTS.align,
     noise_mode: Annotated[str, typer.Option(help="'auto' (detected after warm-up), 'sym' (any other class), or "
                                                  "'asym' for class-pair noise (adds a confidence penalty in "
                                                  "warm-up).")] = DEFAULTS.noise_mode,
@@ -444,7 +447,7 @@ def refuse_fit_combinations(ctx: typer.Context, method: str, resume: bool) -> No
         refuse_typed(ctx, [p.name for p in params if getattr(p, "rich_help_panel", None) == MLNT],
                      f"with --method {method}: only MLNT reads it (add --method mlnt)")
     else:
-        refuse_typed(ctx, ["lambda_u", "loss_window", "selection", "alpha", "temperature", "compile_step"],
+        refuse_typed(ctx, ["lambda_u", "loss_window", "selection", "alpha", "temperature", "align", "compile_step"],
                      "with --method mlnt: only DivideMix reads it")
 
 
@@ -473,7 +476,7 @@ def summarize(run: Run) -> None:
     threshold = run.suggested_threshold  # the default, unless the fit warned that it flags far too few
     table = run.export(threshold)
     noisy, errors = int(table["is_noisy"].sum()), int(table["is_error"].sum())
-    advice = run.network_hint
+    advice = "\n".join(run.warnings(table))
     stderr.print(f"Done in {run.config['fit_seconds']:.0f}s: {noisy:,} of {len(table):,} labels look suspect "
                  f"(clean_prob < {threshold:g}), {errors:,} of them wrong (the networks predict another class). "
                  f"Review them with:\n  labelclean export {run.directory} --only-errors --sort clean_prob"

@@ -9,7 +9,7 @@ Two networks are warmed up on all labels. Then, every epoch, for each network:
 2. **co-refine** — labeled samples get ``sharpen(w·y + (1−w)·p)``, with ``w`` the clean
    probability (:func:`co_refine`);
 3. **co-guess** — unlabeled samples get the sharpened mean prediction of both networks
-   (:func:`co_guess`);
+   (:func:`co_guess`), with ``--align`` aligned first to their given labels' class distribution;
 4. **MixMatch** — mix up labeled and unlabeled samples (:func:`mixmatch`) and train on
    soft cross-entropy + ``λu``·MSE + a uniform-prior penalty (:func:`semi_supervised_loss`).
 

@@ -106,6 +106,30 @@ def select_rows(table: pd.DataFrame, only_noisy: bool = False, sort: str | None 
     return table.reset_index(drop=True)
 
 
+def unpredicted_classes(table: pd.DataFrame) -> pd.Series:
+    """Images per given label, for the labels that the networks predict for no image at all (empty when
+    every label is predicted somewhere). Every image of such a class is flagged whenever its clean
+    probability is low, right label or wrong."""
+    counts = table["given_label"].value_counts(sort=False)
+    return counts[~counts.index.isin(table["predicted_label"].unique())]
+
+
+def unpredicted_hint(table: pd.DataFrame, shown: int = 5) -> str | None:
+    """A warning naming the classes the networks never predict (:func:`unpredicted_classes`), most
+    images first, or None."""
+    missing = unpredicted_classes(table).sort_values(ascending=False, kind="stable")
+    if missing.empty:
+        return None
+    named = [f"{name} ({count:,} image{'s' if count > 1 else ''})" for name, count in missing.iloc[:shown].items()]
+    if len(missing) > shown:
+        named.append(f"{len(missing) - shown:,} more classes ({int(missing.iloc[shown:].sum()):,} images)")
+    listed = named[0] if len(named) == 1 else ", ".join(named[:-1]) + " or " + named[-1]
+    return (f"The networks predict no image as {listed}: each flagged image of "
+            f"{'this class' if len(missing) == 1 else 'these classes'} is offered another class. Rare classes get "
+            "dropped so; review those images by hand rather than accept the suggestions "
+            "(docs/troubleshooting.md#a-class-is-never-predicted).")
+
+
 def significant(x: float) -> float:
     """``x`` rounded to :data:`SIGNIFICANT_DIGITS` significant digits (9.643617662878853e-253 → 9.64362e-253)."""
     return float(f"{x:.{SIGNIFICANT_DIGITS}g}")

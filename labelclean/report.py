@@ -141,8 +141,8 @@ def overview_section(run: Run, table: pd.DataFrame, rows: pd.DataFrame, threshol
               f"{DEFAULT_THRESHOLD:g} flags far fewer labels than the networks predict another class for "
               f"(labelclean report --threshold {hint:g}).</p>"
               if hint and hint != threshold else "")
-    if network := run.network_hint:
-        advice += f"<p><b>{escape(network)}</b></p>"
+    for warning in run.warnings(table):
+        advice += f"<p><b>{escape(warning)}</b></p>"
     return (f'<p class="muted">{escape(str(run.directory))} · suspects = the rows a review relabels: flagged '
             f"(clean_prob &lt; {threshold:g}, lower = more likely mislabeled) and the networks predict another "
             f"class, which is the suggested label</p>" + advice + '<div class="cards">'
@@ -155,18 +155,19 @@ def _anchor(k: int) -> str:
 
 
 def per_class_section(table: pd.DataFrame, rows: pd.DataFrame, classes: list[str]) -> str:
-    """Samples and suspects of each given label; each count links to that class's suspects below."""
-    samples = table["given_label"].value_counts()
+    """Samples, predictions and suspects of each given label; each count links to that class's suspects below."""
+    samples, predicted = table["given_label"].value_counts(), table["predicted_label"].value_counts()
     suspects = rows["given_label"].value_counts()
     cells = []
     for k, name in enumerate(classes):
         n, bad = int(samples.get(name, 0)), int(suspects.get(name, 0))
         rate = bad / n if n else 0.0
         count = f'<a href="#{_anchor(k)}">{bad:,}</a>' if bad else "0"
-        cells.append([escape(name), f"{n:,}", count, (f'{rate:.1%} <span class="rate" style="width:{rate * 80:.0f}px">'
-                      f"</span>")])
-    return ("<h2>Suspects per given label</h2><p class=muted>Click a count to see that class's suspects.</p>"
-            + _rows(cells, ["given label", "samples", "suspects", "share"]))
+        cells.append([escape(name), f"{n:,}", f"{int(predicted.get(name, 0)):,}", count,
+                      f'{rate:.1%} <span class="rate" style="width:{rate * 80:.0f}px"></span>'])
+    return ("<h2>Suspects per given label</h2><p class=muted>Predicted: the images the networks predict as the "
+            "class. Click a count to see that class's suspects.</p>"
+            + _rows(cells, ["given label", "samples", "predicted", "suspects", "share"]))
 
 
 def settings_section(run: Run, threshold: float) -> str:

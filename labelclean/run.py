@@ -41,7 +41,7 @@ from .auto import network_hint
 from .config import Decisions, FitConfig, Settings
 from .data import LabeledImages, decode_for_prediction, list_images
 from .errors import LabelcleanError
-from .export import DEFAULT_THRESHOLD, review_table, select_rows
+from .export import DEFAULT_THRESHOLD, review_table, select_rows, unpredicted_hint
 from .files import (
     load_torch,
     read_json,
@@ -268,6 +268,11 @@ class Run:
             return None
         return network_hint(plan["arch"], plan["image_size"], decided["n_samples"], decided["noise"]["rate"],
                             decided["start"]["kind"])
+
+    def warnings(self, table: pd.DataFrame) -> list[str]:
+        """What the end-of-fit summary and the report warn of, given the run's review ``table``: the advice
+        on the network (:attr:`network_hint`), the classes no image is predicted as (:func:`unpredicted_hint`)."""
+        return [text for text in (self.network_hint, unpredicted_hint(table)) if text]
 
     @property
     def history(self) -> list[dict[str, Any]]:

@@ -196,6 +196,8 @@ CASES = {
                                  r"--meta-sets, --rounds do nothing with --method dividemix: only MLNT reads it"),
     "dividemix option with mlnt": (fit_with_options("--method", "mlnt", "--lambda-u", "3"),
                                    r"--lambda-u does nothing with --method mlnt: only DivideMix reads it"),
+    "align with mlnt": (fit_with_options("--method", "mlnt", "--align"),
+                        r"--align does nothing with --method mlnt: only DivideMix reads it"),
     "compile with mlnt": (fit_with_options("--method", "mlnt", "--compile"),
                           r"--compile does nothing with --method mlnt: only DivideMix reads it"),
     "start blend without start": (fit_with_options("--start-blend", "0.5"),

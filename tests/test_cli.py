@@ -12,6 +12,7 @@ from conftest import TINY, copy_images
 from typer.testing import CliRunner
 
 import labelclean
+from labelclean import dividemix
 from labelclean.cli import app, rewrite_args
 from labelclean.errors import LabelcleanError
 from labelclean.export import COLUMNS
@@ -239,3 +240,17 @@ def test_main_options_work_after_the_command(tmp_path):
     assert rewrite_args(["fit", "a", "--label-column", "--debug", "-v"], COMMANDS) == [
         "-v", "fit", "a", "--label-column", "--debug"]
     assert rewrite_args(["--debug", "fit", "--", "--debug"], COMMANDS) == ["--debug", "fit", "--", "--debug"]
+
+
+def test_align_reaches_the_guesses_and_config_json(digits, tmp_path, monkeypatch):
+    """--align goes from the command line to config.json and to every co-guess of the fit."""
+    priors = []
+    guess = dividemix.co_guess
+    monkeypatch.setattr(dividemix, "co_guess", lambda *args: priors.append(args[3]) or guess(*args))
+    out = tmp_path / "run"
+    result = invoke("fit", digits.images_dir, digits.labels_csv, "--output", out, *TINY_ARGS, "--align",
+                    "--lambda-u", "25")
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["fit"]["align"] is True and config["settings"]["align"] is True
+    assert priors and all(p is not None and p.shape == (10,) for p in priors)

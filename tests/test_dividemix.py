@@ -12,6 +12,7 @@ from labelclean.augment import Augment
 from labelclean.auto import NoiseEstimate
 from labelclean.config import Decisions, FitConfig
 from labelclean.dividemix import (
+    align,
     co_guess,
     co_refine,
     evaluate,
@@ -22,6 +23,7 @@ from labelclean.dividemix import (
     train_epoch,
     train_step,
     uniform_prior_penalty,
+    unlabeled_prior,
 )
 from labelclean.evaluation import clean_probability, normalized_loss, split_clean_prob
 from labelclean.models import build_model
@@ -69,6 +71,41 @@ def test_co_guess_averages_both_networks_and_views_then_sharpens():
     guess = co_guess(own, torch.tensor([[[0.5, 0.5]], [[0.5, 0.5]]]), 0.5)
     mean = torch.tensor([[0.625, 0.375]])  # over both networks and both views; then sharpened with T = 0.5
     torch.testing.assert_close(guess, mean**2 / (mean**2).sum())
+
+
+def test_align_moves_the_guesses_toward_the_prior_and_keeps_a_batch_that_matches_it():
+    favoured = torch.tensor([[0.9, 0.1], [0.7, 0.3], [0.8, 0.2]])  # the batch leans 80:20 to class 0
+    aligned = align(favoured, torch.tensor([0.5, 0.5]))
+    torch.testing.assert_close(aligned.sum(1), torch.ones(3))
+    assert aligned[:, 1].mean() > 0.45  # was 0.2
+    assert torch.equal(aligned[:, 1].argsort(), favoured[:, 1].argsort())  # the rows keep their order
+    torch.testing.assert_close(align(favoured, torch.tensor([0.8, 0.2])), favoured)
+
+
+def test_co_guess_aligns_before_sharpening_only_when_given_a_prior():
+    own = torch.tensor([[[0.9, 0.1], [0.6, 0.4]], [[0.9, 0.1], [0.6, 0.4]]])
+    torch.testing.assert_close(co_guess(own, own, 0.5, None), co_guess(own, own, 0.5))
+    prior = torch.tensor([0.5, 0.5])
+    torch.testing.assert_close(co_guess(own, own, 0.5, prior), sharpen(align(own[0], prior), 0.5))
+
+
+def test_unlabeled_prior_counts_the_given_labels_of_the_unlabeled_samples_plus_one():
+    labels = torch.tensor([0, 0, 0, 1, 1, 2])
+    is_labeled = torch.tensor([True, True, False, False, False, True])
+    torch.testing.assert_close(unlabeled_prior(labels, is_labeled, 4), torch.tensor([2.0, 3.0, 1.0, 1.0]) / 7)
+
+
+@pytest.mark.parametrize("aligned", [False, True])
+def test_train_epoch_aligns_the_guesses_to_the_unlabeled_prior_only_when_asked(aligned, monkeypatch):
+    data = tiny_training_data()
+    cfg = effective(epochs=2, warmup=0, batch_size=8, p_threshold=0.5, lambda_u=25.0, align=aligned)
+    priors = []
+    monkeypatch.setattr(dividemix, "co_guess", lambda *args: priors.append(args[3]) or co_guess(*args))
+    clean_prob = torch.arange(len(data)) % 2 * 0.9
+    net, peer = build_model("small_cnn", 1, 3, 8), build_model("small_cnn", 1, 3, 8)
+    train_epoch(net, peer, make_optimizer(net, cfg), data, clean_prob, 1, cfg)
+    expected = unlabeled_prior(data.labels, clean_prob > 0.5, 3) if aligned else None
+    assert priors and all(p is expected or torch.equal(p, expected) for p in priors)
 
 
 def test_mixmatch_keeps_lambda_at_least_half_and_mixes_inputs_and_targets_alike():

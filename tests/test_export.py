@@ -17,7 +17,7 @@ from labelclean.auto import class_quota, quota_clean_prob
 from labelclean.cli import app
 from labelclean.errors import LabelcleanError
 from labelclean.evaluation import clean_probability, normalized_loss
-from labelclean.export import COLUMNS, format_from_suffix, select_rows
+from labelclean.export import COLUMNS, format_from_suffix, select_rows, unpredicted_classes, unpredicted_hint
 
 # Five samples of a 10-class run: (given, clean_prob of net 1 and net 2, the ensemble's softmax as {class: p}).
 HAND = [
@@ -177,3 +177,13 @@ def test_probs_are_the_mean_softmax_of_the_two_kept_networks(tiny_run):
     given = samples["given_label"].map({c: k for k, c in enumerate(tiny_run.classes)}).to_numpy()
     mean_of_nets = (np.exp(-samples["loss_net1"]) + np.exp(-samples["loss_net2"])) / 2
     np.testing.assert_allclose(probs[np.arange(300), given], mean_of_nets, atol=1e-5)
+
+
+def test_unpredicted_classes_are_the_given_labels_no_image_is_predicted_as():
+    assert unpredicted_classes(EXPECTED).to_dict() == {"3": 1, "1": 1, "4": 1, "6": 1}  # '2' is predicted once
+    hint = unpredicted_hint(EXPECTED.iloc[[0, 0, 1, 2, 3, 4]], shown=2)  # two rows labeled '3'
+    assert hint.startswith("The networks predict no image as 3 (2 images), 1 (1 image) or 2 more classes (2 images):")
+    assert unpredicted_hint(EXPECTED.iloc[[1, 2]]).startswith("The networks predict no image as 1 (1 image): each "
+                                                              "flagged image of this class")
+    everywhere = EXPECTED.assign(predicted_label=EXPECTED["given_label"])
+    assert unpredicted_classes(everywhere).empty and unpredicted_hint(everywhere) is None

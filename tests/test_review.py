@@ -15,7 +15,9 @@ from sklearn.mixture import GaussianMixture
 from typer.testing import CliRunner
 
 import labelclean
+from labelclean import cli
 from labelclean.cli import app
+from labelclean.export import unpredicted_classes
 from labelclean.report import THUMB_SIDE, gmm_components, render_report, shown_suspects, thumbnail_uri, write_report
 from labelclean.review import image_urls, label_studio_config
 
@@ -218,6 +220,27 @@ def test_report_shows_the_error_rows_by_class_most_suspicious_first_with_their_s
     crosstab = re.search(r"<h2>Given × suggested</h2>.*?</table>", page).group(0)
     cells = [int(n) for n in re.findall(r"<span class=hot[^>]*>(\d+)</span>", crosstab)]
     assert sum(cells) == len(errors) and "class=diag" not in crosstab  # an error's suggestion changes its label
+
+
+def test_summary_and_report_warn_of_a_class_the_networks_never_predict(tiny_run, tmp_path, capsys):
+    """The tiny run's most predicted class given no probability: it is predicted for no image, and the
+    summary, the report's warning and its per-class table say so, with the images labeled so."""
+    run_dir = shutil.copytree(tiny_run.directory, tmp_path / "run")
+    before = tiny_run.export()
+    name = before["predicted_label"].value_counts().index[0]
+    k, labeled = tiny_run.classes.index(name), int((before["given_label"] == name).sum())
+    probs = np.load(run_dir / "probs.npy")
+    probs[:, k] = 0
+    np.save(run_dir / "probs.npy", probs / probs.sum(1, keepdims=True))
+    run = labelclean.Run(run_dir)
+    assert name in unpredicted_classes(run.export()) and name not in unpredicted_classes(before)
+    cli.summarize(run)
+    err = capsys.readouterr().err
+    page = render_report(run)
+    for text in (err, page):
+        assert re.search(rf"The networks predict no image as (.+, )?{name} \({labeled:,} image", text)
+    row = re.search(rf"<tr><td class=l>{name}</td><td>([\d,]+)</td><td>([\d,]+)</td>", page)
+    assert row.groups() == (f"{labeled:,}", "0")  # given to so many, predicted for none
 
 
 def test_report_noise_card_shows_the_fits_estimate_beside_the_flagged_share(tiny_run, tmp_path):

@@ -40,7 +40,7 @@ def recorded_epoch(monkeypatch: pytest.MonkeyPatch, cfg, clean_prob: torch.Tenso
     """The arguments of every step of a train epoch (the step itself replaced)."""
     steps = []
 
-    def step(net, peer, optimizer, data, labeled, weights, unlabeled, lam, lambda_u, cfg):
+    def step(net, peer, optimizer, data, labeled, weights, unlabeled, lam, lambda_u, cfg, prior):
         steps.append((labeled, unlabeled, lam, lambda_u))
         return torch.tensor(0.0), torch.tensor(0.0)
 

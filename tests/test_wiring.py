@@ -70,7 +70,7 @@ def test_a_train_epoch_labels_the_samples_above_the_threshold_weighted_by_their_
     clean_prob = torch.rand(40, generator=torch.Generator().manual_seed(1))
     steps = []
 
-    def step(net, peer, optimizer, data, labeled, weights, unlabeled, lam, lambda_u, cfg):
+    def step(net, peer, optimizer, data, labeled, weights, unlabeled, lam, lambda_u, cfg, prior):
         steps.append((labeled, weights, unlabeled, lambda_u))
         return torch.tensor(0.0), torch.tensor(0.0)
 
