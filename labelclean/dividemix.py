@@ -97,11 +97,13 @@ def align(probs: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
 
 
 def unlabeled_prior(labels: torch.Tensor, is_labeled: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """The class distribution the unlabeled samples' guesses are aligned to: their given labels' share
-    of each class, one sample added to each. If the noise keeps each class's size about right and the
-    labeled samples are rightly labeled, this is the distribution of the unlabeled samples' true
-    classes; the rare classes' clean samples, whose losses are high, are many of them on long tails.
-    Counted on the device, without a host sync."""
+    """The class distribution the unlabeled samples' guesses are aligned to: the share of each class
+    among their given labels, one sample added to each. If the noise keeps each class's size about right
+    and the labeled samples are rightly labeled, that is the distribution of their true classes, which on
+    long tails holds many of the rare classes' clean samples (their losses are high). Where the wrong
+    labels gather on some classes (noise that follows the images; a rare class given more wrong labels
+    than it has images) it overstates those classes (docs/benchmarks.md). Counted on the device, without
+    a host sync."""
     counts = torch.ones(num_classes, device=labels.device).index_add_(0, labels, (~is_labeled).float())
     return counts / counts.sum()
 
