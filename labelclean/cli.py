@@ -314,8 +314,8 @@ def fit(
     alpha: Annotated[float, typer.Option(help="Mixup Beta(alpha, alpha) parameter.")] = DEFAULTS.alpha,
     align: Annotated[bool, typer.Option("--align/--no-align", help="Align the guessed labels of the unlabeled "
                                         "set to its given labels' class distribution, so that rare classes are "
-                                        "still guessed: it helped with moderately imbalanced classes and hurt "
-                                        "under noise that follows the images (docs/benchmarks.md).")]
+                                        "still guessed: it helped at 10:1 class imbalance and hurt under "
+                                        "some noise that follows the images (docs/benchmarks.md).")]
     = DEFAULTS.align,
     noise_mode: Annotated[str, typer.Option(help="'auto' (detected after warm-up), 'sym' (any other class), or "
                                                  "'asym' for class-pair noise (adds a confidence penalty in "
